@@ -1,0 +1,250 @@
+/*
+ * libnpairs: the N-pairs metric-learning loss, forward and backward, on the
+ * CPU and on CUDA GPUs, behind a stable C ABI.
+ *
+ * It computes the loss of TensorFlow Addons' npairs_loss /
+ * npairs_multilabel_loss (and tf.contrib's embeddings form with its L2 term):
+ * a softmax cross-entropy of the similarity logits z = S / temperature against
+ * row-normalised targets built from labels. SPEC.md section 1 gives the math.
+ *
+ * Conventions of every function below:
+ *  - Functions returning npairs_status return NPAIRS_OK (0) on success. On
+ *    failure they leave every output untouched, and npairs_last_error() on the
+ *    calling thread returns one sentence naming the offending argument.
+ *  - Nothing here prints, exits, aborts, or lets a C++ exception escape.
+ *  - A context is used by one thread at a time; distinct contexts are
+ *    independent and may be used concurrently.
+ *  - Results are bitwise reproducible for the same inputs, backend, device and
+ *    thread count.
+ *
+ * ABI: enum values and struct field orders never change; structs only grow at
+ * the end, and their first field struct_size tells the library which version
+ * of the struct the caller was compiled against.
+ */
+#ifndef NPAIRS_NPAIRS_H
+#define NPAIRS_NPAIRS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(NPAIRS_BUILDING_LIBRARY)
+#    define NPAIRS_API __declspec(dllexport)
+#  else
+#    define NPAIRS_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define NPAIRS_API __attribute__((visibility("default")))
+#else
+#  define NPAIRS_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define NPAIRS_VERSION_MAJOR 1
+#define NPAIRS_VERSION_MINOR 0
+#define NPAIRS_VERSION_PATCH 0
+#define NPAIRS_VERSION_NUMBER \
+  (NPAIRS_VERSION_MAJOR * 10000 + NPAIRS_VERSION_MINOR * 100 + NPAIRS_VERSION_PATCH)
+
+/* Returns NPAIRS_VERSION_NUMBER of the library actually loaded (which may be
+   newer than the header the caller was compiled with). Never fails. */
+NPAIRS_API uint32_t npairs_version_number(void);
+
+/* Returns the version as static text, "MAJOR.MINOR.PATCH". Never fails. */
+NPAIRS_API const char* npairs_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Statuses and error messages                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef int32_t npairs_status;
+#define NPAIRS_OK                         0
+#define NPAIRS_ERROR_INVALID_ARGUMENT     1 /* NULL, size, enum or shape mismatch */
+#define NPAIRS_ERROR_INVALID_VALUE        2 /* input data: a row without positive, a negative target */
+#define NPAIRS_ERROR_UNSUPPORTED          3 /* valid request this build or backend cannot do */
+#define NPAIRS_ERROR_OUT_OF_MEMORY        4 /* host or device allocation failed */
+#define NPAIRS_ERROR_BACKEND_UNAVAILABLE  5 /* backend not compiled in, or no device present */
+#define NPAIRS_ERROR_DEVICE               6 /* CUDA runtime or cuBLAS failure */
+#define NPAIRS_ERROR_INTERNAL             7 /* a bug in the library: please report it */
+
+/* Returns a static description of any status value (unknown values get
+   "unknown status"). Never fails, never NULL. */
+NPAIRS_API const char* npairs_status_string(npairs_status status);
+
+/* Returns the message of the calling thread's last failed call, or "" when
+   none failed yet. The text stays valid until this thread's next failing
+   call. Never NULL. */
+NPAIRS_API const char* npairs_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Backends and contexts                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef int32_t npairs_backend;
+#define NPAIRS_BACKEND_AUTO 0 /* CUDA when available, else CPU */
+#define NPAIRS_BACKEND_CPU  1
+#define NPAIRS_BACKEND_CUDA 2
+
+/* Returns 1 when a context of this backend can be created now (CUDA: compiled
+   in and at least one device present; AUTO and CPU: always), else 0 (also
+   for unknown values). Never fails. */
+NPAIRS_API int32_t npairs_backend_available(npairs_backend backend);
+
+/* A context owns a backend, its settings (threads, CUDA device and stream)
+   and its reusable workspace. */
+typedef struct npairs_context_s* npairs_context;
+
+/* Creates a context on `backend` (AUTO picks CUDA when available, else CPU).
+   `device` is the CUDA device ordinal (ignored by the CPU backend; must be
+   >= 0). On success stores the new context in *out.
+   Fails with INVALID_ARGUMENT (out NULL, unknown backend, device < 0 or not
+   present), BACKEND_UNAVAILABLE (CUDA not compiled in or no GPU),
+   OUT_OF_MEMORY, DEVICE. */
+NPAIRS_API npairs_status npairs_context_create(npairs_backend backend, int32_t device,
+                                              npairs_context* out);
+
+/* Waits for the context's queued work, then frees it and its workspace.
+   NULL is fine (returns NPAIRS_OK). Fails with DEVICE if the queued work
+   failed; the context is freed all the same. */
+NPAIRS_API npairs_status npairs_context_destroy(npairs_context ctx);
+
+/* Stores the backend the context runs on (never AUTO) in *out.
+   Fails with INVALID_ARGUMENT when ctx or out is NULL. */
+NPAIRS_API npairs_status npairs_context_backend(npairs_context ctx, npairs_backend* out);
+
+/* Sets the cudaStream_t on which a CUDA context queues its work (NULL: the
+   legacy default stream). On a CPU context NULL succeeds and any other
+   stream fails with UNSUPPORTED. Fails with INVALID_ARGUMENT when ctx is
+   NULL. */
+NPAIRS_API npairs_status npairs_context_set_stream(npairs_context ctx, void* cuda_stream);
+
+/* Sets how many CPU threads a CPU context uses for its rows (0: all cores).
+   Ignored by CUDA contexts. Fails with INVALID_ARGUMENT when ctx is NULL or
+   threads < 0. */
+NPAIRS_API npairs_status npairs_context_set_threads(npairs_context ctx, int32_t threads);
+
+/* Waits until the context's queued work is done (CPU: returns at once).
+   Fails with INVALID_ARGUMENT when ctx is NULL, DEVICE when queued work
+   failed. */
+NPAIRS_API npairs_status npairs_context_synchronize(npairs_context ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Problem description                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef int32_t npairs_dtype;
+#define NPAIRS_F32  0
+#define NPAIRS_F64  1
+#define NPAIRS_F16  2  /* reserved: UNSUPPORTED in this version */
+#define NPAIRS_BF16 3  /* reserved: UNSUPPORTED in this version */
+#define NPAIRS_I32  16
+#define NPAIRS_I64  17
+
+/* Keras' reduction names. */
+typedef int32_t npairs_reduction;
+#define NPAIRS_REDUCTION_NONE                0 /* loss[i] = w_i * loss_i */
+#define NPAIRS_REDUCTION_SUM                 1 /* sum_i w_i * loss_i */
+#define NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE 2 /* sum_i w_i * loss_i / R (default) */
+
+/* Lets CUDA float32 GEMMs use TF32 tensor cores (faster, ~1e-3 relative). */
+#define NPAIRS_FLAG_ALLOW_TF32 1u
+
+typedef struct npairs_options {
+  size_t struct_size;         /* sizeof(npairs_options) */
+  npairs_reduction reduction; /* default NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE */
+  double temperature;         /* logits are S / temperature; finite, > 0; default 1 */
+  double reg_lambda;          /* tf.contrib L2 term, embeddings and scalar reductions
+                                 only; finite, >= 0; default 0 */
+  uint32_t flags;             /* NPAIRS_FLAG_*; unknown bits are invalid */
+} npairs_options;
+
+/* R = rows (anchors), M = cols (positives), D = dim, K = num_classes.
+   All matrices are dense and row-major. Give exactly one kind of targets
+   (labels or multilabels) and one kind of logits (similarity, or anchors
+   with positives). */
+typedef struct npairs_problem {
+  size_t struct_size;             /* sizeof(npairs_problem) */
+  int64_t rows;                   /* R >= 0 */
+  int64_t cols;                   /* M; 0 means M = R */
+  npairs_dtype dtype;             /* NPAIRS_F32 or NPAIRS_F64: every floating input
+                                     and output, sample_weight and grad_loss too */
+  /* targets: labels, or multilabels */
+  const void* labels;             /* [R] integers of label_dtype */
+  const void* column_labels;      /* [M]; NULL: same as labels (needs M = R) */
+  npairs_dtype label_dtype;       /* NPAIRS_I32 or NPAIRS_I64 */
+  const void* multilabels;        /* [R, K] non-negative, of dtype */
+  const void* column_multilabels; /* [M, K]; NULL: same as multilabels (needs M = R) */
+  int64_t num_classes;            /* K > 0 with multilabels */
+  /* logits: similarity, or anchors and positives */
+  const void* similarity;         /* [R, M] */
+  const void* anchors;            /* [R, D] */
+  const void* positives;          /* [M, D] */
+  int64_t dim;                    /* D > 0 with anchors and positives */
+  const void* sample_weight;      /* NULL (all ones), or [R] */
+} npairs_problem;
+
+/* Where to write gradients; NULL members are not computed. */
+typedef struct npairs_gradients {
+  size_t struct_size; /* sizeof(npairs_gradients) */
+  void* similarity;   /* [R, M] dL/dS; may alias problem.similarity */
+  void* anchors;      /* [R, D] dL/dA; needs anchors and positives */
+  void* positives;    /* [M, D] dL/dP; needs anchors and positives */
+} npairs_gradients;
+
+/* Fill the structs with their defaults (options) or zeros (problem,
+   gradients), and set struct_size. NULL is ignored. */
+NPAIRS_API void npairs_options_init(npairs_options* options);
+NPAIRS_API void npairs_problem_init(npairs_problem* problem);
+NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
+
+/* ------------------------------------------------------------------------ */
+/* The loss                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Computes the N-pairs loss of `problem`, its gradients, or both in one pass.
+
+   ctx        a context.
+   options    NULL for the defaults.
+   problem    the inputs (see npairs_problem).
+   grad_loss  the upstream gradient, of problem->dtype: one value for SUM and
+              SUM_OVER_BATCH_SIZE, [R] for NONE; NULL means ones.
+   loss       output of problem->dtype: [R] for NONE, else one value; NULL
+              when only gradients are wanted.
+   grads      NULL, or where to write the gradients wanted.
+
+   Memory: on a CPU context every pointer is host memory. On a CUDA context
+   pointers may be device memory (the work is queued on the context's stream
+   and the call returns without waiting for it, as cuBLAS does) or host memory
+   (staged through the device; the call then waits). The CUDA backend checks
+   the targets (see INVALID_VALUE) on the device before it writes any output,
+   and waits for that check. Outputs never overlap inputs, except that
+   grads->similarity may be problem->similarity.
+
+   Returns NPAIRS_OK, or with outputs untouched:
+   INVALID_ARGUMENT  ctx or problem NULL, a struct_size below the first
+                     published size, an unknown enum or flag, a bad
+                     temperature or reg_lambda, missing or ambiguous targets or
+                     logits, cols != rows without column targets, a negative
+                     or zero size, reg_lambda > 0 with NONE or similarity
+                     input, gradients for embeddings without embeddings;
+   INVALID_VALUE     a row with no positive column (the first one is named),
+                     or a negative multi-label entry;
+   UNSUPPORTED       dtype F16/BF16, a struct larger than this library knows
+                     whose extra bytes are not zero;
+   OUT_OF_MEMORY, DEVICE, INTERNAL. */
+NPAIRS_API npairs_status npairs_loss(npairs_context ctx, const npairs_options* options,
+                                     const npairs_problem* problem, const void* grad_loss,
+                                     void* loss, npairs_gradients* grads);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* NPAIRS_NPAIRS_H */

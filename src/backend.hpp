@@ -1,0 +1,25 @@
+// The interface every backend implements. A backend instance belongs to one
+// context and is used by one thread at a time.
+#pragma once
+
+#include "npairs/npairs.h"
+#include "task.hpp"
+
+namespace npairs {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual npairs_backend kind() const = 0;
+  // Throws Error(UNSUPPORTED) for a stream the backend cannot use.
+  virtual void set_stream(void* stream) = 0;
+  // CPU threads for the rows; 0 means all cores.
+  virtual void set_threads(int threads) = 0;
+  // Waits for queued work; throws Error(DEVICE) if it failed.
+  virtual void synchronize() = 0;
+  // Checks the task's data, then writes the outputs the task asks for. Throws
+  // Error before writing any output when the data is invalid.
+  virtual void compute(const Task& task) = 0;
+};
+
+}  // namespace npairs

@@ -1,0 +1,105 @@
+// The math of one logits row, shared by the CPU backend and the CUDA kernels
+// (__host__ __device__), so that the CPU tests check what the GPU runs.
+//
+// For a row z (already divided by the temperature) and target weights q
+// (1/0 for labels, G_ij = Y_i . Y'_j for multi-labels) the row loss is
+//   loss = logsumexp(z) - sum_j q_j z_j / sum_j q_j
+//        = log(sum_j exp(z_j - m)) + sum_j q_j (m - z_j) / sum_j q_j,
+// with m = max_j z_j. The second form never subtracts two huge numbers, so it
+// stays finite for |z| up to 1e30 in float wherever the exact loss is finite,
+// and a column with q_j = 0 never touches the target term (even at z = -inf).
+#pragma once
+
+#include <math.h>
+
+#if defined(__CUDACC__)
+#define NPAIRS_HD __host__ __device__ __forceinline__
+#else
+#define NPAIRS_HD inline
+#endif
+
+namespace npairs {
+
+// exp and log of the row's own precision, on host and device alike.
+NPAIRS_HD float row_exp(float x) { return expf(x); }
+NPAIRS_HD double row_exp(double x) { return exp(x); }
+NPAIRS_HD float row_log(float x) { return logf(x); }
+NPAIRS_HD double row_log(double x) { return log(x); }
+
+// Running statistics of a (part of a) row: max, sum of exp(z - max), sum of
+// target weights, and sum of q * (max - z).
+template <class T>
+struct RowStats {
+  T max;
+  T sum_exp;
+  T pos;
+  T pos_gap;
+};
+
+template <class T>
+NPAIRS_HD RowStats<T> row_stats_empty() {
+  return RowStats<T>{-T(INFINITY), T(0), T(0), T(0)};
+}
+
+// Adds one element. The equality test keeps a row that starts with -inf from
+// computing exp(-inf - -inf) = NaN; the 1 it adds is scaled to 0 as soon as a
+// finite element raises the max.
+template <class T>
+NPAIRS_HD void row_stats_add(RowStats<T>& s, T z, T q) {
+  if (z > s.max) {
+    s.sum_exp *= row_exp(s.max - z);
+    if (s.pos != T(0)) s.pos_gap += s.pos * (z - s.max);
+    s.max = z;
+  }
+  s.sum_exp += (z == s.max) ? T(1) : row_exp(z - s.max);
+  if (q != T(0)) {
+    s.pos += q;
+    s.pos_gap += q * (s.max - z);
+  }
+}
+
+// Combines the statistics of two disjoint parts of a row. Deterministic for a
+// fixed order of merges.
+template <class T>
+NPAIRS_HD RowStats<T> row_stats_merge(const RowStats<T>& a, const RowStats<T>& b) {
+  const RowStats<T>& hi = (a.max >= b.max) ? a : b;
+  const RowStats<T>& lo = (a.max >= b.max) ? b : a;
+  const bool same = (lo.max == hi.max);
+  RowStats<T> r;
+  r.max = hi.max;
+  r.sum_exp = hi.sum_exp + (same ? lo.sum_exp : lo.sum_exp * row_exp(lo.max - hi.max));
+  r.pos = hi.pos + lo.pos;
+  r.pos_gap = hi.pos_gap + lo.pos_gap + ((same || lo.pos == T(0)) ? T(0) : lo.pos * (hi.max - lo.max));
+  return r;
+}
+
+// The row loss: log(sum_exp) + pos_gap / pos. Needs pos > 0 (checked by the
+// caller's target validation).
+template <class T>
+NPAIRS_HD T row_loss(const RowStats<T>& s) {
+  return row_log(s.sum_exp) + s.pos_gap / s.pos;
+}
+
+// What the gradient of one row needs, computed once per row. `scale` is
+// g_i * w_i * r / tau (upstream gradient, weight, reduction factor,
+// temperature).
+template <class T>
+struct RowGradCoeffs {
+  T max;
+  T inv_sum_exp;
+  T inv_pos;
+  T scale;
+};
+
+template <class T>
+NPAIRS_HD RowGradCoeffs<T> row_grad_coeffs(const RowStats<T>& s, T scale) {
+  return RowGradCoeffs<T>{s.max, T(1) / s.sum_exp, T(1) / s.pos, scale};
+}
+
+// dL/dS_ij = scale * (softmax(z)_j - q_j / pos).
+template <class T>
+NPAIRS_HD T row_grad(const RowGradCoeffs<T>& c, T z, T q) {
+  return c.scale * (row_exp(z - c.max) * c.inv_sum_exp - q * c.inv_pos);
+}
+
+}  // namespace npairs
