@@ -41,9 +41,20 @@ NPAIRS_HD RowStats<T> row_stats_empty() {
   return RowStats<T>{-T(INFINITY), T(0), T(0), T(0)};
 }
 
-// Adds one element. The equality test keeps a row that starts with -inf from
-// computing exp(-inf - -inf) = NaN; the 1 it adds is scaled to 0 as soon as a
-// finite element raises the max.
+// Adds one element z <= s.max (with target weight q) without moving the max:
+// the whole step when the max of the row is known beforehand. The equality
+// test keeps a row that starts with -inf from computing exp(-inf - -inf) =
+// NaN; the 1 it adds is scaled to 0 as soon as a finite element raises the max.
+template <class T>
+NPAIRS_HD void row_stats_accumulate(RowStats<T>& s, T z, T q) {
+  s.sum_exp += (z == s.max) ? T(1) : row_exp(z - s.max);
+  if (q != T(0)) {
+    s.pos += q;
+    s.pos_gap += q * (s.max - z);
+  }
+}
+
+// Adds one element in a single pass over the row, raising the max as needed.
 template <class T>
 NPAIRS_HD void row_stats_add(RowStats<T>& s, T z, T q) {
   if (z > s.max) {
@@ -51,11 +62,7 @@ NPAIRS_HD void row_stats_add(RowStats<T>& s, T z, T q) {
     if (s.pos != T(0)) s.pos_gap += s.pos * (z - s.max);
     s.max = z;
   }
-  s.sum_exp += (z == s.max) ? T(1) : row_exp(z - s.max);
-  if (q != T(0)) {
-    s.pos += q;
-    s.pos_gap += q * (s.max - z);
-  }
+  row_stats_accumulate(s, z, q);
 }
 
 // Combines the statistics of two disjoint parts of a row. Deterministic for a
