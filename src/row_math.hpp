@@ -47,7 +47,8 @@ NPAIRS_HD RowStats<T> row_stats_empty() {
 // NaN; the 1 it adds is scaled to 0 as soon as a finite element raises the max.
 template <class T>
 NPAIRS_HD void row_stats_accumulate(RowStats<T>& s, T z, T q) {
-  s.sum_exp += (z == s.max) ? T(1) : row_exp(z - s.max);
+  const T e = row_exp(z - s.max);  // unconditional, so that loops vectorize
+  s.sum_exp += (z == s.max) ? T(1) : e;
   if (q != T(0)) {
     s.pos += q;
     s.pos_gap += q * (s.max - z);
