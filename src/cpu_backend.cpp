@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "error.hpp"
-#include "row_math.hpp"
+#include "cpu_rows.hpp"
 
 namespace npairs {
 namespace {
@@ -163,28 +163,10 @@ void compute_typed(const Task& t, int threads, std::vector<double>& storage) {
 
   // 4. The rows: each row is read for its statistics and written as its
   // gradient while it is in cache.
-  const bool per_row_grad = t.reduction == NPAIRS_REDUCTION_NONE;
-  const T reduction_factor = T(t.reduction_factor());
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < R; ++i) {
-    const T* z = logits + i * M;
-    const T* q_row = overlaps ? overlaps + i * M : nullptr;
-    const L label = labels ? labels[i] : L(0);
-    auto target = [&](int64_t j) { return q_row ? q_row[j] : T(label == column_labels[j]); };
-
-    RowStats<T> stats = row_stats_empty<T>();
-    for (int64_t j = 0; j < M; ++j) stats.max = std::max(stats.max, z[j] * logit_scale);
-    for (int64_t j = 0; j < M; ++j) row_stats_accumulate(stats, z[j] * logit_scale, target(j));
-
-    const T w = weights ? weights[i] : T(1);
-    row_losses[i] = w * row_loss(stats);
-    if (grad_out) {
-      const T g = grad_loss ? grad_loss[per_row_grad ? i : 0] : T(1);
-      const RowGradCoeffs<T> c = row_grad_coeffs(stats, g * w * reduction_factor * inv_tau);
-      T* dz = grad_out + i * M;
-      for (int64_t j = 0; j < M; ++j) dz[j] = row_grad(c, z[j] * logit_scale, target(j));
-    }
-  }
+  cpu_row_pass(RowPassArgs<T, L>{logits, logit_scale, R, M, labels, column_labels, overlaps, weights,
+                                 grad_loss, t.reduction == NPAIRS_REDUCTION_NONE,
+                                 T(t.reduction_factor() / t.temperature), row_losses, grad_out,
+                                 threads});
 
   // 5. The loss, reduced in a fixed order so that it does not depend on the
   // thread count.

@@ -47,12 +47,12 @@ NPAIRS_HD RowStats<T> row_stats_empty() {
 // NaN; the 1 it adds is scaled to 0 as soon as a finite element raises the max.
 template <class T>
 NPAIRS_HD void row_stats_accumulate(RowStats<T>& s, T z, T q) {
-  const T e = row_exp(z - s.max);  // unconditional, so that loops vectorize
+  // Branch-free (selects, not jumps) so that CPU loops over it vectorize.
+  const T e = row_exp(z - s.max);
+  const T gap = q * (s.max - z);
   s.sum_exp += (z == s.max) ? T(1) : e;
-  if (q != T(0)) {
-    s.pos += q;
-    s.pos_gap += q * (s.max - z);
-  }
+  s.pos += q;
+  s.pos_gap += (q != T(0)) ? gap : T(0);
 }
 
 // Adds one element in a single pass over the row, raising the max as needed.

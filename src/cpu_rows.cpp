@@ -1,0 +1,28 @@
+#include "cpu_rows.hpp"
+
+namespace npairs {
+
+namespace generic {
+template <class T, class L> void row_pass(const RowPassArgs<T, L>&);
+}
+#if defined(NPAIRS_CPU_AVX2)
+namespace avx2 {
+template <class T, class L> void row_pass(const RowPassArgs<T, L>&);
+}
+#endif
+
+template <class T, class L>
+void cpu_row_pass(const RowPassArgs<T, L>& args) {
+#if defined(NPAIRS_CPU_AVX2)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (has_avx2) return avx2::row_pass(args);
+#endif
+  generic::row_pass(args);
+}
+
+template void cpu_row_pass(const RowPassArgs<float, int32_t>&);
+template void cpu_row_pass(const RowPassArgs<float, int64_t>&);
+template void cpu_row_pass(const RowPassArgs<double, int32_t>&);
+template void cpu_row_pass(const RowPassArgs<double, int64_t>&);
+
+}  // namespace npairs
