@@ -70,8 +70,11 @@ NPAIRS_HD void row_stats_add(RowStats<T>& s, T z, T q) {
 // fixed order of merges.
 template <class T>
 NPAIRS_HD RowStats<T> row_stats_merge(const RowStats<T>& a, const RowStats<T>& b) {
-  const RowStats<T>& hi = (a.max >= b.max) ? a : b;
-  const RowStats<T>& lo = (a.max >= b.max) ? b : a;
+  // Copies, not references: selecting between references makes nvcc spill
+  // the stats to local memory.
+  const bool a_high = a.max >= b.max;
+  const RowStats<T> hi = a_high ? a : b;
+  const RowStats<T> lo = a_high ? b : a;
   const bool same = (lo.max == hi.max);
   RowStats<T> r;
   r.max = hi.max;

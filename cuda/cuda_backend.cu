@@ -1,0 +1,335 @@
+// The CUDA backend: stages host arrays, checks the targets on the device,
+// then runs cuBLAS for the GEMMs and the fused row kernel for the loss and
+// dL/dS, all queued on the context's stream.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <string>
+
+#include "cuda_backend.hpp"
+#include "cuda_check.hpp"
+#include "error.hpp"
+#include "first_row_with_negative.cuh"
+#include "first_row_without_positive.cuh"
+#include "gemm.hpp"
+#include "l2_gradient.cuh"
+#include "row_loss_kernel.cuh"
+#include "scalar_loss.cuh"
+#include "sum_squares.cuh"
+#include "targets.cuh"
+#include "workspace.hpp"
+
+namespace npairs::cuda {
+
+int device_count() noexcept {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+namespace {
+
+// The data checks' result slots: the first bad row found by each check.
+enum BadRowSlot : int { kNegativeMultilabel, kNegativeColumnMultilabel, kNoPositive, kBadRowSlots };
+
+struct CublasDeleter {
+  void operator()(cublasHandle_t handle) const noexcept { (void)cublasDestroy(handle); }
+};
+struct EventDeleter {
+  void operator()(cudaEvent_t event) const noexcept { (void)cudaEventDestroy(event); }
+};
+struct PinnedDeleter {
+  void operator()(long long* pointer) const noexcept { (void)cudaFreeHost(pointer); }
+};
+
+std::size_t bytes(int64_t count, std::size_t element_size) {
+  return static_cast<std::size_t>(count) * element_size;
+}
+
+// Calls f(targets) with the task's targets as the kernels read them.
+template <class T, class F>
+void with_targets(const Task& task, const Buffer& labels, const Buffer& column_labels,
+                  const Buffer& gram, F&& f) {
+  if (task.multilabel())
+    f(GramTargets<T>{gram.as<const T>(), task.cols});
+  else if (task.label_dtype == NPAIRS_I64)
+    f(LabelTargets<T, int64_t>{labels.as<const int64_t>(), column_labels.as<const int64_t>()});
+  else
+    f(LabelTargets<T, int32_t>{labels.as<const int32_t>(), column_labels.as<const int32_t>()});
+}
+
+// Throws INVALID_VALUE for the first failed data check, in argument order.
+void report_bad_rows(const Task& task, const long long* first_bad) {
+  if (first_bad[kNegativeMultilabel] != kNoBadRow)
+    fail(NPAIRS_ERROR_INVALID_VALUE, "problem.multilabels row " +
+                                         std::to_string(first_bad[kNegativeMultilabel]) +
+                                         " has a negative or NaN entry");
+  if (first_bad[kNegativeColumnMultilabel] != kNoBadRow)
+    fail(NPAIRS_ERROR_INVALID_VALUE, "problem.column_multilabels row " +
+                                         std::to_string(first_bad[kNegativeColumnMultilabel]) +
+                                         " has a negative or NaN entry");
+  if (first_bad[kNoPositive] != kNoBadRow) {
+    const std::string row = std::to_string(first_bad[kNoPositive]);
+    fail(NPAIRS_ERROR_INVALID_VALUE,
+         task.multilabel()
+             ? "problem.multilabels row " + row +
+                   " has no positive column (its targets share no class with any column)"
+             : "problem.labels row " + row + " has no positive column (no column label equals it)");
+  }
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    cublasHandle_t handle = nullptr;
+    NPAIRS_CUDA_CHECK(cublasCreate(&handle));
+    cublas_.reset(handle);
+    NPAIRS_CUDA_CHECK(cublasSetStream(handle, stream_));
+    cudaEvent_t event = nullptr;
+    NPAIRS_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    work_queued_.reset(event);
+    void* pinned = nullptr;
+    NPAIRS_CUDA_CHECK(cudaMallocHost(&pinned, kBadRowSlots * sizeof(long long)));
+    bad_rows_host_.reset(static_cast<long long*>(pinned));
+  }
+
+  // The members then free the workspace (cudaFree waits for the device), the
+  // pinned buffer, the event and the cuBLAS handle, on this device.
+  ~CudaBackend() override { (void)cudaSetDevice(device_); }
+
+  npairs_backend kind() const override { return NPAIRS_BACKEND_CUDA; }
+
+  void set_stream(void* stream) override {
+    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    const auto next = static_cast<cudaStream_t>(stream);
+    if (next == stream_) return;
+    // Work queued by earlier calls may still use the workspace: the new
+    // stream waits for it (the event marks the end of the last call).
+    NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(next, work_queued_.get(), 0));
+    NPAIRS_CUDA_CHECK(cublasSetStream(cublas_.get(), next));
+    stream_ = next;
+  }
+
+  void set_threads(int /*threads*/) override {}  // CPU contexts only
+
+  void synchronize() override {
+    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void compute(const Task& task) override {
+    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    if (task.labels && task.label_dtype != NPAIRS_I32 && task.label_dtype != NPAIRS_I64)
+      fail(NPAIRS_ERROR_UNSUPPORTED, "problem.label_dtype is not supported by the CUDA backend");
+    try {
+      switch (task.dtype) {
+        case NPAIRS_F32:
+          run<float>(task);
+          break;
+        case NPAIRS_F64:
+          run<double>(task);
+          break;
+        default:
+          fail(NPAIRS_ERROR_UNSUPPORTED, "problem.dtype is not supported by the CUDA backend");
+      }
+    } catch (...) {
+      (void)cudaEventRecord(work_queued_.get(),
+                            stream_);  // the call's queued work, even when it failed
+      throw;
+    }
+    NPAIRS_CUDA_CHECK(cudaEventRecord(work_queued_.get(), stream_));
+  }
+
+ private:
+  template <class T>
+  void run(const Task& task);
+  void zero_output(void* pointer, std::size_t size);
+
+  int device_;
+  cudaStream_t stream_ = nullptr;  // nullptr: the legacy default stream
+  std::unique_ptr<cublasContext, CublasDeleter> cublas_;
+  std::unique_ptr<CUevent_st, EventDeleter> work_queued_;
+  std::unique_ptr<long long, PinnedDeleter> bad_rows_host_;
+  DeviceWorkspace workspace_;
+};
+
+void CudaBackend::zero_output(void* pointer, std::size_t size) {
+  if (!pointer || size == 0) return;
+  if (is_device_memory(pointer))
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(pointer, 0, size, stream_));
+  else
+    std::memset(pointer, 0, size);
+}
+
+template <class T>
+void CudaBackend::run(const Task& task) {
+  const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
+  const std::size_t value_size = sizeof(T);
+  if (R == 0) {
+    // The scalar reductions give 0 and every gradient is zero; only the
+    // scalar loss and dL/dP (M x D) have elements.
+    if (task.scalar_loss()) zero_output(task.loss, value_size);
+    zero_output(task.grad_positives, bytes(M * D, value_size));
+    return;
+  }
+  const cudaStream_t stream = stream_;
+  cublasHandle_t cublas = cublas_.get();
+  const bool scalar = task.scalar_loss();
+  const bool l2 = task.reg_lambda > 0;
+  const bool allow_tf32 = (task.flags & NPAIRS_FLAG_ALLOW_TF32) != 0;
+  const std::size_t label_size = dtype_size(task.label_dtype);
+  const int64_t loss_count = scalar ? 1 : R;
+
+  // Every array of the call: the caller's (in place when device memory) and
+  // the scratch ones in the workspace.
+  CallLayout layout;
+  Buffer labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives,
+      sample_weight, grad_loss;
+  layout.input(labels, task.labels, bytes(R, label_size));
+  layout.input(multilabels, task.multilabels, bytes(R * K, value_size));
+  if (!task.shared_targets) {
+    layout.input(column_labels, task.column_labels, bytes(M, label_size));
+    layout.input(column_multilabels, task.column_multilabels, bytes(M * K, value_size));
+  }
+  layout.input(similarity, task.similarity, bytes(R * M, value_size));
+  layout.input(anchors, task.anchors, bytes(R * D, value_size));
+  layout.input(positives, task.positives, bytes(M * D, value_size));
+  layout.input(sample_weight, task.sample_weight, bytes(R, value_size));
+  layout.input(grad_loss, task.grad_loss, bytes(loss_count, value_size));
+
+  Buffer loss, grad_similarity, grad_anchors, grad_positives;
+  layout.output(loss, task.loss, bytes(loss_count, value_size));
+  layout.output(grad_similarity, task.grad_similarity, bytes(R * M, value_size));
+  layout.output(grad_anchors, task.grad_anchors, bytes(R * D, value_size));
+  layout.output(grad_positives, task.grad_positives, bytes(M * D, value_size));
+
+  Buffer bad_rows, gram, logits, row_losses, l2_partials;
+  // With shared single-label targets every row is its own positive.
+  const bool check_targets = task.multilabel() || !task.shared_targets;
+  const bool scalar_loss = task.loss && scalar;
+  if (check_targets) layout.scratch(bad_rows, kBadRowSlots * sizeof(long long));
+  if (task.multilabel()) layout.scratch(gram, bytes(R * M, value_size));
+  // Embedding logits are computed where dL/dS goes (then overwritten in place
+  // by it), or in scratch when dL/dS is not an output.
+  if (task.embeddings() && !task.grad_similarity) layout.scratch(logits, bytes(R * M, value_size));
+  if (scalar_loss) layout.scratch(row_losses, bytes(R, value_size));
+  if (scalar_loss && l2) layout.scratch(l2_partials, 2 * kSumSquaresParts * sizeof(double));
+
+  layout.bind(workspace_.reserve(layout.bytes(), stream));
+  layout.upload(stream);
+  if (task.shared_targets) {
+    column_labels = labels;
+    column_multilabels = multilabels;
+  }
+
+  // 1. The data checks, before any output is written.
+  if (check_targets) {
+    long long* first_bad = bad_rows.as<long long>();
+    NPAIRS_CUDA_CHECK(
+        cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), stream));
+    if (task.multilabel()) {
+      launch_first_row_with_negative(multilabels.as<const T>(), R, K,
+                                     first_bad + kNegativeMultilabel, stream);
+      if (!task.shared_targets)
+        launch_first_row_with_negative(column_multilabels.as<const T>(), M, K,
+                                       first_bad + kNegativeColumnMultilabel, stream);
+      // G = Y Y'^T, always in full precision: TF32 is for the logits only.
+      gemm_row_major<T>(cublas, false, false, true, R, M, K, T(1), multilabels.as<const T>(),
+                        column_multilabels.as<const T>(), T(0), gram.as<T>());
+    }
+    with_targets<T>(task, labels, column_labels, gram, [&](const auto& targets) {
+      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, stream);
+    });
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad,
+                                      kBadRowSlots * sizeof(long long), cudaMemcpyDeviceToHost,
+                                      stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+    report_bad_rows(task, bad_rows_host_.get());
+  }
+
+  // 2. The logits z = S / tau: read from the similarity input by the row
+  // kernel, or computed from the embeddings with 1/tau folded into alpha.
+  const T inv_temperature = static_cast<T>(1.0 / task.temperature);
+  const T* z = similarity.as<const T>();
+  T logit_scale = inv_temperature;
+  if (task.embeddings()) {
+    T* computed = task.grad_similarity ? grad_similarity.as<T>() : logits.as<T>();
+    gemm_row_major<T>(cublas, allow_tf32, false, true, R, M, D, inv_temperature,
+                      anchors.as<const T>(), positives.as<const T>(), T(0), computed);
+    z = computed;
+    logit_scale = T(1);
+  }
+  T* grad_logits = task.grad_similarity           ? grad_similarity.as<T>()
+                   : task.wants_embedding_grads() ? logits.as<T>()
+                                                  : nullptr;
+
+  // 3. The fused row kernel: w_i * loss_i per row, and dL/dS.
+  T* weighted_row_losses = scalar ? row_losses.as<T>() : loss.as<T>();
+  if (weighted_row_losses || grad_logits) {
+    RowLossArgs<T> args{};
+    args.logits = z;
+    args.logit_scale = logit_scale;
+    args.rows = R;
+    args.cols = M;
+    args.sample_weight = sample_weight.as<const T>();
+    args.grad_loss = grad_loss.as<const T>();
+    args.grad_loss_per_row = !scalar;
+    args.grad_factor = static_cast<T>(task.reduction_factor() / task.temperature);
+    args.row_losses = weighted_row_losses;
+    args.grad_logits = grad_logits;
+    with_targets<T>(task, labels, column_labels, gram,
+                    [&](const auto& targets) { launch_row_loss(args, targets, stream); });
+  }
+
+  // 4. The scalar reductions, with the L2 term.
+  if (scalar_loss) {
+    if (l2) {
+      launch_sum_squares(anchors.as<const T>(), R * D, l2_partials.as<double>(), stream);
+      launch_sum_squares(positives.as<const T>(), M * D,
+                         l2_partials.as<double>() + kSumSquaresParts, stream);
+    }
+    ScalarLossArgs<T> args{};
+    args.row_losses = row_losses.as<const T>();
+    args.rows = R;
+    args.reduction_factor = task.reduction_factor();
+    args.l2_partials = l2_partials.as<const double>();
+    args.l2_anchor_factor = 0.25 * task.reg_lambda / double(R);
+    args.l2_positive_factor = 0.25 * task.reg_lambda / double(M);
+    args.loss = loss.as<T>();
+    launch_scalar_loss(args, stream);
+  }
+
+  // 5. The embedding gradients: dA = dS P and dP = dS^T A, added by the GEMM
+  // (beta = 1) to the L2 term written first.
+  const T l2_beta = l2 ? T(1) : T(0);
+  if (task.grad_anchors) {
+    if (l2)
+      launch_l2_gradient(anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
+                         grad_loss.as<const T>(), grad_anchors.as<T>(), stream);
+    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, T(1), grad_logits,
+                      positives.as<const T>(), l2_beta, grad_anchors.as<T>());
+  }
+  if (task.grad_positives) {
+    if (l2)
+      launch_l2_gradient(positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
+                         grad_loss.as<const T>(), grad_positives.as<T>(), stream);
+    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, T(1), grad_logits,
+                      anchors.as<const T>(), l2_beta, grad_positives.as<T>());
+  }
+
+  // 6. Host outputs are copied back; host memory is waited for either way, as
+  // the caller may reuse it when the call returns.
+  layout.download(stream);
+  if (layout.uses_host_memory()) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace npairs::cuda

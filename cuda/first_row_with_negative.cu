@@ -1,0 +1,40 @@
+#include <algorithm>
+
+#include "cuda_check.hpp"
+#include "first_row_with_negative.cuh"
+
+namespace npairs::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int64_t kMaxBlocks = 4096;
+
+template <class T>
+__global__ __launch_bounds__(kBlock) void first_row_with_negative_kernel(const T* matrix,
+                                                                         int64_t rows, int64_t cols,
+                                                                         long long* first_bad) {
+  const int64_t count = rows * cols;
+  const int64_t stride = int64_t(gridDim.x) * kBlock;
+  for (int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x; k < count; k += stride)
+    if (!(matrix[k] >= T(0))) atomicMin(first_bad, static_cast<long long>(k / cols));
+}
+
+}  // namespace
+
+template <class T>
+void launch_first_row_with_negative(const T* matrix, int64_t rows, int64_t cols,
+                                    long long* first_bad, cudaStream_t stream) {
+  const int64_t count = rows * cols;
+  if (count == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
+  first_row_with_negative_kernel<<<blocks, kBlock, 0, stream>>>(matrix, rows, cols, first_bad);
+  NPAIRS_CUDA_CHECK(cudaGetLastError());
+}
+
+template void launch_first_row_with_negative(const float*, int64_t, int64_t, long long*,
+                                             cudaStream_t);
+template void launch_first_row_with_negative(const double*, int64_t, int64_t, long long*,
+                                             cudaStream_t);
+
+}  // namespace npairs::cuda

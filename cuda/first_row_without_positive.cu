@@ -1,0 +1,57 @@
+#include <algorithm>
+
+#include "cuda_check.hpp"
+#include "first_row_without_positive.cuh"
+#include "targets.cuh"
+
+namespace npairs::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int64_t kMaxBlocks = 65535;
+
+// A block per row (grid-stride over rows); each thread stops at its first
+// positive column.
+template <class Targets>
+__global__ __launch_bounds__(kBlock) void first_row_without_positive_kernel(Targets targets,
+                                                                            int64_t rows,
+                                                                            int64_t cols,
+                                                                            long long* first_bad) {
+  using T = typename Targets::value_type;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const typename Targets::Row row = targets.row(i);
+    bool positive = false;
+    for (int64_t j = threadIdx.x; j < cols && !positive; j += kBlock)
+      positive = row.weight(j) != T(0);
+    // i is the same for the whole block, so every thread reaches the barrier.
+    if (!__syncthreads_or(positive) && threadIdx.x == 0)
+      atomicMin(first_bad, static_cast<long long>(i));
+  }
+}
+
+}  // namespace
+
+template <class Targets>
+void launch_first_row_without_positive(const Targets& targets, int64_t rows, int64_t cols,
+                                       long long* first_bad, cudaStream_t stream) {
+  if (rows == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min(rows, kMaxBlocks));
+  first_row_without_positive_kernel<<<blocks, kBlock, 0, stream>>>(targets, rows, cols, first_bad);
+  NPAIRS_CUDA_CHECK(cudaGetLastError());
+}
+
+template void launch_first_row_without_positive(const LabelTargets<float, int32_t>&, int64_t,
+                                                int64_t, long long*, cudaStream_t);
+template void launch_first_row_without_positive(const LabelTargets<float, int64_t>&, int64_t,
+                                                int64_t, long long*, cudaStream_t);
+template void launch_first_row_without_positive(const LabelTargets<double, int32_t>&, int64_t,
+                                                int64_t, long long*, cudaStream_t);
+template void launch_first_row_without_positive(const LabelTargets<double, int64_t>&, int64_t,
+                                                int64_t, long long*, cudaStream_t);
+template void launch_first_row_without_positive(const GramTargets<float>&, int64_t, int64_t,
+                                                long long*, cudaStream_t);
+template void launch_first_row_without_positive(const GramTargets<double>&, int64_t, int64_t,
+                                                long long*, cudaStream_t);
+
+}  // namespace npairs::cuda

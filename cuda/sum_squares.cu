@@ -1,0 +1,38 @@
+#include <cub/block/block_reduce.cuh>
+
+#include "cuda_check.hpp"
+#include "sum_squares.cuh"
+
+namespace npairs::cuda {
+
+namespace {
+
+constexpr int kBlock = 256;
+
+template <class T>
+__global__ __launch_bounds__(kBlock) void sum_squares_kernel(const T* x, int64_t count,
+                                                             double* partials) {
+  using BlockReduce = cub::BlockReduce<double, kBlock>;
+  __shared__ typename BlockReduce::TempStorage reduce_storage;
+  double sum = 0.0;
+  const int64_t stride = int64_t(kSumSquaresParts) * kBlock;
+  for (int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x; k < count; k += stride) {
+    const double v = x[k];
+    sum += v * v;
+  }
+  const double block_sum = BlockReduce(reduce_storage).Sum(sum);
+  if (threadIdx.x == 0) partials[blockIdx.x] = block_sum;
+}
+
+}  // namespace
+
+template <class T>
+void launch_sum_squares(const T* x, int64_t count, double* partials, cudaStream_t stream) {
+  sum_squares_kernel<<<kSumSquaresParts, kBlock, 0, stream>>>(x, count, partials);
+  NPAIRS_CUDA_CHECK(cudaGetLastError());
+}
+
+template void launch_sum_squares(const float*, int64_t, double*, cudaStream_t);
+template void launch_sum_squares(const double*, int64_t, double*, cudaStream_t);
+
+}  // namespace npairs::cuda
