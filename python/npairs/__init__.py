@@ -1,0 +1,70 @@
+"""npairs: Python bindings of libnpairs, the N-pairs metric-learning loss.
+
+Functions named as in TensorFlow Addons (:func:`npairs_loss`,
+:func:`npairs_multilabel_loss`) plus tf.contrib's embeddings form
+(:func:`npairs_embeddings_loss`), forward and backward, on CPU and CUDA.
+Loss classes: :class:`NpairsLoss`, :class:`NpairsMultilabelLoss`,
+:class:`NpairsEmbeddingsLoss`; PyTorch modules in ``npairs.torch``.
+
+The shared library is loaded at first use from ``$NPAIRS_LIBRARY``, else
+next to this package, else through the system loader (see ``npairs._lib``).
+"""
+
+from ._core import (
+    backend_available,
+    npairs_embeddings_loss,
+    npairs_loss,
+    npairs_multilabel_loss,
+)
+from .errors import (
+    BackendUnavailableError,
+    DeviceError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidDTypeError,
+    InvalidValueError,
+    LibraryNotFoundError,
+    NpairsError,
+    OutOfMemoryError,
+    UnsupportedError,
+)
+from .losses import NpairsEmbeddingsLoss, NpairsLoss, NpairsMultilabelLoss
+
+__version__ = "1.0.0"
+
+
+def library_version():
+    """The loaded libnpairs' version string, e.g. '1.0.0' (loads the library)."""
+    from . import _lib
+
+    return _lib.load().npairs_version_string().decode()
+
+
+def library_path():
+    """Where libnpairs was loaded from (loads the library)."""
+    from . import _lib
+
+    return _lib.library_path()
+
+
+__all__ = [
+    "BackendUnavailableError",
+    "DeviceError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidDTypeError",
+    "InvalidValueError",
+    "LibraryNotFoundError",
+    "NpairsEmbeddingsLoss",
+    "NpairsError",
+    "NpairsLoss",
+    "NpairsMultilabelLoss",
+    "OutOfMemoryError",
+    "UnsupportedError",
+    "backend_available",
+    "library_path",
+    "library_version",
+    "npairs_embeddings_loss",
+    "npairs_loss",
+    "npairs_multilabel_loss",
+]

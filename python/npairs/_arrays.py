@@ -1,0 +1,384 @@
+"""Seeing arrays from any library as (pointer, shape, dtype, device).
+
+Host arrays (NumPy, PyTorch CPU tensors, anything ``numpy.asarray`` takes)
+are converted with NumPy. CUDA arrays are read without copying through
+``__cuda_array_interface__`` (CuPy, Numba, PyTorch) or DLPack
+(``__dlpack__``/``__dlpack_device__``); when one needs a cast or a contiguous
+copy, and for the outputs, the array's own library is used (PyTorch, CuPy,
+Numba; for other DLPack producers CuPy, then PyTorch, when importable).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from .errors import InvalidArgumentError, InvalidDTypeError, UnsupportedError
+
+# DLPack device types.
+KDL_CPU = 1
+KDL_CUDA = 2
+KDL_CUDA_HOST = 3
+KDL_CUDA_MANAGED = 13
+_CUDA_DEVICE_TYPES = (KDL_CUDA, KDL_CUDA_MANAGED)
+
+# A host byte for zero-size arrays whose data pointer is NULL: the library
+# wants non-NULL inputs even when they hold no element.
+_EMPTY = ctypes.c_double(0.0)
+EMPTY_PTR = ctypes.addressof(_EMPTY)
+
+
+def family(obj):
+    """The top-level module of obj's type: 'numpy', 'torch', 'cupy', ..."""
+    return type(obj).__module__.partition(".")[0]
+
+
+def is_torch(obj):
+    return family(obj) == "torch" and hasattr(obj, "is_cuda") and hasattr(obj, "detach")
+
+
+class Array:
+    """An input or output array the library can be handed.
+
+    device is None for host memory, else the CUDA device ordinal. keep holds
+    the Python object(s) owning the memory.
+    """
+
+    __slots__ = ("name", "obj", "ptr", "shape", "dtype", "strides", "device", "stream", "fam", "keep")
+
+    def __init__(self, name, obj, ptr, shape, dtype, strides=None, device=None, stream=None, fam="numpy", keep=None):
+        self.name = name
+        self.obj = obj
+        self.ptr = int(ptr or 0)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.strides = None if strides is None else tuple(int(s) for s in strides)  # bytes
+        self.device = device
+        self.stream = stream
+        self.fam = fam
+        self.keep = keep
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def on_cuda(self):
+        return self.device is not None
+
+    def c_contiguous(self):
+        if self.strides is None or self.size == 0:
+            return True
+        expected = self.dtype.itemsize
+        for dim, stride in zip(reversed(self.shape), reversed(self.strides)):
+            if dim != 1 and stride != expected:
+                return False
+            expected *= dim
+        return True
+
+    def reshape_view(self, shape):
+        """Views [n, 1] as [n] or a one-element array as []: no data moves."""
+        shape = tuple(shape)
+        if self.strides is not None:
+            if shape == (self.shape[0],) and self.ndim == 2:
+                self.strides = (self.strides[0],)
+            elif shape == ():
+                self.strides = ()
+            else:
+                raise ValueError("reshape_view only drops unit dimensions")
+        self.shape = shape
+        return self
+
+    def pointer(self):
+        """The data pointer to pass to the library (never NULL)."""
+        return self.ptr if self.ptr else EMPTY_PTR
+
+    def where(self):
+        return "host memory" if self.device is None else f"CUDA device {self.device}"
+
+
+# ---------------------------------------------------------------------------
+# Host arrays
+
+
+def host(name, obj, dtype=None):
+    """Wraps a host object as a C-contiguous NumPy array (of dtype if given)."""
+    fam = "numpy"
+    if is_torch(obj):
+        fam = "torch"
+        t = obj.detach()
+        if getattr(t, "is_conj", lambda: False)():
+            t = t.resolve_conj()
+        try:
+            obj = t.numpy()
+        except (TypeError, RuntimeError) as e:
+            raise InvalidDTypeError(f"{name}: cannot view the tensor of dtype {t.dtype} as a NumPy array ({e})") from None
+    try:
+        a = np.asarray(obj) if dtype is None else np.ascontiguousarray(obj, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{name} is not an array of numbers ({e})") from None
+    if dtype is not None or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, dtype=dtype)
+    return Array(name, a, a.ctypes.data, a.shape, a.dtype, None, None, None, fam, a)
+
+
+# ---------------------------------------------------------------------------
+# CUDA arrays: __cuda_array_interface__
+
+
+def _device_ordinal(obj):
+    """The CUDA device of obj, from DLPack, .device.index (torch) or .device.id (CuPy); 0 if unknown."""
+    get = getattr(obj, "__dlpack_device__", None)
+    if get is not None:
+        try:
+            kind, ordinal = get()
+            if int(kind) in _CUDA_DEVICE_TYPES:
+                return int(ordinal)
+        except Exception:  # noqa: BLE001 - a producer's quirk must not hide the array
+            pass
+    dev = getattr(obj, "device", None)
+    for attr in ("index", "id"):
+        v = getattr(dev, attr, None)
+        if isinstance(v, int):
+            return v
+    return 0
+
+
+def parse_cuda_array_interface(name, obj, iface):
+    """Array from a __cuda_array_interface__ dict (versions 0-3)."""
+    if not isinstance(iface, dict):
+        raise InvalidArgumentError(f"{name}.__cuda_array_interface__ is not a dict")
+    try:
+        shape = tuple(int(s) for s in iface["shape"])
+        typestr = iface["typestr"]
+        ptr, _readonly = iface["data"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{name}.__cuda_array_interface__ is malformed ({e!r})") from None
+    if iface.get("mask") is not None:
+        raise UnsupportedError(f"{name}: masked CUDA arrays are not supported")
+    try:
+        dtype = np.dtype(typestr)
+    except TypeError:
+        raise InvalidDTypeError(f"{name}: unknown CUDA array typestr {typestr!r}") from None
+    stream = iface.get("stream")
+    if stream == 0:
+        raise InvalidArgumentError(f"{name}.__cuda_array_interface__ has stream 0, which the protocol forbids")
+    strides = iface.get("strides")
+    return Array(name, obj, ptr or 0, shape, dtype, strides, _device_ordinal(obj), stream, family(obj), obj)
+
+
+# ---------------------------------------------------------------------------
+# CUDA arrays: DLPack
+
+
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+class DLManagedTensor(ctypes.Structure):
+    _fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+
+_capsule_get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_get_pointer.restype = ctypes.c_void_p
+_capsule_get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_is_valid = ctypes.pythonapi.PyCapsule_IsValid
+_capsule_is_valid.restype = ctypes.c_int
+_capsule_is_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+_DL_CODES = {0: "i", 1: "u", 2: "f", 6: "b"}
+
+
+def parse_dlpack_capsule(name, capsule):
+    """(ptr, shape, dtype, byte strides or None, (device_type, device_id)) of a 'dltensor' capsule.
+
+    The capsule is only borrowed: it is not renamed, so its own destructor
+    releases the tensor once the capsule is garbage collected.
+    """
+    if not _capsule_is_valid(capsule, b"dltensor"):
+        raise InvalidArgumentError(f"{name}.__dlpack__() did not return an unused 'dltensor' capsule")
+    managed = DLManagedTensor.from_address(_capsule_get_pointer(capsule, b"dltensor"))
+    t = managed.dl_tensor
+    code, bits, lanes = t.dtype.code, t.dtype.bits, t.dtype.lanes
+    if lanes != 1 or code not in _DL_CODES or bits % 8:
+        raise InvalidDTypeError(f"{name}: unsupported DLPack dtype (code {code}, bits {bits}, lanes {lanes})")
+    dtype = np.dtype("?") if code == 6 else np.dtype(f"{_DL_CODES[code]}{bits // 8}")
+    shape = tuple(t.shape[i] for i in range(t.ndim))
+    strides = None
+    if t.strides:
+        strides = tuple(t.strides[i] * dtype.itemsize for i in range(t.ndim))
+    ptr = (t.data or 0) + t.byte_offset
+    return ptr, shape, dtype, strides, (t.device.device_type, t.device.device_id)
+
+
+def parse_dlpack(name, obj, device):
+    """Array from a DLPack producer whose __dlpack_device__ is a CUDA device."""
+    try:
+        capsule = obj.__dlpack__(stream=1)  # we queue on the legacy default stream
+    except TypeError:
+        capsule = obj.__dlpack__()
+    ptr, shape, dtype, strides, (kind, ordinal) = parse_dlpack_capsule(name, capsule)
+    if kind not in _CUDA_DEVICE_TYPES:
+        raise InvalidArgumentError(f"{name}: __dlpack_device__ says CUDA but its tensor is on DLPack device type {kind}")
+    return Array(name, obj, ptr, shape, dtype, strides, int(ordinal), 1, family(obj), (obj, capsule))
+
+
+# ---------------------------------------------------------------------------
+# Dispatch
+
+
+def wrap(name, obj):
+    """Array seen without copying: CUDA arrays by pointer, others via NumPy.
+
+    Host arrays are not converted here (see host()); the caller does that once
+    it knows the dtype wanted.
+    """
+    if is_torch(obj):
+        if obj.is_cuda:
+            t = obj.detach()  # __cuda_array_interface__ refuses tensors that require grad
+            try:
+                if hasattr(t, "resolve_conj"):
+                    t = t.resolve_conj()
+                iface = t.__cuda_array_interface__
+            except (TypeError, RuntimeError, AttributeError) as e:
+                raise InvalidDTypeError(f"{name}: cannot read the CUDA tensor of dtype {t.dtype} ({e})") from None
+            a = parse_cuda_array_interface(name, t, iface)
+            a.device = t.device.index if t.device.index is not None else 0
+            a.stream = None  # torch gives no stream: the current one is used (see stream_of)
+            return a
+        return host(name, obj)
+    iface = getattr(obj, "__cuda_array_interface__", None)
+    if iface is not None:
+        return parse_cuda_array_interface(name, obj, iface)
+    get_device = getattr(obj, "__dlpack_device__", None)
+    if get_device is not None and hasattr(obj, "__dlpack__"):
+        kind, ordinal = get_device()
+        if int(kind) in _CUDA_DEVICE_TYPES:
+            return parse_dlpack(name, obj, int(ordinal))
+    return host(name, obj)
+
+
+# ---------------------------------------------------------------------------
+# The libraries of CUDA arrays: casts, contiguous copies, outputs, streams
+
+
+def _torch_dtype(torch, dtype):
+    return {
+        np.dtype("float32"): torch.float32,
+        np.dtype("float64"): torch.float64,
+        np.dtype("int32"): torch.int32,
+        np.dtype("int64"): torch.int64,
+    }[np.dtype(dtype)]
+
+
+def convert_cuda(a, dtype):
+    """a as a C-contiguous CUDA array of dtype, copied by its own library if needed."""
+    dtype = np.dtype(dtype)
+    if a.dtype == dtype and a.c_contiguous():
+        return a
+    if a.fam == "torch":
+        import torch
+
+        t = a.obj.to(_torch_dtype(torch, dtype)).contiguous()
+        out = parse_cuda_array_interface(a.name, t, t.__cuda_array_interface__)
+    elif a.fam == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(a.device):
+            c = cupy.ascontiguousarray(a.obj, dtype=dtype)
+        out = parse_cuda_array_interface(a.name, c, c.__cuda_array_interface__)
+    else:
+        what = "C-contiguous" if a.dtype == dtype else f"of dtype {dtype}"
+        raise InvalidArgumentError(
+            f"{a.name}: a CUDA array of type {type(a.obj).__module__}.{type(a.obj).__name__} must be {what} "
+            f"(got dtype {a.dtype}, shape {a.shape}, strides {a.strides}); convert it first"
+        )
+    out.device, out.stream, out.fam = a.device, a.stream, a.fam
+    out.shape, out.strides = a.shape, None  # keeps a [n, 1] -> [n] view; the copy is C-contiguous
+    return out
+
+
+def empty_like_family(ref, name, shape, dtype):
+    """A new C-contiguous CUDA array on ref's device, made by ref's library."""
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    fam = ref.fam
+    if fam not in ("torch", "cupy", "numba"):
+        for candidate in ("cupy", "torch"):
+            try:
+                __import__(candidate)
+                fam = candidate
+                break
+            except ImportError:
+                continue
+        else:
+            raise UnsupportedError(
+                f"cannot allocate the outputs for CUDA arrays of type {type(ref.obj).__module__}."
+                f"{type(ref.obj).__name__}: install CuPy or PyTorch, or pass CuPy/PyTorch/Numba arrays"
+            )
+    if fam == "torch":
+        import torch
+
+        obj = torch.empty(shape, dtype=_torch_dtype(torch, dtype), device=torch.device("cuda", ref.device))
+        ptr = obj.data_ptr()
+    elif fam == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(ref.device):
+            obj = cupy.empty(shape, dtype=dtype)
+        ptr = obj.data.ptr
+    else:
+        from numba import cuda
+
+        with cuda.gpus[ref.device]:
+            obj = cuda.device_array(shape, dtype=dtype)
+        ptr = obj.__cuda_array_interface__["data"][0]
+    return Array(name, obj, ptr, shape, dtype, None, ref.device, ref.stream, fam, obj)
+
+
+def empty_host(ref, name, shape, dtype):
+    """A new host array: a torch tensor when ref came from torch, else NumPy."""
+    if ref is not None and ref.fam == "torch":
+        import torch
+
+        obj = torch.empty(tuple(shape), dtype=_torch_dtype(torch, dtype))
+        return Array(name, obj, obj.data_ptr(), shape, dtype, None, None, None, "torch", obj)
+    obj = np.empty(tuple(shape), dtype=dtype)
+    return Array(name, obj, obj.ctypes.data, shape, dtype, None, None, None, "numpy", obj)
+
+
+def stream_of(a):
+    """The cudaStream_t (an int; None = legacy default) the caller's work on a is ordered on."""
+    if a.fam == "torch":
+        import torch
+
+        s = torch.cuda.current_stream(torch.device("cuda", a.device)).cuda_stream
+        return int(s) or None
+    s = a.stream
+    if s is None or s == 1:  # 1: cudaStreamLegacy, the same as NULL
+        return None
+    return int(s)  # 2 is cudaStreamPerThread, which the runtime accepts as a handle

@@ -1,0 +1,663 @@
+"""The functional API: argument checks in Python, then one npairs_loss call."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import re
+import numbers
+import threading
+import weakref
+
+import numpy as np
+
+from . import _arrays, _lib
+from .errors import (
+    InvalidArgumentError,
+    InvalidDTypeError,
+    error_for_status,
+)
+
+# ---------------------------------------------------------------------------
+# Status checks and contexts
+
+
+def check(status):
+    """Raises the NpairsError of a non-zero status, with the library's message."""
+    if status:
+        raise error_for_status(status, f"{_lib.last_error()} [{_lib.status_string(status)}]")
+
+
+_BACKENDS = {"auto": _lib.BACKEND_AUTO, "cpu": _lib.BACKEND_CPU, "cuda": _lib.BACKEND_CUDA, "gpu": _lib.BACKEND_CUDA}
+
+
+def backend_code(backend):
+    """'auto' | 'cpu' | 'cuda' (case-insensitive) -> npairs_backend."""
+    key = str(getattr(backend, "value", backend)).lower()
+    if key not in _BACKENDS:
+        raise InvalidArgumentError(f"backend must be 'auto', 'cpu' or 'cuda', got {backend!r}")
+    return _BACKENDS[key]
+
+
+def backend_available(backend):
+    """True when a context of `backend` ('cpu', 'cuda' or 'auto') can be created now."""
+    return bool(_lib.load().npairs_backend_available(backend_code(backend)))
+
+
+class Context:
+    """An owned npairs_context; destroyed when collected or at interpreter exit."""
+
+    def __init__(self, backend, device):
+        lib = _lib.load()
+        handle = _lib.npairs_context()
+        check(lib.npairs_context_create(backend, device, ctypes.byref(handle)))
+        self.handle = handle
+        self.device = device
+        kind = _lib.npairs_backend()
+        check(lib.npairs_context_backend(handle, ctypes.byref(kind)))
+        self.backend = kind.value
+        self._stream = None
+        self._finalizer = weakref.finalize(self, _destroy, lib, handle, self.backend == _lib.BACKEND_CUDA)
+
+    def set_stream(self, stream):
+        if stream != self._stream:
+            check(_lib.load().npairs_context_set_stream(self.handle, stream))
+            self._stream = stream
+
+    def synchronize(self):
+        check(_lib.load().npairs_context_synchronize(self.handle))
+
+    def close(self):
+        self._finalizer()
+
+
+def _destroy(lib, handle, cuda):
+    # The caller's last stream may be gone by now (and at exit): go back to
+    # the legacy default stream first, so that destroy never waits on a
+    # dangling stream handle. Errors cannot be reported from a finalizer.
+    if cuda:
+        lib.npairs_context_set_stream(handle, None)
+    lib.npairs_context_destroy(handle)
+
+
+_local = threading.local()
+
+
+def context(backend, device=0):
+    """This thread's cached context for (backend, device); created on first use."""
+    cache = getattr(_local, "contexts", None)
+    if cache is None:
+        cache = _local.contexts = {}
+    key = (backend, device)
+    ctx = cache.get(key)
+    if ctx is None:
+        ctx = cache[key] = Context(backend, device)
+    return ctx
+
+
+# ---------------------------------------------------------------------------
+# Argument normalisation
+
+_REDUCTIONS = {
+    "none": _lib.REDUCTION_NONE,
+    "sum": _lib.REDUCTION_SUM,
+    "sum_over_batch_size": _lib.REDUCTION_SUM_OVER_BATCH_SIZE,
+    "auto": _lib.REDUCTION_SUM_OVER_BATCH_SIZE,
+    "mean": _lib.REDUCTION_SUM_OVER_BATCH_SIZE,
+}
+REDUCTION_NAMES = {v: k for k, v in _REDUCTIONS.items() if k in ("none", "sum", "sum_over_batch_size")}
+
+
+def reduction_code(reduction):
+    """Keras reduction name ('none', 'sum', 'sum_over_batch_size', also 'auto'/'mean') -> code."""
+    key = getattr(reduction, "value", reduction)  # tf.keras.losses.Reduction members are strings anyway
+    if isinstance(key, str) and key.lower() in _REDUCTIONS:
+        return _REDUCTIONS[key.lower()]
+    if isinstance(key, int) and not isinstance(key, bool) and key in REDUCTION_NAMES:
+        return key  # an npairs_reduction value
+    raise InvalidArgumentError(
+        f"reduction must be one of 'none', 'sum', 'sum_over_batch_size' (or 'auto'), got {reduction!r}"
+    )
+
+
+def positive_float(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a finite number greater than 0, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidArgumentError(f"{name} must be finite and greater than 0, got {value!r}")
+    return v
+
+
+def non_negative_float(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a finite number at least 0, got {value!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise InvalidArgumentError(f"{name} must be finite and at least 0, got {value!r}")
+    return v
+
+
+_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+_LABEL_INTS = (np.dtype("int32"), np.dtype("int64"))
+
+
+def _logits_dtype(a):
+    """float32/float64 kept; host integers and booleans become float64."""
+    if a.dtype in _FLOATS:
+        return a.dtype
+    if a.dtype.kind in "biu" and not a.on_cuda:
+        return np.dtype("float64")
+    raise InvalidDTypeError(
+        f"{a.name} has dtype {a.dtype}; libnpairs computes in float32 or float64 (cast it first)"
+    )
+
+
+def _label_dtype(a):
+    """int32/int64 kept; other integers and booleans become int64; integral host floats too."""
+    if a.dtype in _LABEL_INTS:
+        return a.dtype
+    if a.dtype.kind in "biu":
+        return np.dtype("int64")
+    if a.dtype.kind == "f" and not a.on_cuda:
+        v = a.obj
+        if v.size == 0 or (np.all(np.isfinite(v)) and np.all(v == np.round(v)) and np.all(np.abs(v) < 2.0**63)):
+            return np.dtype("int64")
+        raise InvalidDTypeError(f"{a.name} must hold integer class labels; it has non-integer {a.dtype} values")
+    raise InvalidDTypeError(f"{a.name} must hold integer class labels (int32 or int64), got dtype {a.dtype}")
+
+
+def _real_dtype_ok(a):
+    if a.dtype.kind not in "biuf":
+        raise InvalidDTypeError(f"{a.name} must be real numbers, got dtype {a.dtype}")
+
+
+def _shape_str(shape):
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _is_scalar_like(x):
+    return isinstance(x, numbers.Number) or (isinstance(x, np.ndarray) and x.ndim == 0) or isinstance(x, np.generic)
+
+
+def _densify(name, obj):
+    """Dense values of a SparseTensor-like object (indices, values, dense_shape), else obj itself."""
+    if all(hasattr(obj, a) for a in ("indices", "values", "dense_shape")) and not hasattr(obj, "__array__"):
+        shape = tuple(int(s) for s in np.asarray(obj.dense_shape))
+        indices = np.asarray(obj.indices, dtype=np.int64).reshape(-1, len(shape))
+        values = np.asarray(obj.values)
+        dense = np.zeros(shape, dtype=values.dtype if values.dtype.kind in "biuf" else np.float64)
+        np.add.at(dense, tuple(indices.T), values)
+        return dense
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# The call
+
+
+class _Prepared:
+    """Checked, converted inputs of one npairs_loss call."""
+
+
+def _prepare(
+    *,
+    targets,
+    column_targets,
+    multilabel,
+    similarity,
+    anchors,
+    positives,
+    sample_weight,
+    grad_loss,
+    reduction,
+    temperature,
+    reg_lambda,
+    backend,
+    names,
+):
+    p = _Prepared()
+    p.reduction = reduction_code(reduction)
+    p.temperature = positive_float("temperature", temperature)
+    p.reg_lambda = non_negative_float("reg_lambda", reg_lambda)
+    p.backend = backend_code(backend)
+    embeddings = similarity is None
+    if embeddings and p.reg_lambda > 0 and p.reduction == _lib.REDUCTION_NONE:
+        raise InvalidArgumentError(
+            "reg_lambda must be 0 with reduction='none': the L2 term is added once to a scalar loss"
+        )
+
+    # Logits.
+    if embeddings:
+        A = _arrays.wrap(names["anchors"], anchors)
+        P = _arrays.wrap(names["positives"], positives)
+        for X in (A, P):
+            if X.ndim != 2:
+                raise InvalidArgumentError(f"{X.name} must be 2-D [rows, dim], got shape {_shape_str(X.shape)}")
+        if A.shape[1] != P.shape[1]:
+            raise InvalidArgumentError(
+                f"{A.name} and {P.name} must have the same width (embedding dim), got {A.shape[1]} and {P.shape[1]}"
+            )
+        if A.shape[1] == 0:
+            raise InvalidArgumentError(f"{A.name} and {P.name} must have at least one column (dim > 0)")
+        R, M, D = A.shape[0], P.shape[0], A.shape[1]
+        dtype = np.result_type(_logits_dtype(A), _logits_dtype(P))
+        logits = [A, P]
+    else:
+        S = _arrays.wrap(names["similarity"], similarity)
+        if S.ndim != 2:
+            raise InvalidArgumentError(f"{S.name} must be 2-D [rows, columns], got shape {_shape_str(S.shape)}")
+        R, M = S.shape
+        D = 0
+        dtype = _logits_dtype(S)
+        logits = [S]
+    if R > 0 and M == 0:
+        raise InvalidArgumentError(f"{logits[-1].name} has no columns, so row 0 has no positive column")
+    p.R, p.M, p.D, p.dtype = R, M, D, dtype
+
+    # Targets.
+    tname = names["targets"]
+    if multilabel:
+        T = _arrays.wrap(tname, _densify(tname, targets))
+        _real_dtype_ok(T)
+        if T.ndim != 2:
+            raise InvalidArgumentError(f"{tname} must be 2-D multi-hot [rows, classes], got shape {_shape_str(T.shape)}")
+        if T.shape[0] != R:
+            raise InvalidArgumentError(f"{tname} has {T.shape[0]} rows but {logits[0].name} has {R}")
+        if T.shape[1] == 0:
+            raise InvalidArgumentError(f"{tname} must have at least one class column")
+        K = T.shape[1]
+        targets_dtype = dtype
+    else:
+        T = _arrays.wrap(tname, targets)
+        if T.ndim == 2 and T.shape[1] == 1:
+            T.reshape_view((T.shape[0],))
+        if T.ndim != 1:
+            raise InvalidArgumentError(f"{tname} must be 1-D integer labels [rows] (or [rows, 1]), got shape {_shape_str(T.shape)}")
+        if T.shape[0] != R:
+            raise InvalidArgumentError(f"{tname} has {T.shape[0]} labels but {logits[0].name} has {R} rows")
+        K = 0
+        targets_dtype = _label_dtype(T)
+    C = None
+    if column_targets is not None:
+        cname = names["column_targets"]
+        C = _arrays.wrap(cname, _densify(cname, column_targets) if multilabel else column_targets)
+        if multilabel:
+            _real_dtype_ok(C)
+            if C.ndim != 2 or C.shape[1] != K:
+                raise InvalidArgumentError(f"{cname} must be 2-D [columns, {K}], got shape {_shape_str(C.shape)}")
+        else:
+            if C.ndim == 2 and C.shape[1] == 1:
+                C.reshape_view((C.shape[0],))
+            if C.ndim != 1:
+                raise InvalidArgumentError(f"{cname} must be 1-D integer labels [columns], got shape {_shape_str(C.shape)}")
+            targets_dtype = np.result_type(targets_dtype, _label_dtype(C))
+        if C.shape[0] != M:
+            raise InvalidArgumentError(
+                f"{cname} has {C.shape[0]} entries but {logits[-1].name} has {M} {'rows' if embeddings else 'columns'}"
+            )
+    elif M != R:
+        what = f"{logits[-1].name} has {M} rows" if embeddings else f"{logits[0].name} has {M} columns"
+        raise InvalidArgumentError(
+            f"{what} but {logits[0].name} has {R} rows; give {names['column_targets']} for the columns"
+        )
+    p.K = K
+    p.multilabel = multilabel
+    p.targets_dtype = np.dtype(targets_dtype)
+
+    # Weights and upstream gradient.
+    W = None
+    if sample_weight is not None:
+        if _is_scalar_like(sample_weight):
+            sample_weight = np.full((R,), float(sample_weight), dtype=dtype)
+        W = _arrays.wrap(names["sample_weight"], sample_weight)
+        _real_dtype_ok(W)
+        if W.ndim == 0:
+            W = _arrays.host(W.name, np.full((R,), float(W.obj), dtype=dtype))
+        if W.ndim == 2 and W.shape[1] == 1:
+            W.reshape_view((W.shape[0],))
+        if W.shape != (R,):
+            raise InvalidArgumentError(
+                f"{W.name} must be a scalar or have shape [{R}] (one weight per row), got {_shape_str(W.shape)}"
+            )
+    G = None
+    if grad_loss is not None:
+        G = _arrays.wrap("grad_loss", grad_loss)
+        _real_dtype_ok(G)
+        if p.reduction == _lib.REDUCTION_NONE:
+            if G.ndim == 0:
+                G = _arrays.host(G.name, np.full((R,), float(G.obj), dtype=dtype))
+            if G.shape != (R,):
+                raise InvalidArgumentError(f"grad_loss must have shape [{R}] with reduction='none', got {_shape_str(G.shape)}")
+        elif G.size != 1:
+            raise InvalidArgumentError(f"grad_loss must be a single value with a scalar reduction, got shape {_shape_str(G.shape)}")
+        else:
+            G.reshape_view(())
+
+    inputs = [X for X in logits + [T, C, W, G] if X is not None]
+
+    # Placement: one CUDA device at most; the backend follows the arrays.
+    cuda = [X for X in inputs if X.on_cuda]
+    for X in cuda[1:]:
+        if X.device != cuda[0].device:
+            raise InvalidArgumentError(
+                f"{cuda[0].name} is on {cuda[0].where()} but {X.name} is on {X.where()}; put them on one device"
+            )
+    if cuda and p.backend == _lib.BACKEND_CPU:
+        raise InvalidArgumentError(f"backend='cpu' but {cuda[0].name} is in CUDA memory (device {cuda[0].device})")
+    if p.backend == _lib.BACKEND_AUTO:
+        p.backend = _lib.BACKEND_CUDA if cuda else _lib.BACKEND_CPU
+    p.device = cuda[0].device if cuda else 0
+
+    # Conversion to the dtypes the library reads, C-contiguous.
+    def convert(X, want):
+        if X is None:
+            return None
+        if X.on_cuda:
+            return _arrays.convert_cuda(X, want)
+        out = _arrays.host(X.name, X.obj, want)
+        out.shape = X.shape  # [n, 1] viewed as [n]: same elements, C-contiguous
+        out.fam = X.fam
+        return out
+
+    p.logits = [convert(X, dtype) for X in logits]
+    p.T = convert(T, p.targets_dtype)
+    p.C = convert(C, p.targets_dtype)
+    p.W = convert(W, dtype)
+    p.G = convert(G, dtype)
+    converted = [X for X in p.logits + [p.T, p.C, p.W, p.G] if X is not None]
+    # Outputs follow the logits: in CUDA memory (made by the same library) when
+    # a logits array is, else on the host (NumPy, or torch for torch tensors).
+    p.ref = next((X for X in p.logits if X.on_cuda), p.logits[0])
+    # The caller's stream, from the first CUDA array, orders the work.
+    p.stream_ref = next((X for X in converted if X.on_cuda), None)
+    return p
+
+
+def _output(p, name, shape):
+    if p.ref.on_cuda:
+        return _arrays.empty_like_family(p.ref, name, shape, p.dtype)
+    return _arrays.empty_host(p.ref, name, shape, p.dtype)
+
+
+def _finish(a):
+    """The user-facing object of an output: NumPy 0-d arrays become NumPy scalars."""
+    if a is None:
+        return None
+    obj = a.obj
+    if isinstance(obj, np.ndarray) and obj.ndim == 0:
+        return obj[()]
+    return obj
+
+
+def _user_message(message, status, names, multilabel):
+    """The library's message with its argument names (problem.labels) replaced by the caller's (y_true)."""
+    mapping = {
+        "problem.labels": names["targets"],
+        "problem.multilabels": names["targets"],
+        "problem.column_labels": names["column_targets"],
+        "problem.column_multilabels": names["column_targets"],
+        "problem.similarity": names["similarity"],
+        "problem.anchors": names["anchors"],
+        "problem.positives": names["positives"],
+        "problem.sample_weight": names["sample_weight"],
+        "options.temperature": "temperature",
+        "options.reg_lambda": "reg_lambda",
+        "options.reduction": "reduction",
+    }
+    text = re.sub(r"\b(problem|options)\.\w+", lambda m: mapping.get(m.group(0), m.group(0)), message)
+    return f"{text} [{_lib.status_string(status)}]"
+
+
+def compute(
+    *,
+    targets,
+    column_targets=None,
+    multilabel=False,
+    similarity=None,
+    anchors=None,
+    positives=None,
+    sample_weight=None,
+    grad_loss=None,
+    reduction="sum_over_batch_size",
+    temperature=1.0,
+    reg_lambda=0.0,
+    backend="auto",
+    want_loss=True,
+    want_grads=(),
+    names=None,
+):
+    """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives'.
+
+    Returns (loss or None, {name: gradient}).
+    """
+    all_names = {
+        "targets": "labels",
+        "column_targets": "column_labels",
+        "similarity": "similarity",
+        "anchors": "anchors",
+        "positives": "positives",
+        "sample_weight": "sample_weight",
+    }
+    all_names.update(names or {})
+    p = _prepare(
+        targets=targets,
+        column_targets=column_targets,
+        multilabel=multilabel,
+        similarity=similarity,
+        anchors=anchors,
+        positives=positives,
+        sample_weight=sample_weight,
+        grad_loss=grad_loss,
+        reduction=reduction,
+        temperature=temperature,
+        reg_lambda=reg_lambda,
+        backend=backend,
+        names=all_names,
+    )
+    ctx = context(p.backend, p.device)
+    lib = _lib.load()
+
+    opts = _lib.Options()
+    lib.npairs_options_init(ctypes.byref(opts))
+    opts.reduction = p.reduction
+    opts.temperature = p.temperature
+    opts.reg_lambda = p.reg_lambda
+
+    prob = _lib.Problem()
+    lib.npairs_problem_init(ctypes.byref(prob))
+    prob.rows = p.R
+    prob.cols = p.M
+    prob.dtype = _lib.F32 if p.dtype == np.float32 else _lib.F64
+    if p.multilabel:
+        prob.multilabels = p.T.pointer()
+        prob.column_multilabels = p.C.pointer() if p.C is not None else None
+        prob.num_classes = p.K
+    else:
+        prob.labels = p.T.pointer()
+        prob.column_labels = p.C.pointer() if p.C is not None else None
+        prob.label_dtype = _lib.I32 if p.targets_dtype == np.int32 else _lib.I64
+    if similarity is None:
+        prob.anchors = p.logits[0].pointer()
+        prob.positives = p.logits[1].pointer()
+        prob.dim = p.D
+    else:
+        prob.similarity = p.logits[0].pointer()
+    prob.sample_weight = p.W.pointer() if p.W is not None else None
+
+    loss = None
+    if want_loss:
+        loss = _output(p, "loss", (p.R,) if p.reduction == _lib.REDUCTION_NONE else ())
+    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D)}
+    grads = {}
+    gstruct = None
+    if want_grads:
+        gstruct = _lib.Gradients()
+        lib.npairs_gradients_init(ctypes.byref(gstruct))
+        for name in want_grads:
+            grads[name] = _output(p, name, shapes[name])
+            setattr(gstruct, name, grads[name].pointer())
+
+    if ctx.backend == _lib.BACKEND_CUDA:
+        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
+    status = lib.npairs_loss(
+        ctx.handle,
+        ctypes.byref(opts),
+        ctypes.byref(prob),
+        p.G.pointer() if p.G is not None else None,
+        loss.pointer() if loss is not None else None,
+        ctypes.byref(gstruct) if gstruct is not None else None,
+    )
+    if status:
+        raise error_for_status(status, _user_message(_lib.last_error(), status, all_names, p.multilabel))
+    return _finish(loss), {k: _finish(v) for k, v in grads.items()}
+
+
+# ---------------------------------------------------------------------------
+# Public functions, named as in TensorFlow Addons
+
+
+def npairs_loss(
+    y_true,
+    y_pred,
+    sample_weight=None,
+    *,
+    reduction="sum_over_batch_size",
+    temperature=1.0,
+    column_labels=None,
+    backend="auto",
+    return_grad=False,
+    grad_loss=None,
+):
+    """N-pairs loss of a similarity matrix (``tfa.losses.npairs_loss``).
+
+    Args:
+      y_true: integer class labels of the rows, shape [R] or [R, 1]
+        (int32/int64 kept; other integers, booleans and integral floats
+        become int64).
+      y_pred: similarity matrix [R, M] (float32 or float64, kept), e.g.
+        ``a @ p.T``; its logits are ``y_pred / temperature``.
+      sample_weight: None, a scalar, or one weight per row ([R] or [R, 1]).
+      reduction: 'sum_over_batch_size' (default, also 'auto'), 'sum' or 'none'.
+      temperature: > 0.
+      column_labels: labels of the M columns, when they differ from y_true
+        (needed when M != R).
+      backend: 'auto' (CUDA for CUDA arrays, else CPU), 'cpu' or 'cuda'.
+      return_grad: also return dL/dy_pred.
+      grad_loss: upstream gradient (a scalar, or [R] with reduction='none');
+        None means ones.
+
+    Returns:
+      The loss (a scalar, or [R] for 'none'), or ``(loss, grad)`` with
+      ``return_grad``. NumPy inputs give NumPy outputs; PyTorch, CuPy and
+      Numba inputs give outputs of the same library and device.
+    """
+    loss, grads = compute(
+        targets=y_true,
+        column_targets=column_labels,
+        similarity=y_pred,
+        sample_weight=sample_weight,
+        grad_loss=grad_loss,
+        reduction=reduction,
+        temperature=temperature,
+        backend=backend,
+        want_grads=("similarity",) if return_grad else (),
+        names={"targets": "y_true", "similarity": "y_pred"},
+    )
+    return (loss, grads["similarity"]) if return_grad else loss
+
+
+def npairs_multilabel_loss(
+    y_true,
+    y_pred,
+    sample_weight=None,
+    *,
+    reduction="sum_over_batch_size",
+    temperature=1.0,
+    column_labels=None,
+    backend="auto",
+    return_grad=False,
+    grad_loss=None,
+):
+    """Multi-label N-pairs loss (``tfa.losses.npairs_multilabel_loss``).
+
+    ``y_true`` is a dense non-negative multi-hot matrix [R, K] (any real
+    dtype; cast to y_pred's). TensorFlow Addons takes a ``tf.SparseTensor``:
+    objects with ``indices``, ``values`` and ``dense_shape`` are densified
+    on the host; other sparse formats (e.g. SciPy) are not supported, pass
+    ``.toarray()``. The targets are ``G = Y Y'^T`` row-normalised; a row
+    with no positive (all-zero row of G) raises InvalidValueError.
+    ``column_labels`` ([M, K]) gives the columns' multi-hot rows. Other
+    arguments and the result are as for :func:`npairs_loss`.
+    """
+    loss, grads = compute(
+        targets=y_true,
+        column_targets=column_labels,
+        multilabel=True,
+        similarity=y_pred,
+        sample_weight=sample_weight,
+        grad_loss=grad_loss,
+        reduction=reduction,
+        temperature=temperature,
+        backend=backend,
+        want_grads=("similarity",) if return_grad else (),
+        names={"targets": "y_true", "similarity": "y_pred"},
+    )
+    return (loss, grads["similarity"]) if return_grad else loss
+
+
+def npairs_embeddings_loss(
+    labels,
+    anchors,
+    positives,
+    *,
+    reg_lambda=0.002,
+    temperature=1.0,
+    reduction="sum_over_batch_size",
+    column_labels=None,
+    sample_weight=None,
+    multilabel=None,
+    backend="auto",
+    return_grads=False,
+    grad_loss=None,
+):
+    """N-pairs loss of embeddings with tf.contrib's L2 term.
+
+    ``tf.contrib.losses.metric_learning.npairs_loss(labels, anchors,
+    positives, reg_lambda=0.002)``: logits ``anchors @ positives.T /
+    temperature`` plus ``0.25 * reg_lambda * (mean_i |a_i|^2 + mean_j
+    |p_j|^2)`` (added once; reg_lambda must be 0 with reduction='none').
+
+    Args:
+      labels: [R] integer labels, or an [R, K] multi-hot matrix.
+      anchors: [R, D]; positives: [M, D] (float32/float64).
+      multilabel: whether labels are multi-hot; None infers it (2-D with
+        more than one column).
+      column_labels: labels (or multi-hot rows) of the positives when they
+        differ from labels (needed when M != R).
+      return_grads: also return ``(dL/danchors, dL/dpositives)``.
+      Others as for :func:`npairs_loss`.
+
+    Returns:
+      The loss, or ``(loss, (grad_anchors, grad_positives))``.
+    """
+    if multilabel is None:
+        shape = np.shape(_densify("labels", labels)) if not hasattr(labels, "shape") else tuple(labels.shape)
+        multilabel = len(shape) == 2 and shape[1] != 1
+    loss, grads = compute(
+        targets=labels,
+        column_targets=column_labels,
+        multilabel=bool(multilabel),
+        anchors=anchors,
+        positives=positives,
+        sample_weight=sample_weight,
+        grad_loss=grad_loss,
+        reduction=reduction,
+        temperature=temperature,
+        reg_lambda=reg_lambda,
+        backend=backend,
+        want_grads=("anchors", "positives") if return_grads else (),
+    )
+    return (loss, (grads["anchors"], grads["positives"])) if return_grads else loss

@@ -1,0 +1,230 @@
+"""ctypes binding of libnpairs' C API (include/npairs/npairs.h).
+
+The shared library is found lazily, at the first call that needs it:
+
+1. the path in the environment variable ``NPAIRS_LIBRARY``;
+2. a ``libnpairs.so*`` (``libnpairs*.dylib``, ``npairs.dll``) next to this file;
+3. the system loader: ``libnpairs.so.1``, then whatever
+   ``ctypes.util.find_library("npairs")`` returns.
+
+Struct layouts mirror the header field by field; ctypes applies the same
+natural alignment (and so the same padding) as the C compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import pathlib
+import sys
+import threading
+
+from .errors import LibraryNotFoundError
+
+ENV_VAR = "NPAIRS_LIBRARY"
+SUPPORTED_MAJOR = 1
+
+# npairs_status
+OK = 0
+ERROR_INVALID_ARGUMENT = 1
+ERROR_INVALID_VALUE = 2
+ERROR_UNSUPPORTED = 3
+ERROR_OUT_OF_MEMORY = 4
+ERROR_BACKEND_UNAVAILABLE = 5
+ERROR_DEVICE = 6
+ERROR_INTERNAL = 7
+
+# npairs_backend
+BACKEND_AUTO = 0
+BACKEND_CPU = 1
+BACKEND_CUDA = 2
+
+# npairs_dtype
+F32 = 0
+F64 = 1
+F16 = 2
+BF16 = 3
+I32 = 16
+I64 = 17
+
+# npairs_reduction
+REDUCTION_NONE = 0
+REDUCTION_SUM = 1
+REDUCTION_SUM_OVER_BATCH_SIZE = 2
+
+FLAG_ALLOW_TF32 = 1
+
+npairs_status = ctypes.c_int32
+npairs_backend = ctypes.c_int32
+npairs_dtype = ctypes.c_int32
+npairs_reduction = ctypes.c_int32
+npairs_context = ctypes.c_void_p
+
+
+class Options(ctypes.Structure):
+    """struct npairs_options."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("reduction", npairs_reduction),
+        ("temperature", ctypes.c_double),
+        ("reg_lambda", ctypes.c_double),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+class Problem(ctypes.Structure):
+    """struct npairs_problem."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        ("dtype", npairs_dtype),
+        ("labels", ctypes.c_void_p),
+        ("column_labels", ctypes.c_void_p),
+        ("label_dtype", npairs_dtype),
+        ("multilabels", ctypes.c_void_p),
+        ("column_multilabels", ctypes.c_void_p),
+        ("num_classes", ctypes.c_int64),
+        ("similarity", ctypes.c_void_p),
+        ("anchors", ctypes.c_void_p),
+        ("positives", ctypes.c_void_p),
+        ("dim", ctypes.c_int64),
+        ("sample_weight", ctypes.c_void_p),
+    ]
+
+
+class Gradients(ctypes.Structure):
+    """struct npairs_gradients."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("similarity", ctypes.c_void_p),
+        ("anchors", ctypes.c_void_p),
+        ("positives", ctypes.c_void_p),
+    ]
+
+
+_SIGNATURES = {
+    "npairs_version_number": (ctypes.c_uint32, []),
+    "npairs_version_string": (ctypes.c_char_p, []),
+    "npairs_status_string": (ctypes.c_char_p, [npairs_status]),
+    "npairs_last_error": (ctypes.c_char_p, []),
+    "npairs_backend_available": (ctypes.c_int32, [npairs_backend]),
+    "npairs_context_create": (npairs_status, [npairs_backend, ctypes.c_int32, ctypes.POINTER(npairs_context)]),
+    "npairs_context_destroy": (npairs_status, [npairs_context]),
+    "npairs_context_backend": (npairs_status, [npairs_context, ctypes.POINTER(npairs_backend)]),
+    "npairs_context_set_stream": (npairs_status, [npairs_context, ctypes.c_void_p]),
+    "npairs_context_set_threads": (npairs_status, [npairs_context, ctypes.c_int32]),
+    "npairs_context_synchronize": (npairs_status, [npairs_context]),
+    "npairs_options_init": (None, [ctypes.POINTER(Options)]),
+    "npairs_problem_init": (None, [ctypes.POINTER(Problem)]),
+    "npairs_gradients_init": (None, [ctypes.POINTER(Gradients)]),
+    "npairs_loss": (
+        npairs_status,
+        [
+            npairs_context,
+            ctypes.POINTER(Options),
+            ctypes.POINTER(Problem),
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.POINTER(Gradients),
+        ],
+    ),
+}
+
+_lock = threading.Lock()
+_lib = None
+_path = None
+
+
+def _candidates():
+    """(description, name-or-path) pairs to try, in order."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        # An explicit choice is never silently replaced by another library.
+        return [(f"${ENV_VAR}={env}", env)]
+    here = pathlib.Path(__file__).resolve().parent
+    out = []
+    if sys.platform == "win32":
+        patterns = ["npairs.dll", "libnpairs.dll"]
+    elif sys.platform == "darwin":
+        patterns = ["libnpairs.1.dylib", "libnpairs.dylib", "libnpairs*.dylib"]
+    else:
+        patterns = ["libnpairs.so.1", "libnpairs.so", "libnpairs.so.1.*"]
+    seen = set()
+    for pattern in patterns:
+        for p in sorted(here.glob(pattern)):
+            if p not in seen:
+                seen.add(p)
+                out.append((f"next to the package: {p}", str(p)))
+    system = {"win32": "npairs.dll", "darwin": "libnpairs.1.dylib"}.get(sys.platform, "libnpairs.so.1")
+    out.append((f"system loader: {system}", system))
+    found = ctypes.util.find_library("npairs")
+    if found and found != system:
+        out.append((f"system loader: {found}", found))
+    return out
+
+
+def _declare(lib):
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def load():
+    """Returns the loaded library (a ctypes.CDLL), loading it on first use.
+
+    Raises LibraryNotFoundError (an NpairsError and an OSError) when no
+    usable libnpairs is found.
+    """
+    global _lib, _path
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        tried = []
+        for what, name in _candidates():
+            try:
+                lib = ctypes.CDLL(name)
+            except OSError as e:
+                tried.append(f"  {what}: {e}")
+                continue
+            try:
+                _declare(lib)
+            except AttributeError as e:
+                tried.append(f"  {what}: not libnpairs ({e})")
+                continue
+            version = lib.npairs_version_number()
+            if version // 10000 != SUPPORTED_MAJOR:
+                tried.append(
+                    f"  {what}: libnpairs {lib.npairs_version_string().decode()} has major "
+                    f"version {version // 10000}; this package needs {SUPPORTED_MAJOR}.x"
+                )
+                continue
+            _lib, _path = lib, name
+            return lib
+        raise LibraryNotFoundError(
+            "libnpairs (the shared library behind the npairs package) could not be loaded. "
+            f"Set {ENV_VAR} to the path of libnpairs.so, copy libnpairs.so* next to "
+            f"{pathlib.Path(__file__).resolve().parent}, or install it where the system loader "
+            "finds it. Tried:\n" + "\n".join(tried)
+        )
+
+
+def library_path():
+    """The name or path the library was loaded from (loads it if needed)."""
+    load()
+    return _path
+
+
+def last_error():
+    return load().npairs_last_error().decode("utf-8", "replace")
+
+
+def status_string(status):
+    return load().npairs_status_string(int(status)).decode("utf-8", "replace")

@@ -1,0 +1,89 @@
+"""An independent float64 reference of SPEC section 1, in plain loops and NumPy.
+
+It never calls libnpairs.
+"""
+
+import math
+
+import numpy as np
+
+REDUCTIONS = ("none", "sum", "sum_over_batch_size")
+
+
+def targets_from_labels(labels, column_labels=None):
+    """T_ij = [l_i == c_j] / n_i, comparing the labels as Python integers."""
+    labels = [int(v) for v in np.asarray(labels).reshape(-1)]
+    cols = labels if column_labels is None else [int(v) for v in np.asarray(column_labels).reshape(-1)]
+    T = np.zeros((len(labels), len(cols)))
+    for i, li in enumerate(labels):
+        hits = [j for j, cj in enumerate(cols) if li == cj]
+        assert hits, f"row {i} has no positive"
+        for j in hits:
+            T[i, j] = 1.0 / len(hits)
+    return T
+
+
+def targets_from_multilabels(Y, Yc=None):
+    """G = Y Y'^T row-normalised."""
+    Y = np.asarray(Y, dtype=np.float64)
+    Yc = Y if Yc is None else np.asarray(Yc, dtype=np.float64)
+    T = np.zeros((Y.shape[0], Yc.shape[0]))
+    for i in range(Y.shape[0]):
+        for j in range(Yc.shape[0]):
+            T[i, j] = sum(Y[i, k] * Yc[j, k] for k in range(Y.shape[1]))
+        total = T[i].sum()
+        assert total > 0, f"row {i} has no positive"
+        T[i] /= total
+    return T
+
+
+def loss_and_grads(T, S=None, A=None, P=None, temperature=1.0, weights=None, reduction="sum_over_batch_size",
+                   reg_lambda=0.0, grad_loss=None):
+    """Returns (loss, dS, dA, dP) in float64; dA, dP are None for a similarity input."""
+    if S is None:
+        A = np.asarray(A, dtype=np.float64)
+        P = np.asarray(P, dtype=np.float64)
+        S = A @ P.T
+    S = np.asarray(S, dtype=np.float64)
+    R, M = S.shape
+    w = np.ones(R) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64).reshape(-1), (R,))
+    rows = np.zeros(R)
+    dz = np.zeros((R, M))
+    for i in range(R):
+        z = [S[i, j] / temperature for j in range(M)]
+        m = max(z)
+        lse = m + math.log(sum(math.exp(v - m) for v in z))
+        target = sum(T[i, j] * z[j] for j in range(M) if T[i, j] != 0)
+        rows[i] = lse - target
+        for j in range(M):
+            dz[i, j] = math.exp(z[j] - lse) - T[i, j]
+    r = 1.0 / R if (reduction == "sum_over_batch_size" and R > 0) else 1.0
+    if reduction == "none":
+        loss = w * rows
+        g = np.ones(R) if grad_loss is None else np.broadcast_to(np.asarray(grad_loss, dtype=np.float64), (R,))
+    else:
+        loss = float(np.sum(w * rows)) * r
+        g_scalar = 1.0 if grad_loss is None else float(np.asarray(grad_loss).reshape(()))
+        g = np.full(R, g_scalar)
+    dS = (g * w * r)[:, None] * dz / temperature
+    dA = dP = None
+    if A is not None:
+        if reg_lambda:
+            loss = loss + 0.25 * reg_lambda * (np.mean(np.sum(A * A, 1)) + np.mean(np.sum(P * P, 1)))
+        g0 = g[0] if R else (1.0 if grad_loss is None else float(np.asarray(grad_loss).reshape(())))
+        dA = dS @ P + 0.5 * reg_lambda * g0 * A / max(R, 1)
+        dP = dS.T @ A + 0.5 * reg_lambda * g0 * P / max(M, 1)
+    return loss, dS, dA, dP
+
+
+def random_labels(rng, n, classes):
+    return rng.integers(0, classes, size=n)
+
+
+def random_multilabels(rng, n, classes, density=0.3):
+    """Multi-hot rows with at least one positive each (so Y Y^T has a positive diagonal)."""
+    Y = (rng.random((n, classes)) < density).astype(np.float64)
+    for i in range(n):
+        if not Y[i].any():
+            Y[i, rng.integers(classes)] = 1.0
+    return Y
