@@ -1,0 +1,335 @@
+// The CUDA backend against the CPU backend and the float64 reference, on
+// random problems across the feature combinations, with host-memory inputs
+// (staged) and device-memory inputs (asynchronous: synchronize before
+// reading). Every output is poisoned first. All tests skip without a GPU.
+#include <cinttypes>
+#include <cstdio>
+#include <string>
+
+#include "cuda_util.hpp"
+
+namespace {
+
+struct CudaCase {
+  int index = 0;
+  npt::Spec spec;
+  bool device_memory = false;
+  bool want_similarity = true, want_anchors = false, want_positives = false;
+  bool in_place = false, loss_null = false;
+  std::string name;
+};
+
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+int pick(int index, int axis, int n) {
+  return static_cast<int>(mix(static_cast<uint64_t>(index) * 2000003u + static_cast<uint64_t>(axis) * 104729u) %
+                          static_cast<uint64_t>(n));
+}
+
+std::vector<CudaCase> make_cases() {
+  std::vector<CudaCase> cases;
+  int idx = 0;
+  for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64}) {
+    for (bool multilabel : {false, true}) {
+      for (bool emb : {false, true}) {
+        for (npairs_reduction red :
+             {NPAIRS_REDUCTION_NONE, NPAIRS_REDUCTION_SUM, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE}) {
+          for (bool device : {false, true}) {
+            CudaCase c;
+            c.index = idx++;
+            const int i = c.index;
+            npt::Spec& s = c.spec;
+            s.seed = 5000 + static_cast<uint64_t>(i);
+            s.dtype = dtype;
+            s.multilabel = multilabel;
+            s.label_dtype = pick(i, 0, 2) ? NPAIRS_I64 : NPAIRS_I32;
+            s.embeddings = emb;
+            s.reduction = red;
+            c.device_memory = device;
+            s.column_targets = pick(i, 1, 2) == 1;
+            if (pick(i, 2, 4) == 0) {
+              s.rows = 257;
+              s.cols = 263;
+              s.dim = 65;
+            } else {
+              const int64_t rows[] = {1, 3, 7, 13, 31}, cols[] = {1, 5, 9, 40}, dims[] = {1, 2, 5, 16};
+              s.rows = rows[pick(i, 3, 5)];
+              s.cols = cols[pick(i, 4, 4)];
+              s.dim = dims[pick(i, 5, 4)];
+            }
+            s.classes = multilabel ? 5 : (pick(i, 6, 2) ? 3 : std::max(s.rows, s.cols));
+            s.big_labels = !multilabel && pick(i, 7, 3) == 0;
+            s.weights = pick(i, 8, 2) == 1;
+            s.grad_loss = pick(i, 9, 2) == 1;
+            s.temperature = pick(i, 10, 2) ? 0.37 : 1.0;
+            s.reg_lambda = (emb && red != NPAIRS_REDUCTION_NONE && pick(i, 11, 2)) ? 0.25 : 0.0;
+            c.want_anchors = c.want_positives = emb;
+            c.want_similarity = !emb || pick(i, 12, 2) == 1;
+            c.in_place = !emb && pick(i, 13, 2) == 1;
+            c.loss_null = pick(i, 14, 4) == 0;
+            char buf[160];
+            std::snprintf(buf, sizeof buf, "c%02d_%s_%s_%s_%s_R%" PRId64 "x%" PRId64 "_%s%s%s%s", i,
+                          npt::dtype_name(dtype), multilabel ? "multi" : npt::dtype_name(s.label_dtype),
+                          emb ? "emb" : "sim", npt::reduction_name(red), s.rows, s.column_targets ? s.cols : s.rows,
+                          device ? "device" : "host", c.in_place ? "_inplace" : "", c.loss_null ? "_noloss" : "",
+                          s.reg_lambda > 0 ? "_l2" : "");
+            c.name = buf;
+            cases.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+// Runs the case on `ctx` with host pointers.
+npairs_status run_host(npairs_context ctx, const CudaCase& c, const npt::Inputs& in, npt::Outputs& out) {
+  npairs_problem p = in.problem();
+  if (c.in_place) p.similarity = out.grad_similarity.data();
+  const npairs_options o = in.options();
+  npairs_gradients g = out.grads();
+  return npairs_loss(ctx, &o, &p, in.grad_loss_ptr(), out.loss_ptr(), out.any_grads() ? &g : nullptr);
+}
+
+// Prepares outputs (poisoned; for in-place dS a poisoned-guard copy of S).
+npt::Outputs make_outputs(const CudaCase& c, const npt::Inputs& in) {
+  npt::Outputs out(in, !c.loss_null, c.want_similarity || c.in_place, c.want_anchors, c.want_positives);
+  if (c.in_place) {
+    npt::Array s(c.spec.dtype, in.similarity.size());
+    s.poison();
+    for (std::size_t k = 0; k < s.size(); ++k) s.set(k, in.similarity.get(k));
+    out.grad_similarity = s;
+  }
+  return out;
+}
+
+class CudaVsCpu : public ::testing::TestWithParam<CudaCase> {};
+
+TEST_P(CudaVsCpu, Matches) {
+  NPT_REQUIRE_CUDA();
+  const CudaCase& c = GetParam();
+  if (c.device_memory) NPT_REQUIRE_CUDART();
+  const npt::Inputs in = npt::make_inputs(c.spec);
+  const double rtol = npt::default_rtol(c.spec.dtype);
+
+  // CPU backend: every output.
+  npt::Context cpu(NPAIRS_BACKEND_CPU);
+  ASSERT_NPAIRS_OK(cpu.status());
+  npt::Outputs expected(in, true, true, c.want_anchors, c.want_positives);
+  ASSERT_NPAIRS_OK(npt::run_loss(cpu.get(), in, expected));
+
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Outputs out = make_outputs(c, in);
+  if (!c.device_memory) {
+    ASSERT_NPAIRS_OK(run_host(gpu.get(), c, in, out));
+  } else {
+#ifdef NPAIRS_TEST_HAVE_CUDART
+    using npt::DeviceArray;
+    DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
+        column_multilabels(in.column_multilabels), similarity(in.similarity), anchors(in.anchors),
+        positives(in.positives), weights(in.sample_weight), grad_loss(in.grad_loss);
+    DeviceArray loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives);
+    for (const DeviceArray* d : {&labels, &column_labels, &multilabels, &column_multilabels, &similarity, &anchors,
+                                 &positives, &weights, &grad_loss, &loss, &dS, &dA, &dP}) {
+      ASSERT_TRUE(d->ok()) << "cudaMalloc/cudaMemcpy failed";
+    }
+    npairs_problem p = in.problem();
+    auto dev = [](const void* host_ptr, const DeviceArray& d) -> const void* { return host_ptr ? d.data() : nullptr; };
+    p.labels = dev(p.labels, labels);
+    p.column_labels = dev(p.column_labels, column_labels);
+    p.multilabels = dev(p.multilabels, multilabels);
+    p.column_multilabels = dev(p.column_multilabels, column_multilabels);
+    p.similarity = c.in_place ? dS.data() : dev(p.similarity, similarity);
+    p.anchors = dev(p.anchors, anchors);
+    p.positives = dev(p.positives, positives);
+    p.sample_weight = dev(p.sample_weight, weights);
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    g.similarity = out.want_similarity ? dS.data() : nullptr;
+    g.anchors = out.want_anchors ? dA.data() : nullptr;
+    g.positives = out.want_positives ? dP.data() : nullptr;
+    const npairs_options o = in.options();
+    ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, c.spec.grad_loss ? grad_loss.data() : nullptr,
+                                 c.loss_null ? nullptr : loss.data(), out.any_grads() ? &g : nullptr));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+    ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity) && dA.download(out.grad_anchors) &&
+                dP.download(out.grad_positives));
+#endif
+  }
+
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), rtol);
+  if (out.want_loss) {
+    EXPECT_TRUE(npt::all_close("loss vs CPU", out.loss.values(), expected.loss.values(), rtol));
+  }
+  if (out.want_similarity) {
+    EXPECT_TRUE(npt::all_close("grads.similarity vs CPU", out.grad_similarity.values(),
+                               expected.grad_similarity.values(), rtol));
+  }
+  if (out.want_anchors) {
+    EXPECT_TRUE(npt::all_close("grads.anchors vs CPU", out.grad_anchors.values(), expected.grad_anchors.values(), rtol));
+  }
+  if (out.want_positives) {
+    EXPECT_TRUE(
+        npt::all_close("grads.positives vs CPU", out.grad_positives.values(), expected.grad_positives.values(), rtol));
+  }
+  if (c.loss_null) {
+    EXPECT_EQ(out.loss.first_unwritten(), 0) << "loss written although NULL";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, CudaVsCpu, ::testing::ValuesIn(make_cases()),
+                         [](const ::testing::TestParamInfo<CudaCase>& param_info) { return param_info.param.name; });
+
+npt::Spec medium_spec(npairs_dtype dtype) {
+  npt::Spec s;
+  s.dtype = dtype;
+  s.rows = 257;
+  s.cols = 263;
+  s.column_targets = true;
+  s.embeddings = true;
+  s.dim = 65;
+  s.classes = 20;
+  s.weights = true;
+  s.grad_loss = true;
+  s.temperature = 0.37;
+  s.reg_lambda = 0.1;
+  s.seed = 99;
+  return s;
+}
+
+TEST(Cuda, ContextBasics) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npairs_backend b = -1;
+  ASSERT_NPAIRS_OK(npairs_context_backend(gpu.get(), &b));
+  EXPECT_EQ(b, NPAIRS_BACKEND_CUDA);
+  EXPECT_NPAIRS_OK(npairs_context_set_threads(gpu.get(), 3));  // ignored by CUDA
+  EXPECT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+  EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+  npt::Context autoc(NPAIRS_BACKEND_AUTO);
+  ASSERT_NPAIRS_OK(autoc.status());
+  ASSERT_NPAIRS_OK(npairs_context_backend(autoc.get(), &b));
+  EXPECT_EQ(b, NPAIRS_BACKEND_CUDA);
+  npairs_context sentinel = reinterpret_cast<npairs_context>(static_cast<uintptr_t>(0x1234)), c = sentinel;
+  EXPECT_EQ(npairs_context_create(NPAIRS_BACKEND_CUDA, 1 << 20, &c), NPAIRS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(c, sentinel);
+  EXPECT_NE(std::string(npairs_last_error()).find("device"), std::string::npos) << npairs_last_error();
+  EXPECT_EQ(npairs_context_create(NPAIRS_BACKEND_CUDA, -1, &c), NPAIRS_ERROR_INVALID_ARGUMENT);
+}
+
+TEST(Cuda, SameCallTwiceIsBitwiseIdentical) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  for (npairs_dtype dt : {NPAIRS_F32, NPAIRS_F64}) {
+    const npt::Inputs in = npt::make_inputs(medium_spec(dt));
+    npt::Outputs a(in, true, true, true, true), b(in, true, true, true, true);
+    ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, a));
+    ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, b));
+    EXPECT_TRUE(a.loss.bytes() == b.loss.bytes());
+    EXPECT_TRUE(a.grad_similarity.bytes() == b.grad_similarity.bytes());
+    EXPECT_TRUE(a.grad_anchors.bytes() == b.grad_anchors.bytes());
+    EXPECT_TRUE(a.grad_positives.bytes() == b.grad_positives.bytes());
+  }
+}
+
+// TF32 may be used for float32 GEMMs when allowed: ~1e-3 relative.
+TEST(Cuda, AllowTf32StaysClose) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(medium_spec(NPAIRS_F32));
+  npt::Outputs out(in, true, true, true, true);
+  const npairs_problem p = in.problem();
+  npairs_options o = in.options();
+  o.flags = NPAIRS_FLAG_ALLOW_TF32;
+  npairs_gradients g = out.grads();
+  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, in.grad_loss_ptr(), out.loss.data(), &g));
+  const auto expected = ref::compute<double>(in.reference());
+  EXPECT_TRUE(npt::all_close("loss", out.loss.values(), expected.loss, 5e-3));
+  EXPECT_TRUE(npt::all_close("grads.anchors", out.grad_anchors.values(), npt::to_double(expected.grad_anchors), 5e-3));
+}
+
+// Invalid target data is found on the device before any output is written.
+TEST(Cuda, RowWithoutPositiveLeavesOutputsUntouched) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Spec s;
+  s.dtype = NPAIRS_F32;
+  s.rows = 5;
+  s.cols = 4;
+  s.column_targets = true;
+  s.classes = 2;
+  s.seed = 7;
+  npt::Inputs in = npt::make_inputs(s);
+  in.labels.set_int(3, 1000);  // in no column
+  in.labels.set_int(4, 1001);
+  npt::Outputs out(in, true, true, false, false);
+  const auto before = std::make_pair(out.loss.bytes(), out.grad_similarity.bytes());
+  EXPECT_EQ(npt::run_loss(gpu.get(), in, out), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(npairs_last_error()).find("row 3"), std::string::npos) << npairs_last_error();
+  EXPECT_TRUE(before == std::make_pair(out.loss.bytes(), out.grad_similarity.bytes()));
+#ifdef NPAIRS_TEST_HAVE_CUDART
+  npt::DeviceArray labels(in.labels), cols(in.column_labels), sim(in.similarity), loss(out.loss),
+      dS(out.grad_similarity);
+  npairs_problem p = in.problem();
+  p.labels = labels.data();
+  p.column_labels = cols.data();
+  p.similarity = sim.data();
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = dS.data();
+  EXPECT_EQ(npairs_loss(gpu.get(), nullptr, &p, nullptr, loss.data(), &g), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(npairs_last_error()).find("row 3"), std::string::npos) << npairs_last_error();
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+  ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity));
+  EXPECT_TRUE(before == std::make_pair(out.loss.bytes(), out.grad_similarity.bytes()));
+#endif
+}
+
+#ifdef NPAIRS_TEST_HAVE_CUDART
+// Work queued on a user stream; synchronize through the context.
+TEST(Cuda, UserStream) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), stream));
+  const npt::Inputs in = npt::make_inputs(medium_spec(NPAIRS_F64));
+  npt::Outputs out(in, true, true, true, true);
+  {
+    npt::DeviceArray cl(in.column_labels), l(in.labels), a(in.anchors), pp(in.positives), w(in.sample_weight),
+        gl(in.grad_loss), loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives);
+    npairs_problem p = in.problem();
+    p.labels = l.data();
+    p.column_labels = cl.data();
+    p.anchors = a.data();
+    p.positives = pp.data();
+    p.sample_weight = w.data();
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    g.similarity = dS.data();
+    g.anchors = dA.data();
+    g.positives = dP.data();
+    const npairs_options o = in.options();
+    ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, gl.data(), loss.data(), &g));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+    ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity) && dA.download(out.grad_anchors) &&
+                dP.download(out.grad_positives));
+  }
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-12);
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+  NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+#endif
+
+}  // namespace

@@ -1,0 +1,462 @@
+#include "test_util.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <sstream>
+
+namespace npt {
+
+std::size_t dtype_size(npairs_dtype dtype) {
+  switch (dtype) {
+    case NPAIRS_F32: return 4;
+    case NPAIRS_F64: return 8;
+    case NPAIRS_I32: return 4;
+    case NPAIRS_I64: return 8;
+    default: return 0;
+  }
+}
+
+const char* dtype_name(npairs_dtype dtype) {
+  switch (dtype) {
+    case NPAIRS_F32: return "f32";
+    case NPAIRS_F64: return "f64";
+    case NPAIRS_I32: return "i32";
+    case NPAIRS_I64: return "i64";
+    default: return "unknown";
+  }
+}
+
+const char* reduction_name(npairs_reduction reduction) {
+  switch (reduction) {
+    case NPAIRS_REDUCTION_NONE: return "NONE";
+    case NPAIRS_REDUCTION_SUM: return "SUM";
+    case NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE: return "SOBS";
+    default: return "unknown";
+  }
+}
+
+ref::Reduction to_ref(npairs_reduction reduction) {
+  switch (reduction) {
+    case NPAIRS_REDUCTION_NONE: return ref::Reduction::None;
+    case NPAIRS_REDUCTION_SUM: return ref::Reduction::Sum;
+    default: return ref::Reduction::SumOverBatchSize;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Array
+
+namespace {
+constexpr uint64_t kPoison64 = 0x7FF8DEADBEEF0001ull;  // a quiet NaN with a payload
+constexpr uint32_t kPoison32 = 0x7FC0DEADu;            // a quiet NaN with a payload
+constexpr unsigned char kPoisonByte = 0x5A;            // integers
+}  // namespace
+
+Array::Array(npairs_dtype dtype, std::size_t count, std::size_t guard)
+    : dtype_(dtype), count_(count), guard_(guard), elem_(dtype_size(dtype)) {
+  bytes_.assign((count + 2 * guard) * elem_, 0);
+}
+
+double Array::get(std::size_t i) const {
+  const unsigned char* p = elem_ptr(static_cast<std::ptrdiff_t>(i));
+  switch (dtype_) {
+    case NPAIRS_F32: { float f; std::memcpy(&f, p, 4); return f; }
+    case NPAIRS_F64: { double d; std::memcpy(&d, p, 8); return d; }
+    default: return static_cast<double>(get_int(i));
+  }
+}
+
+void Array::set(std::size_t i, double v) {
+  unsigned char* p = const_cast<unsigned char*>(elem_ptr(static_cast<std::ptrdiff_t>(i)));
+  switch (dtype_) {
+    case NPAIRS_F32: { const float f = static_cast<float>(v); std::memcpy(p, &f, 4); break; }
+    case NPAIRS_F64: std::memcpy(p, &v, 8); break;
+    default: set_int(i, static_cast<int64_t>(v)); break;
+  }
+}
+
+int64_t Array::get_int(std::size_t i) const {
+  const unsigned char* p = elem_ptr(static_cast<std::ptrdiff_t>(i));
+  if (dtype_ == NPAIRS_I32) { int32_t v; std::memcpy(&v, p, 4); return v; }
+  if (dtype_ == NPAIRS_I64) { int64_t v; std::memcpy(&v, p, 8); return v; }
+  return static_cast<int64_t>(get(i));
+}
+
+void Array::set_int(std::size_t i, int64_t v) {
+  unsigned char* p = const_cast<unsigned char*>(elem_ptr(static_cast<std::ptrdiff_t>(i)));
+  if (dtype_ == NPAIRS_I32) {
+    const int32_t x = static_cast<int32_t>(v);
+    std::memcpy(p, &x, 4);
+  } else if (dtype_ == NPAIRS_I64) {
+    std::memcpy(p, &v, 8);
+  } else {
+    set(i, static_cast<double>(v));
+  }
+}
+
+std::vector<double> Array::values() const {
+  std::vector<double> v(count_);
+  for (std::size_t i = 0; i < count_; ++i) v[i] = get(i);
+  return v;
+}
+
+std::vector<int64_t> Array::int_values() const {
+  std::vector<int64_t> v(count_);
+  for (std::size_t i = 0; i < count_; ++i) v[i] = get_int(i);
+  return v;
+}
+
+void Array::fill(double v) {
+  for (std::size_t i = 0; i < count_; ++i) set(i, v);
+}
+
+void Array::poison() {
+  const std::ptrdiff_t lo = -static_cast<std::ptrdiff_t>(guard_);
+  const std::ptrdiff_t hi = static_cast<std::ptrdiff_t>(count_ + guard_);
+  for (std::ptrdiff_t i = lo; i < hi; ++i) {
+    unsigned char* p = const_cast<unsigned char*>(elem_ptr(i));
+    if (dtype_ == NPAIRS_F64) std::memcpy(p, &kPoison64, 8);
+    else if (dtype_ == NPAIRS_F32) std::memcpy(p, &kPoison32, 4);
+    else std::memset(p, kPoisonByte, elem_);
+  }
+}
+
+bool Array::is_poison(std::ptrdiff_t i) const {
+  const unsigned char* p = elem_ptr(i);
+  if (dtype_ == NPAIRS_F64) return std::memcmp(p, &kPoison64, 8) == 0;
+  if (dtype_ == NPAIRS_F32) return std::memcmp(p, &kPoison32, 4) == 0;
+  for (std::size_t b = 0; b < elem_; ++b) {
+    if (p[b] != kPoisonByte) return false;
+  }
+  return true;
+}
+
+bool Array::guards_intact() const {
+  for (std::size_t g = 1; g <= guard_; ++g) {
+    if (!is_poison(-static_cast<std::ptrdiff_t>(g))) return false;
+    if (!is_poison(static_cast<std::ptrdiff_t>(count_ + g - 1))) return false;
+  }
+  return true;
+}
+
+std::ptrdiff_t Array::first_unwritten() const {
+  for (std::size_t i = 0; i < count_; ++i) {
+    if (is_poison(static_cast<std::ptrdiff_t>(i))) return static_cast<std::ptrdiff_t>(i);
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------------------
+// Comparisons
+
+::testing::AssertionResult all_close(const std::string& what, const std::vector<double>& got,
+                                     const std::vector<double>& ref, double rtol, double min_scale) {
+  if (got.size() != ref.size()) {
+    return ::testing::AssertionFailure() << what << ": size " << got.size() << " != reference size " << ref.size();
+  }
+  double scale = min_scale;
+  for (double r : ref) {
+    if (std::isfinite(r)) scale = std::max(scale, std::fabs(r));
+  }
+  std::size_t bad = 0;
+  std::ostringstream detail;
+  double worst = 0;
+  std::size_t worst_i = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double g = got[i], r = ref[i];
+    bool ok;
+    double ratio = 0;
+    if (std::isnan(r)) {
+      ok = std::isnan(g);
+    } else if (std::isinf(r)) {
+      ok = (g == r);
+    } else {
+      const double allowed = rtol * (std::fabs(r) + scale);
+      const double err = std::fabs(g - r);
+      ok = err <= allowed;  // false for NaN
+      ratio = allowed > 0 ? err / allowed : (err > 0 ? INFINITY : 0);
+      if (std::isnan(g)) ratio = INFINITY;
+    }
+    if (ratio > worst) { worst = ratio; worst_i = i; }
+    if (!ok) {
+      if (bad < 8) {
+        detail.precision(17);
+        detail << "\n  [" << i << "] got " << g << ", expected " << r << ", diff " << (g - r);
+      }
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  std::ostringstream msg;
+  msg.precision(17);
+  msg << what << ": " << bad << " of " << got.size() << " elements differ (rtol " << rtol << ", scale " << scale
+      << "; worst error/allowed " << worst << " at [" << worst_i << "])" << detail.str();
+  return ::testing::AssertionFailure() << msg.str();
+}
+
+::testing::AssertionResult fully_written(const std::string& what, const Array& a) {
+  const std::ptrdiff_t u = a.first_unwritten();
+  if (u >= 0) {
+    return ::testing::AssertionFailure() << what << ": element " << u << " of " << a.size()
+                                         << " was not written (still poisoned)";
+  }
+  if (!a.guards_intact()) {
+    return ::testing::AssertionFailure() << what << ": written outside its " << a.size()
+                                         << " elements (guard elements changed)";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// ---------------------------------------------------------------------------
+// Random problems
+
+namespace {
+
+int64_t label_value(int64_t k, npairs_dtype label_dtype, bool big) {
+  if (!big) return 3 * k - 5;  // some negative labels too
+  // Neighbouring integers that collide after a cast to float (i32) or
+  // double (i64): a library comparing through floats merges the classes.
+  if (label_dtype == NPAIRS_I32) return (k % 2 == 0) ? INT32_MAX - k : INT32_MIN + k;
+  return (int64_t(1) << 60) + ((k % 2 == 0) ? k : -k);
+}
+
+double multilabel_entry(Rng& rng) {
+  const double u = rng.uniform(0.0, 1.0);
+  if (u < 0.45) return 0.0;
+  if (u < 0.75) return 1.0;
+  return rng.uniform(0.1, 3.0);
+}
+
+}  // namespace
+
+Inputs make_inputs(const Spec& spec) {
+  Inputs in;
+  in.spec = spec;
+  Rng rng(spec.seed * 0x9E3779B97F4A7C15ull + 12345);
+  in.R = spec.rows;
+  in.M = spec.column_targets ? spec.cols : spec.rows;
+  in.D = spec.embeddings ? spec.dim : 0;
+  in.K = spec.multilabel ? spec.classes : 0;
+  const std::size_t R = static_cast<std::size_t>(in.R), M = static_cast<std::size_t>(in.M);
+  const std::size_t D = static_cast<std::size_t>(in.D), K = static_cast<std::size_t>(in.K);
+
+  if (!spec.multilabel) {
+    in.labels = Array(spec.label_dtype, R);
+    if (spec.column_targets) {
+      in.column_labels = Array(spec.label_dtype, M);
+      std::vector<int64_t> col_class(M);
+      for (std::size_t j = 0; j < M; ++j) {
+        col_class[j] = rng.integer(0, spec.classes - 1);
+        in.column_labels.set_int(j, label_value(col_class[j], spec.label_dtype, spec.big_labels));
+      }
+      // Every row takes a class that some column has, so it has a positive.
+      for (std::size_t i = 0; i < R; ++i) {
+        const int64_t k = col_class[static_cast<std::size_t>(rng.integer(0, in.M - 1))];
+        in.labels.set_int(i, label_value(k, spec.label_dtype, spec.big_labels));
+      }
+    } else {
+      for (std::size_t i = 0; i < R; ++i) {
+        in.labels.set_int(i, label_value(rng.integer(0, spec.classes - 1), spec.label_dtype, spec.big_labels));
+      }
+    }
+  } else {
+    in.multilabels = Array(spec.dtype, R * K);
+    for (std::size_t i = 0; i < R; ++i) {
+      bool any = false;
+      for (std::size_t k = 0; k < K; ++k) {
+        in.multilabels.set(i * K + k, multilabel_entry(rng));
+        any = any || in.multilabels.get(i * K + k) > 0;
+      }
+      if (!any) in.multilabels.set(i * K + static_cast<std::size_t>(rng.integer(0, in.K - 1)), 1.0);
+    }
+    if (spec.column_targets) {
+      in.column_multilabels = Array(spec.dtype, M * K);
+      for (std::size_t j = 0; j < M * K; ++j) in.column_multilabels.set(j, multilabel_entry(rng));
+      // Give every row a positive column: a shared class with some column.
+      for (std::size_t i = 0; i < R; ++i) {
+        bool has_positive = false;
+        for (std::size_t j = 0; j < M && !has_positive; ++j) {
+          for (std::size_t k = 0; k < K; ++k) {
+            if (in.multilabels.get(i * K + k) > 0 && in.column_multilabels.get(j * K + k) > 0) {
+              has_positive = true;
+              break;
+            }
+          }
+        }
+        if (!has_positive) {
+          std::size_t k = 0;
+          while (!(in.multilabels.get(i * K + k) > 0)) ++k;
+          const std::size_t j = static_cast<std::size_t>(rng.integer(0, in.M - 1));
+          in.column_multilabels.set(j * K + k, 1.0);
+        }
+      }
+    }
+  }
+
+  if (spec.embeddings) {
+    // Scaled so that S = A P^T has entries of a few units for any D.
+    const double c = 1.5 / std::pow(static_cast<double>(std::max<int64_t>(in.D, 1)), 0.25);
+    in.anchors = Array(spec.dtype, R * D);
+    in.positives = Array(spec.dtype, M * D);
+    for (std::size_t i = 0; i < R * D; ++i) in.anchors.set(i, c * rng.normal());
+    for (std::size_t i = 0; i < M * D; ++i) in.positives.set(i, c * rng.normal());
+  } else {
+    in.similarity = Array(spec.dtype, R * M);
+    for (std::size_t i = 0; i < R * M; ++i) in.similarity.set(i, 3.0 * rng.normal());
+  }
+  if (spec.weights) {
+    in.sample_weight = Array(spec.dtype, R);
+    for (std::size_t i = 0; i < R; ++i) in.sample_weight.set(i, rng.bernoulli(0.1) ? 0.0 : rng.uniform(0.0, 2.0));
+  }
+  if (spec.grad_loss) {
+    const std::size_t n = in.loss_count();
+    in.grad_loss = Array(spec.dtype, n);
+    for (std::size_t i = 0; i < n; ++i) in.grad_loss.set(i, rng.bernoulli(0.5) ? rng.uniform(0.5, 2.0) : rng.uniform(-2.0, -0.5));
+  }
+  return in;
+}
+
+npairs_problem Inputs::problem() const {
+  npairs_problem p;
+  npairs_problem_init(&p);
+  p.rows = R;
+  // Without column targets, alternate between the two spellings of M = R.
+  p.cols = spec.column_targets ? M : ((spec.seed % 2 == 0) ? 0 : M);
+  p.dtype = spec.dtype;
+  p.label_dtype = spec.label_dtype;
+  if (spec.multilabel) {
+    p.multilabels = multilabels.data();
+    p.column_multilabels = spec.column_targets ? column_multilabels.data() : nullptr;
+    p.num_classes = K;
+  } else {
+    p.labels = labels.data();
+    p.column_labels = spec.column_targets ? column_labels.data() : nullptr;
+  }
+  if (spec.embeddings) {
+    p.anchors = anchors.data();
+    p.positives = positives.data();
+    p.dim = D;
+  } else {
+    p.similarity = similarity.data();
+  }
+  p.sample_weight = spec.weights ? sample_weight.data() : nullptr;
+  return p;
+}
+
+npairs_options Inputs::options() const {
+  npairs_options o;
+  npairs_options_init(&o);
+  o.reduction = spec.reduction;
+  o.temperature = spec.temperature;
+  o.reg_lambda = spec.reg_lambda;
+  return o;
+}
+
+ref::Problem Inputs::reference() const {
+  ref::Problem p;
+  p.rows = R;
+  p.cols = M;
+  p.multilabel = spec.multilabel;
+  if (spec.multilabel) {
+    p.num_classes = K;
+    p.multilabels = multilabels.values();
+    if (spec.column_targets) p.column_multilabels = column_multilabels.values();
+  } else {
+    p.labels = labels.int_values();
+    if (spec.column_targets) p.column_labels = column_labels.int_values();
+  }
+  p.embeddings = spec.embeddings;
+  if (spec.embeddings) {
+    p.dim = D;
+    p.anchors = anchors.values();
+    p.positives = positives.values();
+  } else {
+    p.similarity = similarity.values();
+  }
+  if (spec.weights) p.sample_weight = sample_weight.values();
+  if (spec.grad_loss) p.grad_loss = grad_loss.values();
+  p.reduction = to_ref(spec.reduction);
+  p.temperature = spec.temperature;
+  p.reg_lambda = spec.reg_lambda;
+  return p;
+}
+
+// ---------------------------------------------------------------------------
+// Outputs
+
+Outputs::Outputs(const Inputs& in, bool loss_, bool similarity, bool anchors, bool positives)
+    : want_loss(loss_), want_similarity(similarity), want_anchors(anchors), want_positives(positives) {
+  const npairs_dtype dt = in.spec.dtype;
+  loss = Array(dt, in.loss_count());
+  grad_similarity = Array(dt, static_cast<std::size_t>(in.R * in.M));
+  grad_anchors = Array(dt, static_cast<std::size_t>(in.R * in.D));
+  grad_positives = Array(dt, static_cast<std::size_t>(in.M * in.D));
+  poison();
+}
+
+void Outputs::poison() {
+  loss.poison();
+  grad_similarity.poison();
+  grad_anchors.poison();
+  grad_positives.poison();
+}
+
+npairs_gradients Outputs::grads() {
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = want_similarity ? grad_similarity.data() : nullptr;
+  g.anchors = want_anchors ? grad_anchors.data() : nullptr;
+  g.positives = want_positives ? grad_positives.data() : nullptr;
+  return g;
+}
+
+npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out) {
+  const npairs_problem p = in.problem();
+  const npairs_options o = in.options();
+  npairs_gradients g = out.grads();
+  return npairs_loss(ctx, &o, &p, in.grad_loss_ptr(), out.loss_ptr(), out.any_grads() ? &g : nullptr);
+}
+
+namespace {
+double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double x : v) m = std::max(m, std::fabs(x));
+  return m;
+}
+}  // namespace
+
+void expect_matches_reference(const Inputs& in, Outputs& out, const ref::Result<double>& expected, double rtol) {
+  ASSERT_TRUE(expected.valid) << expected.error;
+  // Natural magnitudes of each output, the floor of the comparison scale.
+  const double wmax = in.spec.weights ? std::max(max_abs(in.sample_weight.values()), 1e-3) : 1.0;
+  const double gmax = in.spec.grad_loss ? max_abs(in.grad_loss.values()) : 1.0;
+  const double zmax = max_abs(expected.logits);
+  const double r = (in.spec.reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE && in.R > 0) ? 1.0 / double(in.R) : 1.0;
+  const double rows_sum = in.spec.reduction == NPAIRS_REDUCTION_SUM ? double(in.R) : 1.0;
+  const double loss_scale = rows_sum * wmax * (zmax + 1.0);
+  const double ds_scale = gmax * wmax * r / in.spec.temperature;
+
+  if (out.want_loss) {
+    EXPECT_TRUE(fully_written("loss", out.loss));
+    EXPECT_TRUE(all_close("loss", out.loss.values(), expected.loss, rtol, loss_scale));
+  }
+  if (out.want_similarity) {
+    EXPECT_TRUE(fully_written("grads.similarity", out.grad_similarity));
+    EXPECT_TRUE(all_close("grads.similarity", out.grad_similarity.values(), expected.grad_similarity, rtol, ds_scale));
+  }
+  if (out.want_anchors) {
+    EXPECT_TRUE(fully_written("grads.anchors", out.grad_anchors));
+    EXPECT_TRUE(all_close("grads.anchors", out.grad_anchors.values(), expected.grad_anchors, rtol,
+                          ds_scale * max_abs(in.positives.values())));
+  }
+  if (out.want_positives) {
+    EXPECT_TRUE(fully_written("grads.positives", out.grad_positives));
+    EXPECT_TRUE(all_close("grads.positives", out.grad_positives.values(), expected.grad_positives, rtol,
+                          ds_scale * max_abs(in.anchors.values())));
+  }
+}
+
+}  // namespace npt

@@ -1,0 +1,196 @@
+// Shared helpers of the libnpairs tests: a RAII context, typed host arrays
+// with poisoned guard elements, random problem generation (with the matching
+// float64 reference problem), and tolerance comparisons.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <npairs/npairs.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "reference.hpp"
+
+// Asserts that an npairs call returned NPAIRS_OK, printing the status and
+// npairs_last_error() otherwise. Evaluates `expr` once.
+#define ASSERT_NPAIRS_OK(expr)                                                          \
+  do {                                                                                  \
+    const npairs_status npt_status_ = (expr);                                           \
+    ASSERT_EQ(npt_status_, NPAIRS_OK) << #expr << " -> " << npairs_status_string(npt_status_) \
+                                      << ": " << npairs_last_error();                   \
+  } while (0)
+#define EXPECT_NPAIRS_OK(expr)                                                          \
+  do {                                                                                  \
+    const npairs_status npt_status_ = (expr);                                           \
+    EXPECT_EQ(npt_status_, NPAIRS_OK) << #expr << " -> " << npairs_status_string(npt_status_) \
+                                      << ": " << npairs_last_error();                   \
+  } while (0)
+
+namespace npt {
+
+std::size_t dtype_size(npairs_dtype dtype);
+const char* dtype_name(npairs_dtype dtype);
+const char* reduction_name(npairs_reduction reduction);
+ref::Reduction to_ref(npairs_reduction reduction);
+
+// A context that is destroyed at scope exit. status() tells whether
+// npairs_context_create succeeded.
+class Context {
+ public:
+  explicit Context(npairs_backend backend = NPAIRS_BACKEND_CPU, int32_t device = 0) {
+    status_ = npairs_context_create(backend, device, &ctx_);
+    if (status_ != NPAIRS_OK) ctx_ = nullptr;
+  }
+  ~Context() {
+    if (ctx_ != nullptr) npairs_context_destroy(ctx_);
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  npairs_context get() const { return ctx_; }
+  npairs_status status() const { return status_; }
+
+ private:
+  npairs_context ctx_ = nullptr;
+  npairs_status status_ = NPAIRS_OK;
+};
+
+// Deterministic random numbers.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : gen_(seed) {}
+  double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(gen_); }
+  double normal() { return std::normal_distribution<double>(0.0, 1.0)(gen_); }
+  int64_t integer(int64_t lo, int64_t hi) {  // inclusive
+    return std::uniform_int_distribution<int64_t>(lo, hi)(gen_);
+  }
+  bool bernoulli(double p) { return uniform(0.0, 1.0) < p; }
+
+ private:
+  std::mt19937_64 gen_;
+};
+
+// A host array of one npairs dtype (F32, F64, I32, I64) with `guard` extra
+// elements on each side. poison() fills everything (guards too) with a NaN
+// with a distinctive payload (integers: 0x5A bytes), so a test can tell which
+// elements a call wrote and whether it wrote outside the array.
+class Array {
+ public:
+  static constexpr std::size_t kGuard = 8;
+  Array() = default;
+  Array(npairs_dtype dtype, std::size_t count, std::size_t guard = kGuard);
+
+  npairs_dtype dtype() const { return dtype_; }
+  std::size_t size() const { return count_; }
+  bool empty_array() const { return bytes_.empty(); }
+  // Never NULL for a constructed array (even with size() == 0).
+  void* data() { return bytes_.empty() ? nullptr : bytes_.data() + guard_ * elem_; }
+  const void* data() const { return bytes_.empty() ? nullptr : bytes_.data() + guard_ * elem_; }
+
+  double get(std::size_t i) const;
+  void set(std::size_t i, double v);  // rounds to the dtype
+  int64_t get_int(std::size_t i) const;
+  void set_int(std::size_t i, int64_t v);
+  std::vector<double> values() const;
+  std::vector<int64_t> int_values() const;
+  void fill(double v);
+
+  void poison();
+  // True when element i (-guard <= i < size + guard) still holds the poison.
+  bool is_poison(std::ptrdiff_t i) const;
+  bool guards_intact() const;
+  // Index of the first element still poisoned, or -1 when every one was written.
+  std::ptrdiff_t first_unwritten() const;
+  // The raw bytes, guards included (for bitwise comparisons and for copies
+  // to and from device memory); data() is raw_bytes() + data_offset().
+  const std::vector<unsigned char>& bytes() const { return bytes_; }
+  unsigned char* raw_bytes() { return bytes_.data(); }
+  std::size_t data_offset() const { return guard_ * elem_; }
+
+ private:
+  const unsigned char* elem_ptr(std::ptrdiff_t i) const {
+    return bytes_.data() + static_cast<std::ptrdiff_t>(guard_ * elem_) + i * static_cast<std::ptrdiff_t>(elem_);
+  }
+  npairs_dtype dtype_ = NPAIRS_F64;
+  std::size_t count_ = 0;
+  std::size_t guard_ = 0;
+  std::size_t elem_ = 0;
+  std::vector<unsigned char> bytes_;
+};
+
+// Compares `got` with `ref` elementwise: |got - ref| <= rtol * (|ref| + scale),
+// scale = max(max_i |ref_i|, min_scale). Reports the worst elements.
+::testing::AssertionResult all_close(const std::string& what, const std::vector<double>& got,
+                                     const std::vector<double>& ref, double rtol, double min_scale = 0.0);
+template <class Real>
+std::vector<double> to_double(const std::vector<Real>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+// Checks that an output array was fully written (no poisoned element left)
+// and that its guards are intact.
+::testing::AssertionResult fully_written(const std::string& what, const Array& a);
+
+// Description of a random problem.
+struct Spec {
+  npairs_dtype dtype = NPAIRS_F64;
+  npairs_dtype label_dtype = NPAIRS_I64;  // with multilabels: the value put in the (ignored) field
+  bool multilabel = false;
+  bool embeddings = false;
+  bool column_targets = false;  // separate column targets (rectangular when cols != rows)
+  int64_t rows = 4;
+  int64_t cols = 4;     // used only with column_targets
+  int64_t dim = 3;      // embeddings only
+  int64_t classes = 3;  // labels: number of distinct labels; multilabels: K
+  bool big_labels = false;  // labels near the integer type's extremes (not exact in float/double)
+  bool weights = false;
+  bool grad_loss = false;
+  npairs_reduction reduction = NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE;
+  double temperature = 1.0;
+  double reg_lambda = 0.0;
+  uint64_t seed = 1;
+};
+
+// The inputs of a random problem, stored in the problem's dtypes, plus the
+// matching float64 reference problem (built from the stored, rounded values).
+struct Inputs {
+  Spec spec;
+  int64_t R = 0, M = 0, D = 0, K = 0;
+  Array labels, column_labels, multilabels, column_multilabels;
+  Array similarity, anchors, positives, sample_weight, grad_loss;
+
+  npairs_problem problem() const;  // pointers into the arrays above
+  npairs_options options() const;
+  const void* grad_loss_ptr() const { return spec.grad_loss ? grad_loss.data() : nullptr; }
+  ref::Problem reference() const;
+  std::size_t loss_count() const { return spec.reduction == NPAIRS_REDUCTION_NONE ? static_cast<std::size_t>(R) : 1; }
+};
+Inputs make_inputs(const Spec& spec);
+
+// Output buffers (each poisoned on creation) for the outputs wanted.
+struct Outputs {
+  Array loss, grad_similarity, grad_anchors, grad_positives;
+  bool want_loss = false, want_similarity = false, want_anchors = false, want_positives = false;
+
+  Outputs() = default;
+  Outputs(const Inputs& in, bool loss, bool similarity, bool anchors, bool positives);
+  void poison();
+  void* loss_ptr() { return want_loss ? loss.data() : nullptr; }
+  npairs_gradients grads();
+  bool any_grads() const { return want_similarity || want_anchors || want_positives; }
+};
+
+// Calls npairs_loss on `ctx` with the inputs and outputs.
+npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out);
+
+// Compares every wanted output (fully written, guards intact) with the
+// reference result, at rtol.
+void expect_matches_reference(const Inputs& in, Outputs& out, const ref::Result<double>& expected, double rtol);
+
+// The natural tolerance of a dtype for results compared with the float64
+// reference: float64 1e-12, float32 1e-5 (relative, with the output's scale).
+inline double default_rtol(npairs_dtype dtype) { return dtype == NPAIRS_F32 ? 1e-5 : 1e-12; }
+
+}  // namespace npt
