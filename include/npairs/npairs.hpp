@@ -100,6 +100,20 @@ inline void require_size(std::size_t size, int64_t expected, const char* name) {
                                                    " elements, expected " + std::to_string(expected));
   }
 }
+// A problem with labels set: rows = labels.size(), cols = column_labels.size()
+// (or rows when column_labels is empty).
+template <class T, class L>
+npairs_problem labelled_problem(span<const L> labels, span<const L> column_labels) {
+  npairs_problem p;
+  npairs_problem_init(&p);
+  p.rows = int64_t(labels.size());
+  p.cols = column_labels.data() ? int64_t(column_labels.size()) : p.rows;
+  p.dtype = dtype_of<T>::value;
+  p.labels = labels.data();
+  p.column_labels = column_labels.data();
+  p.label_dtype = dtype_of<L>::value;
+  return p;
+}
 }  // namespace detail
 
 // The scalar loss of a [rows x cols] similarity with integer labels
@@ -109,18 +123,9 @@ template <class T, class L>
 T similarity_loss(context& ctx, span<const L> labels, span<const T> similarity,
                   const npairs_options& options = default_options(), span<T> grad_similarity = {},
                   span<const L> column_labels = {}) {
-  const int64_t rows = int64_t(labels.size());
-  const int64_t cols = column_labels.data() ? int64_t(column_labels.size()) : rows;
-  detail::require_size(similarity.size(), rows * cols, "similarity");
-  if (grad_similarity.data()) detail::require_size(grad_similarity.size(), rows * cols, "grad_similarity");
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = rows;
-  p.cols = cols;
-  p.dtype = dtype_of<T>::value;
-  p.labels = labels.data();
-  p.column_labels = column_labels.data();
-  p.label_dtype = dtype_of<L>::value;
+  npairs_problem p = detail::labelled_problem<T>(labels, column_labels);
+  detail::require_size(similarity.size(), p.rows * p.cols, "similarity");
+  if (grad_similarity.data()) detail::require_size(grad_similarity.size(), p.rows * p.cols, "grad_similarity");
   p.similarity = similarity.data();
   npairs_gradients g;
   npairs_gradients_init(&g);
@@ -138,20 +143,11 @@ T embeddings_loss(context& ctx, span<const L> labels, span<const T> anchors, spa
                   int64_t dim, const npairs_options& options = default_options(),
                   span<T> grad_anchors = {}, span<T> grad_positives = {},
                   span<const L> column_labels = {}) {
-  const int64_t rows = int64_t(labels.size());
-  const int64_t cols = column_labels.data() ? int64_t(column_labels.size()) : rows;
-  detail::require_size(anchors.size(), rows * dim, "anchors");
-  detail::require_size(positives.size(), cols * dim, "positives");
-  if (grad_anchors.data()) detail::require_size(grad_anchors.size(), rows * dim, "grad_anchors");
-  if (grad_positives.data()) detail::require_size(grad_positives.size(), cols * dim, "grad_positives");
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = rows;
-  p.cols = cols;
-  p.dtype = dtype_of<T>::value;
-  p.labels = labels.data();
-  p.column_labels = column_labels.data();
-  p.label_dtype = dtype_of<L>::value;
+  npairs_problem p = detail::labelled_problem<T>(labels, column_labels);
+  detail::require_size(anchors.size(), p.rows * dim, "anchors");
+  detail::require_size(positives.size(), p.cols * dim, "positives");
+  if (grad_anchors.data()) detail::require_size(grad_anchors.size(), p.rows * dim, "grad_anchors");
+  if (grad_positives.data()) detail::require_size(grad_positives.size(), p.cols * dim, "grad_positives");
   p.anchors = anchors.data();
   p.positives = positives.data();
   p.dim = dim;
