@@ -124,8 +124,6 @@ class CudaBackend final : public Backend {
 
   void compute(const Task& task) override {
     NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
-    if (task.labels && task.label_dtype != NPAIRS_I32 && task.label_dtype != NPAIRS_I64)
-      fail(NPAIRS_ERROR_UNSUPPORTED, "problem.label_dtype is not supported by the CUDA backend");
     try {
       switch (task.dtype) {
         case NPAIRS_F32:
