@@ -186,22 +186,7 @@ TEST_P(CudaVsCpu, Matches) {
 INSTANTIATE_TEST_SUITE_P(Backends, CudaVsCpu, ::testing::ValuesIn(make_cases()),
                          [](const ::testing::TestParamInfo<CudaCase>& param_info) { return param_info.param.name; });
 
-npt::Spec medium_spec(npairs_dtype dtype) {
-  npt::Spec s;
-  s.dtype = dtype;
-  s.rows = 257;
-  s.cols = 263;
-  s.column_targets = true;
-  s.embeddings = true;
-  s.dim = 65;
-  s.classes = 20;
-  s.weights = true;
-  s.grad_loss = true;
-  s.temperature = 0.37;
-  s.reg_lambda = 0.1;
-  s.seed = 99;
-  return s;
-}
+npt::Spec medium_spec(npairs_dtype dtype) { return npt::all_features_spec(dtype, 20, 99); }
 
 TEST(Cuda, ContextBasics) {
   NPT_REQUIRE_CUDA();

@@ -7,23 +7,7 @@
 
 namespace {
 
-npt::Spec big_spec(npairs_dtype dtype) {
-  npt::Spec s;
-  s.dtype = dtype;
-  s.rows = 257;
-  s.cols = 263;
-  s.column_targets = true;
-  s.embeddings = true;
-  s.dim = 65;
-  s.classes = 30;
-  s.weights = true;
-  s.grad_loss = true;
-  s.reduction = NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE;
-  s.temperature = 0.37;
-  s.reg_lambda = 0.1;
-  s.seed = 2024;
-  return s;
-}
+npt::Spec big_spec(npairs_dtype dtype) { return npt::all_features_spec(dtype, 30, 2024); }
 
 std::vector<std::vector<unsigned char>> run_bytes(npairs_context ctx, const npt::Inputs& in) {
   npt::Outputs out(in, true, true, true, true);

@@ -232,6 +232,23 @@ double multilabel_entry(Rng& rng) {
 
 }  // namespace
 
+Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed) {
+  Spec s;
+  s.dtype = dtype;
+  s.rows = 257;
+  s.cols = 263;
+  s.column_targets = true;
+  s.embeddings = true;
+  s.dim = 65;
+  s.classes = classes;
+  s.weights = true;
+  s.grad_loss = true;
+  s.temperature = 0.37;
+  s.reg_lambda = 0.1;
+  s.seed = seed;
+  return s;
+}
+
 Inputs make_inputs(const Spec& spec) {
   Inputs in;
   in.spec = spec;

@@ -169,6 +169,10 @@ struct Inputs {
 };
 Inputs make_inputs(const Spec& spec);
 
+// A few-hundred-row rectangular embeddings problem with every option on
+// (column labels, weights, grad_loss, temperature, L2).
+Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed);
+
 // Output buffers (each poisoned on creation) for the outputs wanted.
 struct Outputs {
   Array loss, grad_similarity, grad_anchors, grad_positives;
