@@ -20,6 +20,22 @@ std::vector<T> similarity_by_hand() {
   return s;
 }
 
+// The check problem on anchors = positives = `embeddings` (4 x 2), with the
+// given labels; callers swap in other targets or logits.
+npairs_problem check_problem(npairs_dtype dtype, const void* labels, npairs_dtype label_dtype,
+                             const void* embeddings) {
+  npairs_problem p;
+  npairs_problem_init(&p);
+  p.rows = 4;
+  p.dtype = dtype;
+  p.labels = labels;
+  p.label_dtype = label_dtype;
+  p.anchors = embeddings;
+  p.positives = embeddings;
+  p.dim = 2;
+  return p;
+}
+
 TEST(CheckValue, ReferenceReproducesIt) {
   ref::Problem p;
   p.rows = p.cols = 4;
@@ -38,15 +54,7 @@ void check_embeddings_f64(npairs_dtype label_dtype) {
   npt::Context ctx(NPAIRS_BACKEND_CPU);
   ASSERT_NPAIRS_OK(ctx.status());
   const L labels[4] = {0, 0, 1, 1};
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = 4;
-  p.dtype = NPAIRS_F64;
-  p.labels = labels;
-  p.label_dtype = label_dtype;
-  p.anchors = kEmb;
-  p.positives = kEmb;
-  p.dim = 2;
+  const npairs_problem p = check_problem(NPAIRS_F64, labels, label_dtype, kEmb);
   double loss = NAN;
   ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), nullptr, &p, nullptr, &loss, nullptr));
   EXPECT_NEAR(loss, kCheckValue, 1e-15);
@@ -61,13 +69,10 @@ TEST(CheckValue, SimilarityF64ByHand) {
   ASSERT_NPAIRS_OK(ctx.status());
   const std::vector<double> s = similarity_by_hand<double>();
   const int32_t labels[4] = {0, 0, 1, 1};
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = 4;
+  npairs_problem p = check_problem(NPAIRS_F64, labels, NPAIRS_I32, nullptr);
+  p.anchors = p.positives = nullptr;
+  p.dim = 0;
   p.cols = 4;
-  p.dtype = NPAIRS_F64;
-  p.labels = labels;
-  p.label_dtype = NPAIRS_I32;
   p.similarity = s.data();
   npairs_options o;
   npairs_options_init(&o);
@@ -89,15 +94,9 @@ TEST(CheckValue, MultilabelOneHotF64) {
   npt::Context ctx(NPAIRS_BACKEND_CPU);
   ASSERT_NPAIRS_OK(ctx.status());
   const double y[8] = {1, 0, 1, 0, 0, 1, 0, 1};  // one-hot of [0, 0, 1, 1]
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = 4;
-  p.dtype = NPAIRS_F64;
+  npairs_problem p = check_problem(NPAIRS_F64, nullptr, 0, kEmb);
   p.multilabels = y;
   p.num_classes = 2;
-  p.anchors = kEmb;
-  p.positives = kEmb;
-  p.dim = 2;
   double loss = NAN;
   ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), nullptr, &p, nullptr, &loss, nullptr));
   EXPECT_NEAR(loss, kCheckValue, 1e-15);
@@ -110,15 +109,7 @@ TEST(CheckValue, Float32) {
   for (int i = 0; i < 8; ++i) emb[i] = static_cast<float>(kEmb[i]);
   const std::vector<float> s = similarity_by_hand<float>();
   const int64_t labels[4] = {0, 0, 1, 1};
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = 4;
-  p.dtype = NPAIRS_F32;
-  p.labels = labels;
-  p.label_dtype = NPAIRS_I64;
-  p.anchors = emb;
-  p.positives = emb;
-  p.dim = 2;
+  const npairs_problem p = check_problem(NPAIRS_F32, labels, NPAIRS_I64, emb);
   float loss = NAN;
   ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), nullptr, &p, nullptr, &loss, nullptr));
   EXPECT_NEAR(loss, kCheckValue, 1e-6 * kCheckValue);
@@ -137,15 +128,7 @@ TEST(CheckValue, AutoBackend) {
   npt::Context ctx(NPAIRS_BACKEND_AUTO);
   ASSERT_NPAIRS_OK(ctx.status());
   const int64_t labels[4] = {0, 0, 1, 1};
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = 4;
-  p.dtype = NPAIRS_F64;
-  p.labels = labels;
-  p.label_dtype = NPAIRS_I64;
-  p.anchors = kEmb;
-  p.positives = kEmb;
-  p.dim = 2;
+  const npairs_problem p = check_problem(NPAIRS_F64, labels, NPAIRS_I64, kEmb);
   double loss = NAN;
   ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), nullptr, &p, nullptr, &loss, nullptr));
   ASSERT_NPAIRS_OK(npairs_context_synchronize(ctx.get()));
