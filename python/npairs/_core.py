@@ -554,19 +554,8 @@ def npairs_loss(
       ``return_grad``. NumPy inputs give NumPy outputs; PyTorch, CuPy and
       Numba inputs give outputs of the same library and device.
     """
-    loss, grads = compute(
-        targets=y_true,
-        column_targets=column_labels,
-        similarity=y_pred,
-        sample_weight=sample_weight,
-        grad_loss=grad_loss,
-        reduction=reduction,
-        temperature=temperature,
-        backend=backend,
-        want_grads=("similarity",) if return_grad else (),
-        names={"targets": "y_true", "similarity": "y_pred"},
-    )
-    return (loss, grads["similarity"]) if return_grad else loss
+    return _similarity_loss(False, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
+                            return_grad, grad_loss)
 
 
 def npairs_multilabel_loss(
@@ -592,10 +581,17 @@ def npairs_multilabel_loss(
     ``column_labels`` ([M, K]) gives the columns' multi-hot rows. Other
     arguments and the result are as for :func:`npairs_loss`.
     """
+    return _similarity_loss(True, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
+                            return_grad, grad_loss)
+
+
+def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
+                     return_grad, grad_loss):
+    """The shared body of npairs_loss and npairs_multilabel_loss."""
     loss, grads = compute(
         targets=y_true,
         column_targets=column_labels,
-        multilabel=True,
+        multilabel=multilabel,
         similarity=y_pred,
         sample_weight=sample_weight,
         grad_loss=grad_loss,
