@@ -1,79 +1,137 @@
-// npairs_bench: times one N-pairs loss + gradients case through the public C API.
+// npairs_bench: times the N-pairs loss and its gradients through the public C
+// API, next to what bounds it on the same machine in the same run.
 //
-// Default case, on the best available backend (NPAIRS_BACKEND_AUTO):
-//   CPU:  R = M = 2048,  D = 256, float32
-//   CUDA: R = M = 16384, D = 512, float32
-// Embeddings input (anchors, positives), int32 labels with about R/2 classes
-// (every class twice, so every row has a positive), the default reduction
-// (SUM_OVER_BATCH_SIZE), the loss plus the gradients for anchors and positives.
-// Each timed call is npairs_loss followed by npairs_context_synchronize; the
-// table reports the median (and minimum) over --repeats calls after --warmup
-// untimed ones, and the effective rate of the three GEMMs (3 * 2*R*M*D flops).
+// Default sweep, on the best available backend (NPAIRS_BACKEND_AUTO):
+//   CPU:  R = M in {1024, 2048, 4096},   D = 256, float32
+//   CUDA: R = M in {4096, 16384, 32768}, D = 512, float32
+// each with similarity input (loss + dL/dS) and embeddings input (loss +
+// dL/dA + dL/dP), int32 labels with min(R, M)/2 classes (each label twice),
+// the default options (SUM_OVER_BATCH_SIZE, temperature 1).
+//
+// For each case it reports the median (and minimum) time of npairs_loss +
+// npairs_context_synchronize over --repeats calls after --warmup untimed ones,
+// and, measured the same way in the same run:
+//  - copy:    a memcpy moving as many bytes as the case must (read the logits
+//             or embeddings and the targets once, write each gradient once);
+//             on the CPU split over the row pass's threads, on CUDA a
+//             device-to-device cudaMemcpy. "x copy" = time / copy time.
+//  - GEMMs:   the same GEMMs alone (shapes and order as the library's) through
+//             the same BLAS: cblas on the CPU, cuBLAS on CUDA (dlopen()ed; the
+//             ceiling is skipped without it). "x GEMMs" = time / GEMM time.
+//  - unfused: (CPU only) the loss and gradients computed the way a framework
+//             does, one pass per op (unfused_cpu.cpp); checked against the
+//             library (loss, and sampled gradient entries).
+// Effective GB/s counts the bytes above; GFLOP/s counts the GEMMs (2 m n k).
 //
 // Memory on CUDA: "host" passes host pointers, which the library stages
-// through the device (the time includes the copies). "device" passes device
-// buffers; this program does not link the CUDA runtime, it dlopen()s
-// libcudart for cudaMalloc/cudaMemcpy, and that row is skipped when libcudart
-// cannot be loaded. Only the public header <npairs/npairs.h> is used.
+// through the device (the time includes those copies; no ceilings). "device"
+// passes device buffers made through a dlopen()ed libcudart.
+//
+// A progress line per case goes to stderr, the table to stdout, and --json
+// FILE writes every figure with the machine, the date and the command line.
 
 #include <npairs/npairs.h>
-
-#include <dlfcn.h>
+#include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <fstream>
 #include <iterator>
-#include <random>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "bench_case.hpp"
+#include "cpu_blas.hpp"
+#include "cpu_ceilings.hpp"
+#include "cuda_runtime.hpp"
+#include "json_writer.hpp"
+#include "timing.hpp"
+#include "unfused_cpu.hpp"
+
+namespace bench {
 namespace {
 
 struct Args {
   std::string backend = "auto";  // auto | cpu | cuda
   std::string dtype = "f32";     // f32 | f64
+  std::string input = "both";    // similarity | embeddings | both
+  std::string targets = "labels";
+  std::string grads = "input";   // none | input | similarity | embeddings | all
   std::string memory = "auto";   // auto | host | device | both
-  int64_t rows = 0;              // 0: backend default
+  std::vector<int64_t> rows;     // empty: backend default
   int64_t cols = 0;              // 0: = rows
   int64_t dim = 0;               // 0: backend default
+  int64_t classes = 0;           // 0: default
   int repeats = 0;               // 0: backend default
   int warmup = -1;               // -1: backend default
   int threads = 0;               // CPU threads, 0: all
   int device = 0;                // CUDA device ordinal
   bool tf32 = false;
+  bool baselines = true;
+  std::string json;              // --json FILE
 };
 
 void usage(const char* argv0) {
   std::printf(
       "usage: %s [options]\n"
-      "  --backend auto|cpu|cuda   backend (default auto: CUDA when available, else CPU)\n"
-      "  --rows R                  anchors (default CPU 2048, CUDA 16384)\n"
-      "  --cols M                  positives (default R)\n"
-      "  --dim D                   embedding width (default CPU 256, CUDA 512)\n"
-      "  --dtype f32|f64           floating type (default f32)\n"
-      "  --repeats N               timed calls (default CPU 10, CUDA 20)\n"
-      "  --warmup N                untimed calls first (default CPU 2, CUDA 3)\n"
-      "  --threads N               CPU threads (default 0: all cores)\n"
-      "  --device N                CUDA device ordinal (default 0)\n"
-      "  --memory host|device|both CUDA only: host pointers (staged by the library),\n"
-      "                            device buffers, or both rows (default both on CUDA)\n"
-      "  --tf32                    CUDA only: allow TF32 tensor cores for float32 GEMMs\n",
+      "  --backend auto|cpu|cuda     backend (default auto: CUDA when available, else CPU)\n"
+      "  --rows R[,R...]             anchors, one case per value\n"
+      "                              (default CPU 1024,2048,4096; CUDA 4096,16384,32768)\n"
+      "  --cols M                    positives (default R)\n"
+      "  --dim D                     embedding width (default CPU 256, CUDA 512)\n"
+      "  --dtype f32|f64             floating type (default f32)\n"
+      "  --input similarity|embeddings|both   logits given (default both)\n"
+      "  --targets labels|multilabels         int32 labels, or multi-hot rows (default labels)\n"
+      "  --classes K                 labels: distinct labels (default min(R,M)/2);\n"
+      "                              multilabels: K (default 64, two classes per row)\n"
+      "  --grads none|input|similarity|embeddings|all\n"
+      "                              gradients wanted (default input: dS for similarity,\n"
+      "                              dA+dP for embeddings; all: every one the input has)\n"
+      "  --repeats N                 timed calls (default CPU 10, CUDA 20)\n"
+      "  --warmup N                  untimed calls first (default CPU 2, CUDA 3)\n"
+      "  --threads N                 CPU threads (default 0: all cores)\n"
+      "  --device N                  CUDA device ordinal (default 0)\n"
+      "  --memory host|device|both   CUDA only: host pointers (staged by the library),\n"
+      "                              device buffers, or both (default both)\n"
+      "  --tf32                      CUDA only: allow TF32 tensor cores for float32 GEMMs\n"
+      "  --no-baselines              time the library only (no copy, GEMM, unfused runs)\n"
+      "  --json FILE                 write every figure, the machine and the command as JSON\n",
       argv0);
 }
 
-bool parse_int(const char* s, int64_t lo, int64_t* out) {
+bool parse_int(const std::string& s, int64_t lo, int64_t* out) {
   char* end = nullptr;
   errno = 0;
-  const long long v = std::strtoll(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < lo) return false;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0' || v < lo) return false;
   *out = static_cast<int64_t>(v);
   return true;
+}
+
+bool parse_int_list(const std::string& s, int64_t lo, std::vector<int64_t>* out) {
+  out->clear();
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = std::min(s.find(',', start), s.size());
+    int64_t v = 0;
+    if (!parse_int(s.substr(start, comma - start), lo, &v)) return false;
+    out->push_back(v);
+    start = comma + 1;
+  }
+  return !out->empty();
+}
+
+bool one_of(const std::string& v, std::initializer_list<const char*> choices) {
+  return std::any_of(choices.begin(), choices.end(), [&](const char* c) { return v == c; });
 }
 
 // Returns 0 on success, 1 on a bad command line, 2 when --help was asked for.
@@ -96,9 +154,14 @@ int parse_args(int argc, char** argv, Args* a) {
       a->tf32 = true;
       continue;
     }
-    static const char* const kValued[] = {"--backend", "--dtype",   "--memory",  "--rows",
-                                          "--cols",    "--dim",     "--repeats", "--warmup",
-                                          "--threads", "--device"};
+    if (key == "--no-baselines") {
+      a->baselines = false;
+      continue;
+    }
+    static const char* const kValued[] = {
+        "--backend", "--dtype",   "--input",  "--targets", "--grads",  "--memory", "--rows",
+        "--cols",    "--dim",     "--classes", "--repeats", "--warmup", "--threads", "--device",
+        "--json"};
     if (std::none_of(std::begin(kValued), std::end(kValued),
                      [&](const char* k) { return key == k; })) {
       std::fprintf(stderr, "npairs_bench: unknown option %s (try --help)\n", key.c_str());
@@ -114,39 +177,45 @@ int parse_args(int argc, char** argv, Args* a) {
     int64_t n = 0;
     bool ok = true;
     if (key == "--backend") {
-      a->backend = value;
-      ok = value == "auto" || value == "cpu" || value == "cuda";
+      ok = one_of(a->backend = value, {"auto", "cpu", "cuda"});
     } else if (key == "--dtype") {
-      a->dtype = value;
-      ok = value == "f32" || value == "f64";
+      ok = one_of(a->dtype = value, {"f32", "f64"});
+    } else if (key == "--input") {
+      ok = one_of(a->input = value, {"similarity", "embeddings", "both"});
+    } else if (key == "--targets") {
+      ok = one_of(a->targets = value, {"labels", "multilabels"});
+    } else if (key == "--grads") {
+      ok = one_of(a->grads = value, {"none", "input", "similarity", "embeddings", "all"});
     } else if (key == "--memory") {
-      a->memory = value;
-      ok = value == "auto" || value == "host" || value == "device" || value == "both";
+      ok = one_of(a->memory = value, {"auto", "host", "device", "both"});
     } else if (key == "--rows") {
-      ok = parse_int(value.c_str(), 1, &a->rows);
+      ok = parse_int_list(value, 1, &a->rows);
     } else if (key == "--cols") {
-      ok = parse_int(value.c_str(), 1, &a->cols);
+      ok = parse_int(value, 1, &a->cols);
     } else if (key == "--dim") {
-      ok = parse_int(value.c_str(), 1, &a->dim);
-    } else if (key == "--repeats") {
-      ok = parse_int(value.c_str(), 1, &n) && n <= 1000000;
-      a->repeats = static_cast<int>(n);
-    } else if (key == "--warmup") {
-      ok = parse_int(value.c_str(), 0, &n) && n <= 1000000;
-      a->warmup = static_cast<int>(n);
-    } else if (key == "--threads") {
-      ok = parse_int(value.c_str(), 0, &n) && n <= 1000000;
-      a->threads = static_cast<int>(n);
-    } else if (key == "--device") {
-      ok = parse_int(value.c_str(), 0, &n) && n <= 1000000;
-      a->device = static_cast<int>(n);
-    } else {
-      std::fprintf(stderr, "npairs_bench: unknown option %s (try --help)\n", key.c_str());
-      return 1;
+      ok = parse_int(value, 1, &a->dim);
+    } else if (key == "--classes") {
+      ok = parse_int(value, 1, &a->classes);
+    } else if (key == "--json") {
+      a->json = value;
+      ok = !value.empty();
+    } else {  // --repeats, --warmup, --threads, --device
+      ok = parse_int(value, key == "--repeats" ? 1 : 0, &n) && n <= 1000000;
+      int* target = key == "--repeats" ? &a->repeats
+                    : key == "--warmup" ? &a->warmup
+                    : key == "--threads" ? &a->threads
+                                         : &a->device;
+      *target = static_cast<int>(n);
     }
     if (!ok) {
       std::fprintf(stderr, "npairs_bench: bad value '%s' for %s (try --help)\n", value.c_str(),
                    key.c_str());
+      return 1;
+    }
+  }
+  if (a->input == "similarity" || a->input == "both") {
+    if (a->grads == "embeddings") {
+      std::fprintf(stderr, "npairs_bench: --grads embeddings needs --input embeddings\n");
       return 1;
     }
   }
@@ -160,313 +229,468 @@ bool check(npairs_status st, const char* what) {
   return false;
 }
 
-// The few CUDA runtime entry points the "device" rows need, loaded at run time
-// so that this program neither includes CUDA headers nor links the runtime.
-struct CudaRuntime {
-  using MallocFn = int (*)(void**, size_t);
-  using FreeFn = int (*)(void*);
-  using MemcpyFn = int (*)(void*, const void*, size_t, int);
-  using SetDeviceFn = int (*)(int);
-  using ErrorStringFn = const char* (*)(int);
-  static constexpr int kHostToDevice = 1;  // cudaMemcpyHostToDevice
-  static constexpr int kDeviceToHost = 2;  // cudaMemcpyDeviceToHost
+// ---------------------------------------------------------------------------
+// The cases of a run
 
-  void* handle = nullptr;
-  std::string name;
-  MallocFn malloc_fn = nullptr;
-  FreeFn free_fn = nullptr;
-  MemcpyFn memcpy_fn = nullptr;
-  SetDeviceFn set_device_fn = nullptr;
-  ErrorStringFn error_string_fn = nullptr;
-
-  bool load() {
-    // Versioned names first: the one libnpairs itself loaded is then reused.
-    std::vector<std::string> names = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
-#ifdef NPAIRS_BENCH_CUDART_DIR
-    names.push_back(std::string(NPAIRS_BENCH_CUDART_DIR) + "/libcudart.so");
-#endif
-    for (const std::string& n : names) {
-      handle = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (handle != nullptr) {
-        name = n;
-        break;
-      }
-    }
-    if (handle == nullptr) return false;
-    malloc_fn = reinterpret_cast<MallocFn>(dlsym(handle, "cudaMalloc"));
-    free_fn = reinterpret_cast<FreeFn>(dlsym(handle, "cudaFree"));
-    memcpy_fn = reinterpret_cast<MemcpyFn>(dlsym(handle, "cudaMemcpy"));
-    set_device_fn = reinterpret_cast<SetDeviceFn>(dlsym(handle, "cudaSetDevice"));
-    error_string_fn = reinterpret_cast<ErrorStringFn>(dlsym(handle, "cudaGetErrorString"));
-    return malloc_fn && free_fn && memcpy_fn && set_device_fn && error_string_fn;
-  }
-
-  bool ok(int err, const char* what) const {
-    if (err == 0) return true;
-    std::fprintf(stderr, "npairs_bench: %s failed: CUDA error %d: %s\n", what, err,
-                 error_string_fn(err));
-    return false;
-  }
+struct Settings {
+  int warmup = 0, repeats = 0, threads = 1;
+  bool baselines = true;
 };
 
-// Device copies of the inputs and room for the outputs; freed on scope exit.
-struct DeviceBuffers {
-  const CudaRuntime* rt = nullptr;
-  std::vector<void*> ptrs;
-  ~DeviceBuffers() {
-    for (void* p : ptrs) rt->free_fn(p);
-  }
-  // Allocates `bytes` and, when `src` is given, copies it there.
-  void* add(size_t bytes, const void* src, const char* what) {
-    void* p = nullptr;
-    if (!rt->ok(rt->malloc_fn(&p, bytes), what)) return nullptr;
-    ptrs.push_back(p);
-    if (src != nullptr && !rt->ok(rt->memcpy_fn(p, src, bytes, CudaRuntime::kHostToDevice), what))
-      return nullptr;
-    return p;
-  }
-};
-
-struct Result {
-  double median_ms = 0;
-  double min_ms = 0;
-  double loss = 0;
-};
-
-template <typename T>
-struct HostData {
-  std::vector<T> anchors, positives, grad_anchors, grad_positives;
-  std::vector<int32_t> labels, column_labels;  // column_labels empty when M == R
-  T loss = 0;
-};
-
-template <typename T>
-void fill(HostData<T>* h, int64_t R, int64_t M, int64_t D) {
-  std::mt19937_64 rng(12345);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  auto unit_rows = [&](std::vector<T>* v, int64_t n) {
-    v->resize(static_cast<size_t>(n * D));
-    for (int64_t i = 0; i < n; ++i) {
-      double sq = 0;
-      for (int64_t k = 0; k < D; ++k) {
-        const double x = normal(rng);
-        (*v)[static_cast<size_t>(i * D + k)] = static_cast<T>(x);
-        sq += x * x;
-      }
-      const double s = 1.0 / std::sqrt(sq > 0 ? sq : 1.0);
-      for (int64_t k = 0; k < D; ++k) {
-        T& x = (*v)[static_cast<size_t>(i * D + k)];
-        x = static_cast<T>(static_cast<double>(x) * s);
-      }
-    }
-  };
-  unit_rows(&h->anchors, R);
-  unit_rows(&h->positives, M);
-  h->grad_anchors.assign(static_cast<size_t>(R * D), T(0));
-  h->grad_positives.assign(static_cast<size_t>(M * D), T(0));
-  // About min(R, M)/2 classes; with R = M every class appears exactly twice
-  // among the rows and among the columns, so every row has a positive.
-  const int64_t classes = std::max<int64_t>(1, std::min(R, M) / 2);
-  h->labels.resize(static_cast<size_t>(R));
-  for (int64_t i = 0; i < R; ++i) h->labels[static_cast<size_t>(i)] = static_cast<int32_t>(i % classes);
-  h->column_labels.clear();
-  if (M != R) {
-    h->column_labels.resize(static_cast<size_t>(M));
-    for (int64_t j = 0; j < M; ++j)
-      h->column_labels[static_cast<size_t>(j)] = static_cast<int32_t>(j % classes);
-  }
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Times npairs_loss (+ synchronize) on the given pointers.
-bool time_calls(npairs_context ctx, const npairs_options* opt, const npairs_problem* prob,
-                void* loss, npairs_gradients* grads, int warmup, int repeats, Result* r) {
-  using clock = std::chrono::steady_clock;
-  std::vector<double> ms;
-  ms.reserve(static_cast<size_t>(repeats));
-  for (int it = 0; it < warmup + repeats; ++it) {
-    const auto t0 = clock::now();
-    if (!check(npairs_loss(ctx, opt, prob, nullptr, loss, grads), "npairs_loss")) return false;
-    if (!check(npairs_context_synchronize(ctx), "npairs_context_synchronize")) return false;
-    const auto t1 = clock::now();
-    if (it >= warmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  r->median_ms = median(ms);
-  r->min_ms = *std::min_element(ms.begin(), ms.end());
-  return true;
-}
-
-template <typename T>
-bool run_host(npairs_context ctx, const npairs_options* opt, npairs_dtype dtype, HostData<T>* h,
-              int64_t R, int64_t M, int64_t D, int warmup, int repeats, Result* r) {
-  npairs_problem prob;
-  npairs_problem_init(&prob);
-  prob.rows = R;
-  prob.cols = M;
-  prob.dtype = dtype;
-  prob.labels = h->labels.data();
-  prob.column_labels = h->column_labels.empty() ? nullptr : h->column_labels.data();
-  prob.label_dtype = NPAIRS_I32;
-  prob.anchors = h->anchors.data();
-  prob.positives = h->positives.data();
-  prob.dim = D;
-  npairs_gradients grads;
-  npairs_gradients_init(&grads);
-  grads.anchors = h->grad_anchors.data();
-  grads.positives = h->grad_positives.data();
-  if (!time_calls(ctx, opt, &prob, &h->loss, &grads, warmup, repeats, r)) return false;
-  r->loss = static_cast<double>(h->loss);
-  return true;
-}
-
-template <typename T>
-bool run_device(const CudaRuntime& rt, int device, npairs_context ctx, const npairs_options* opt,
-                npairs_dtype dtype, const HostData<T>& h, int64_t R, int64_t M, int64_t D,
-                int warmup, int repeats, Result* r) {
-  if (!rt.ok(rt.set_device_fn(device), "cudaSetDevice")) return false;
-  DeviceBuffers buf;
-  buf.rt = &rt;
-  const size_t a_bytes = static_cast<size_t>(R * D) * sizeof(T);
-  const size_t p_bytes = static_cast<size_t>(M * D) * sizeof(T);
-  npairs_problem prob;
-  npairs_problem_init(&prob);
-  prob.rows = R;
-  prob.cols = M;
-  prob.dtype = dtype;
-  prob.label_dtype = NPAIRS_I32;
-  prob.dim = D;
-  prob.labels = buf.add(h.labels.size() * sizeof(int32_t), h.labels.data(), "cudaMalloc(labels)");
-  if (prob.labels == nullptr) return false;
-  if (!h.column_labels.empty()) {
-    prob.column_labels = buf.add(h.column_labels.size() * sizeof(int32_t), h.column_labels.data(),
-                                 "cudaMalloc(column_labels)");
-    if (prob.column_labels == nullptr) return false;
-  }
-  prob.anchors = buf.add(a_bytes, h.anchors.data(), "cudaMalloc(anchors)");
-  prob.positives = buf.add(p_bytes, h.positives.data(), "cudaMalloc(positives)");
-  void* loss = buf.add(sizeof(T), nullptr, "cudaMalloc(loss)");
-  npairs_gradients grads;
-  npairs_gradients_init(&grads);
-  grads.anchors = buf.add(a_bytes, nullptr, "cudaMalloc(grad anchors)");
-  grads.positives = buf.add(p_bytes, nullptr, "cudaMalloc(grad positives)");
-  if (!prob.anchors || !prob.positives || !loss || !grads.anchors || !grads.positives) return false;
-  if (!time_calls(ctx, opt, &prob, loss, &grads, warmup, repeats, r)) return false;
-  T host_loss = 0;
-  if (!rt.ok(rt.memcpy_fn(&host_loss, loss, sizeof(T), CudaRuntime::kDeviceToHost),
-             "cudaMemcpy(loss)"))
-    return false;
-  r->loss = static_cast<double>(host_loss);
-  return true;
-}
-
-const char* backend_name(npairs_backend b) {
-  return b == NPAIRS_BACKEND_CPU ? "cpu" : b == NPAIRS_BACKEND_CUDA ? "cuda" : "?";
-}
-
-template <typename T>
-int bench(const Args& a, npairs_context ctx, npairs_backend backend, npairs_dtype dtype) {
+std::vector<CaseSpec> make_cases(const Args& a, npairs_backend backend) {
   const bool cuda = backend == NPAIRS_BACKEND_CUDA;
-  const int64_t R = a.rows > 0 ? a.rows : (cuda ? 16384 : 2048);
-  const int64_t M = a.cols > 0 ? a.cols : R;
-  const int64_t D = a.dim > 0 ? a.dim : (cuda ? 512 : 256);
-  const int repeats = a.repeats > 0 ? a.repeats : (cuda ? 20 : 10);
-  const int warmup = a.warmup >= 0 ? a.warmup : (cuda ? 3 : 2);
-  std::string memory = a.memory;
-  if (memory == "auto") memory = cuda ? "both" : "host";
-  if (!cuda && memory != "host") {
-    std::fprintf(stderr, "npairs_bench: --memory %s needs the CUDA backend\n", memory.c_str());
-    return 1;
-  }
-
-  npairs_options opt;
-  npairs_options_init(&opt);
-  if (a.tf32) opt.flags |= NPAIRS_FLAG_ALLOW_TF32;
-
-  HostData<T> h;
-  fill(&h, R, M, D);
-
-  std::printf("libnpairs %s benchmark: N-pairs loss + dL/dA + dL/dP, embeddings input,\n",
-              npairs_version_string());
-  std::printf("%lld classes (int32 labels), default reduction, %d warm-up + %d timed calls%s%s\n",
-              static_cast<long long>(std::max<int64_t>(1, std::min(R, M) / 2)), warmup, repeats,
-              a.tf32 ? ", TF32 allowed" : "",
-              cuda ? "" : (a.threads > 0 ? "" : ", all CPU cores"));
-  if (!cuda && a.threads > 0) std::printf("CPU threads: %d\n", a.threads);
-
-  const double flops = 6.0 * static_cast<double>(R) * static_cast<double>(M) * static_cast<double>(D);
-  const char* dname = dtype == NPAIRS_F32 ? "f32" : "f64";
-  std::vector<std::string> lines;
-  std::vector<std::string> notes;
-  auto add_row = [&](const char* mem, const Result& r) {
-    char line[256];
-    std::snprintf(line, sizeof line, "%-7s %-5s %7lld %7lld %5lld  %-6s %10.3f %10.3f %10.1f  %.6f",
-                  backend_name(backend), dname, static_cast<long long>(R),
-                  static_cast<long long>(M), static_cast<long long>(D), mem, r.median_ms,
-                  r.min_ms, flops / (r.median_ms * 1e6), r.loss);
-    lines.push_back(line);
-  };
-
-  bool ok = true;
-  if (memory == "host" || memory == "both") {
-    Result r;
-    ok = run_host(ctx, &opt, dtype, &h, R, M, D, warmup, repeats, &r);
-    if (ok) add_row("host", r);
-    if (cuda) notes.push_back("host: host pointers; the library stages them through the device, "
-                              "and the time includes those copies");
-  }
-  if (ok && (memory == "device" || memory == "both")) {
-    CudaRuntime rt;
-    if (rt.load()) {
-      Result r;
-      ok = run_device(rt, a.device, ctx, &opt, dtype, h, R, M, D, warmup, repeats, &r);
-      if (ok) add_row("device", r);
-      notes.push_back("device: device buffers (cudaMalloc through " + rt.name +
-                      "); the calls are queued, the clock stops after npairs_context_synchronize");
-    } else if (memory == "device") {
-      std::fprintf(stderr, "npairs_bench: --memory device: cannot load libcudart: %s\n",
-                   dlerror());
-      ok = false;
-    } else {
-      notes.push_back("device: skipped, libcudart could not be loaded");
+  std::vector<int64_t> rows = a.rows;
+  if (rows.empty()) rows = cuda ? std::vector<int64_t>{4096, 16384, 32768}
+                                : std::vector<int64_t>{1024, 2048, 4096};
+  std::vector<Input> inputs;
+  if (a.input != "embeddings") inputs.push_back(Input::similarity);
+  if (a.input != "similarity") inputs.push_back(Input::embeddings);
+  std::vector<bool> device_memory = {false};
+  if (cuda && a.memory != "host") device_memory = a.memory == "device" ? std::vector<bool>{true}
+                                                                       : std::vector<bool>{false, true};
+  std::vector<CaseSpec> cases;
+  for (int64_t R : rows) {
+    for (Input input : inputs) {
+      for (bool on_device : device_memory) {
+        CaseSpec s;
+        s.backend = backend;
+        s.dtype = a.dtype == "f64" ? NPAIRS_F64 : NPAIRS_F32;
+        s.input = input;
+        s.targets = a.targets == "multilabels" ? Targets::multilabels : Targets::labels;
+        s.rows = R;
+        s.cols = a.cols > 0 ? a.cols : R;
+        s.dim = input == Input::embeddings ? (a.dim > 0 ? a.dim : (cuda ? 512 : 256)) : 0;
+        s.classes = a.classes > 0 ? a.classes
+                    : s.targets == Targets::labels ? std::max<int64_t>(1, std::min(s.rows, s.cols) / 2)
+                                                   : 64;
+        const bool embeddings = input == Input::embeddings;
+        s.grad_similarity = a.grads == "similarity" || a.grads == "all" ||
+                            (a.grads == "input" && !embeddings);
+        s.grad_embeddings = embeddings && (a.grads == "embeddings" || a.grads == "all" ||
+                                           a.grads == "input");
+        s.device_memory = on_device;
+        s.allow_tf32 = a.tf32;
+        cases.push_back(s);
+      }
     }
   }
-  if (!lines.empty()) {
-    std::printf("\n%-7s %-5s %7s %7s %5s  %-6s %10s %10s %10s  %s\n", "backend", "dtype", "rows",
-                "cols", "dim", "memory", "median_ms", "min_ms", "GFLOP/s", "loss");
-    for (const std::string& l : lines) std::printf("%s\n", l.c_str());
-    std::printf("\nGFLOP/s counts the 3 GEMMs only (3 * 2*R*M*D = %.3g flop per call), at the median.\n",
-                flops);
-    for (const std::string& n : notes) std::printf("%s\n", n.c_str());
-  }
-  return ok ? 0 : 1;
+  return cases;
 }
 
-}  // namespace
+struct Check {
+  double loss_error = 0;      // |loss - reference| / |reference|
+  double gradient_error = 0;  // max |g - reference| / max |reference| over sampled entries
+  bool passed = false;
+};
 
-int main(int argc, char** argv) {
-  Args a;
-  const int parsed = parse_args(argc, argv, &a);
-  if (parsed == 2) return 0;
-  if (parsed != 0) return 1;
+struct CaseResult {
+  CaseSpec spec;
+  std::string error;  // empty when the case ran
+  Stats library;
+  double loss = 0;
+  bool has_copy = false, has_gemms = false, has_unfused = false;
+  Stats copy, gemms, unfused;
+  Check check;
+  std::string skipped;  // why a baseline was not measured, if one was not
+};
 
+// The largest error of `values` against `reference` over a fixed sample of
+// entries, relative to the largest magnitude in `reference`.
+template <class T>
+double sampled_error(const std::vector<T>& values, const std::vector<T>& reference) {
+  if (reference.empty()) return 0;
+  double scale = 0;
+  for (T r : reference) scale = std::max(scale, std::fabs(double(r)));
+  const uint64_t n = reference.size();
+  double worst = 0;
+  for (uint64_t s = 0; s < 4096; ++s) {
+    const size_t i = size_t(uint64_t((hash_uniform(7, s) + 1.0) * 0.5 * double(n)) % n);
+    worst = std::max(worst, std::fabs(double(values[i]) - double(reference[i])));
+  }
+  return scale > 0 ? worst / scale : worst;
+}
+
+template <class T>
+Check compare(const CaseSpec& spec, const HostCase<T>& fused, const UnfusedCpu<T>& unfused) {
+  Check c;
+  c.loss_error = std::fabs(double(fused.loss) - unfused.loss()) / std::max(std::fabs(unfused.loss()), 1e-30);
+  if (spec.grad_similarity)
+    c.gradient_error = sampled_error(fused.grad_similarity, unfused.grad_similarity());
+  if (spec.grad_embeddings) {
+    c.gradient_error = std::max({c.gradient_error,
+                                 sampled_error(fused.grad_anchors, unfused.grad_anchors()),
+                                 sampled_error(fused.grad_positives, unfused.grad_positives())});
+  }
+  const bool f32 = spec.dtype == NPAIRS_F32;
+  c.passed = c.loss_error <= (f32 ? 1e-4 : 1e-10) && c.gradient_error <= (f32 ? 1e-3 : 1e-8);
+  return c;
+}
+
+// Device copies of every array of the case (inputs uploaded).
+bool mirror_on_device(const CudaRuntime& cuda, const CaseArrays& host, DeviceBuffers* buffers,
+                      CaseArrays* device) {
+  for (int i = 0; i < kArrayCount; ++i) {
+    device->bytes[i] = host.bytes[i];
+    if (host.bytes[i] == 0) continue;
+    device->ptr[i] = buffers->add(host.bytes[i], "cudaMalloc");
+    if (device->ptr[i] == nullptr) return false;
+    if (i < kFirstOutput && !cuda.upload(device->ptr[i], host.ptr[i], host.bytes[i], "cudaMemcpy"))
+      return false;
+  }
+  return true;
+}
+
+// Lets the previous phase's idle worker threads (OpenBLAS's spin for about
+// 2^28 cycles after a GEMM, OpenMP's for a while after a parallel region) go
+// to sleep, so that they do not take cores from the next measurement.
+void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
+
+template <class T>
+CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& settings,
+                    const CudaRuntime* cuda) {
+  CaseResult result;
+  result.spec = spec;
+  HostCase<T> data(spec);
+  CaseArrays arrays = data.arrays();
+  std::unique_ptr<DeviceBuffers> device_buffers;
+  if (spec.device_memory) {
+    device_buffers = std::make_unique<DeviceBuffers>(*cuda);
+    CaseArrays on_device;
+    if (!mirror_on_device(*cuda, arrays, device_buffers.get(), &on_device)) {
+      result.error = "device buffers";
+      return result;
+    }
+    arrays = on_device;
+  }
+
+  npairs_options options;
+  npairs_options_init(&options);
+  if (spec.allow_tf32) options.flags |= NPAIRS_FLAG_ALLOW_TF32;
+  const npairs_problem problem = make_problem(spec, arrays);
+  npairs_gradients grads = make_gradients(arrays);
+  settle();
+  const bool timed = time_runs(settings.warmup, settings.repeats, [&] {
+    return check(npairs_loss(ctx, &options, &problem, nullptr, arrays.ptr[kLoss], &grads),
+                 "npairs_loss") &&
+           check(npairs_context_synchronize(ctx), "npairs_context_synchronize");
+  }, &result.library);
+  if (!timed) {
+    result.error = npairs_last_error();
+    return result;
+  }
+  if (spec.device_memory && !cuda->download(&data.loss, arrays.ptr[kLoss], sizeof(T), "cudaMemcpy(loss)")) {
+    result.error = "loss download";
+    return result;
+  }
+  result.loss = double(data.loss);
+  if (!settings.baselines) return result;
+
+  const bool has_gemms = !library_gemms(spec).empty();
+  if (spec.backend == NPAIRS_BACKEND_CPU) {
+    settle();
+    result.copy = time_host_copy(bytes_moved(spec), settings.threads, settings.warmup, settings.repeats);
+    result.has_copy = true;
+    settle();
+    if (has_gemms) result.gemms = time_cpu_gemms<T>(spec, settings.warmup, settings.repeats);
+    result.has_gemms = has_gemms;
+    settle();
+    UnfusedCpu<T> unfused(spec, data, settings.threads);
+    time_runs(settings.warmup, settings.repeats, [&] {
+      unfused.run();
+      return true;
+    }, &result.unfused);
+    result.has_unfused = true;
+    result.check = compare(spec, data, unfused);
+  } else if (!spec.device_memory) {
+    result.skipped = "no ceilings for host pointers (the time includes the library's copies)";
+  } else {
+    result.has_copy = time_device_copy(*cuda, bytes_moved(spec), settings.warmup, settings.repeats,
+                                       &result.copy);
+    if (has_gemms && cuda->has_cublas())
+      result.has_gemms = time_cublas_gemms(*cuda, spec, settings.warmup, settings.repeats, &result.gemms);
+    if (has_gemms && !cuda->has_cublas()) result.skipped = "GEMM ceiling skipped: libcublas not loaded";
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// Reporting
+
+std::string case_label(const CaseSpec& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "%s %s %s %s %s R=%lld M=%lld%s%s", backend_name(s.backend),
+                dtype_name(s.dtype), input_name(s.input), targets_name(s.targets),
+                grads_name(s).c_str(), static_cast<long long>(s.rows), static_cast<long long>(s.cols),
+                s.input == Input::embeddings ? (" D=" + std::to_string(s.dim)).c_str() : "",
+                s.backend == NPAIRS_BACKEND_CUDA ? (s.device_memory ? " device" : " host") : "");
+  return buf;
+}
+
+void print_progress(size_t index, size_t count, const CaseResult& r) {
+  std::fprintf(stderr, "npairs_bench: [%zu/%zu] %s: ", index + 1, count, case_label(r.spec).c_str());
+  if (!r.error.empty()) {
+    std::fprintf(stderr, "FAILED (%s)\n", r.error.c_str());
+    return;
+  }
+  std::fprintf(stderr, "%.3f ms", r.library.median_ms);
+  if (r.has_copy) std::fprintf(stderr, ", copy %.3f ms", r.copy.median_ms);
+  if (r.has_gemms) std::fprintf(stderr, ", GEMMs %.3f ms", r.gemms.median_ms);
+  if (r.has_unfused) std::fprintf(stderr, ", unfused %.3f ms", r.unfused.median_ms);
+  std::fprintf(stderr, "\n");
+}
+
+std::string fixed(double v, int decimals, bool present = true) {
+  if (!present || !std::isfinite(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+double gb_per_s(double bytes, double ms) { return bytes / (ms * 1e6); }
+
+void print_table(const std::vector<CaseResult>& results) {
+  std::printf("\n%-10s %-8s %-5s %6s %6s %4s %6s | %9s %7s %7s | %8s %6s | %8s %6s | %9s %6s | %s\n",
+              "input", "grads", "dtype", "R", "M", "D", "memory", "median_ms", "GB/s", "GFLOP/s",
+              "copy_ms", "xcopy", "gemm_ms", "xgemm", "unfused", "unf/x", "check");
+  for (const CaseResult& r : results) {
+    const CaseSpec& s = r.spec;
+    const char* memory = s.backend == NPAIRS_BACKEND_CPU ? "host" : s.device_memory ? "device" : "host";
+    std::printf("%-10s %-8s %-5s %6lld %6lld %4s %6s | ", input_name(s.input), grads_name(s).c_str(),
+                dtype_name(s.dtype), static_cast<long long>(s.rows), static_cast<long long>(s.cols),
+                s.input == Input::embeddings ? std::to_string(s.dim).c_str() : "-", memory);
+    if (!r.error.empty()) {
+      std::printf("FAILED: %s\n", r.error.c_str());
+      continue;
+    }
+    const double ms = r.library.median_ms, flops = gemm_flops(s);
+    std::printf("%9s %7s %7s | %8s %6s | %8s %6s | %9s %6s | %s\n", fixed(ms, 3).c_str(),
+                fixed(gb_per_s(bytes_moved(s), ms), 1).c_str(),
+                fixed(flops / (ms * 1e6), 1, flops > 0).c_str(),
+                fixed(r.copy.median_ms, 3, r.has_copy).c_str(),
+                fixed(ms / r.copy.median_ms, 2, r.has_copy).c_str(),
+                fixed(r.gemms.median_ms, 3, r.has_gemms).c_str(),
+                fixed(ms / r.gemms.median_ms, 2, r.has_gemms).c_str(),
+                fixed(r.unfused.median_ms, 3, r.has_unfused).c_str(),
+                fixed(r.unfused.median_ms / ms, 2, r.has_unfused).c_str(),
+                !r.has_unfused ? "-" : r.check.passed ? "ok" : "FAIL");
+  }
+  std::printf(
+      "\nmedian_ms: npairs_loss + synchronize, median of the timed calls. GB/s: the bytes the\n"
+      "case must move (read logits or embeddings and targets once, write the gradients once)\n"
+      "per second; GFLOP/s: its GEMMs (2mnk each). copy_ms: a memcpy moving as many bytes;\n"
+      "xcopy = median_ms / copy_ms. gemm_ms: the same GEMMs alone through the same BLAS;\n"
+      "xgemm = median_ms / gemm_ms. unfused: the framework-style baseline (CPU);\n"
+      "unf/x = unfused / median_ms (the fused speed-up); check: it agrees with the library.\n");
+}
+
+std::string read_cpu_model() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown";
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i > 0) s += ' ';
+    s += arg.find_first_of(" \t'\"") == std::string::npos ? arg : "'" + arg + "'";
+  }
+  return s;
+}
+
+struct Machine {
+  std::string cpu_model, blas, gpu, cudart, date, command;
+  int cores = 0, threads = 0;
+};
+
+void write_stats(JsonWriter& json, const char* name, const Stats& stats, bool present) {
+  json.key(name);
+  if (!present) {
+    json.null();
+    return;
+  }
+  json.begin_object();
+  json.field("median", stats.median_ms);
+  json.field("min", stats.min_ms);
+  json.end_object();
+}
+
+bool write_json(const std::string& path, const Machine& m, const Settings& settings,
+                const std::vector<CaseResult>& results) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) {
+    std::fprintf(stderr, "npairs_bench: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+    return false;
+  }
+  JsonWriter json(f);
+  json.begin_object();
+  json.field("tool", "npairs_bench");
+  json.field("library_version", npairs_version_string());
+  json.field("date", m.date);
+  json.field("command", m.command);
+  json.key("machine");
+  json.begin_object();
+  json.field("cpu_model", m.cpu_model);
+  json.field("cores", static_cast<long long>(m.cores));
+  json.field("threads", static_cast<long long>(m.threads));
+  json.field("blas", m.blas);
+  json.field("gpu", m.gpu);
+  json.field("cudart", m.cudart);
+  json.end_object();
+  json.field("warmup", static_cast<long long>(settings.warmup));
+  json.field("repeats", static_cast<long long>(settings.repeats));
+  json.key("cases");
+  json.begin_array();
+  for (const CaseResult& r : results) {
+    const CaseSpec& s = r.spec;
+    json.begin_object();
+    json.field("backend", backend_name(s.backend));
+    json.field("dtype", dtype_name(s.dtype));
+    json.field("input", input_name(s.input));
+    json.field("targets", targets_name(s.targets));
+    json.field("grads", grads_name(s));
+    json.field("rows", static_cast<long long>(s.rows));
+    json.field("cols", static_cast<long long>(s.cols));
+    json.field("dim", static_cast<long long>(s.dim));
+    json.field("classes", static_cast<long long>(s.classes));
+    json.field("memory", s.device_memory ? "device" : "host");
+    json.field("tf32", s.allow_tf32);
+    json.key("error");
+    if (r.error.empty()) json.null(); else json.value(r.error);
+    const double ms = r.library.median_ms, bytes = bytes_moved(s), flops = gemm_flops(s);
+    write_stats(json, "library_ms", r.library, r.error.empty());
+    json.field("loss", r.loss);
+    json.field("bytes", bytes);
+    json.field("gemm_flop", flops);
+    json.field("gb_per_s", gb_per_s(bytes, ms));
+    json.field("gflop_per_s", flops > 0 ? flops / (ms * 1e6) : NAN);
+    write_stats(json, "copy_ms", r.copy, r.has_copy);
+    json.field("copy_gb_per_s", r.has_copy ? gb_per_s(bytes, r.copy.median_ms) : NAN);
+    json.field("time_over_copy", r.has_copy ? ms / r.copy.median_ms : NAN);
+    write_stats(json, "gemms_ms", r.gemms, r.has_gemms);
+    json.field("gemms_gflop_per_s", r.has_gemms ? flops / (r.gemms.median_ms * 1e6) : NAN);
+    json.field("time_over_gemms", r.has_gemms ? ms / r.gemms.median_ms : NAN);
+    write_stats(json, "unfused_ms", r.unfused, r.has_unfused);
+    json.field("unfused_over_fused", r.has_unfused ? r.unfused.median_ms / ms : NAN);
+    json.key("check");
+    if (r.has_unfused) {
+      json.begin_object();
+      json.field("loss_relative_error", r.check.loss_error);
+      json.field("gradient_relative_error", r.check.gradient_error);
+      json.field("passed", r.check.passed);
+      json.end_object();
+    } else {
+      json.null();
+    }
+    json.field("note", r.skipped);
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+  std::fputc('\n', f);
+  return std::fclose(f) == 0;
+}
+
+int run(const Args& a, const std::string& command) {
   const npairs_backend wanted = a.backend == "cpu"    ? NPAIRS_BACKEND_CPU
                                 : a.backend == "cuda" ? NPAIRS_BACKEND_CUDA
                                                       : NPAIRS_BACKEND_AUTO;
   npairs_context ctx = nullptr;
   if (!check(npairs_context_create(wanted, a.device, &ctx), "npairs_context_create")) return 1;
+  std::unique_ptr<npairs_context_s, npairs_status (*)(npairs_context)> owned(ctx, npairs_context_destroy);
   npairs_backend backend = NPAIRS_BACKEND_AUTO;
-  int rc = 1;
-  if (check(npairs_context_backend(ctx, &backend), "npairs_context_backend") &&
-      (backend != NPAIRS_BACKEND_CPU ||
-       check(npairs_context_set_threads(ctx, a.threads), "npairs_context_set_threads"))) {
-    rc = a.dtype == "f64" ? bench<double>(a, ctx, backend, NPAIRS_F64)
-                          : bench<float>(a, ctx, backend, NPAIRS_F32);
+  if (!check(npairs_context_backend(ctx, &backend), "npairs_context_backend")) return 1;
+  const bool cuda = backend == NPAIRS_BACKEND_CUDA;
+  if (!cuda && a.memory != "auto" && a.memory != "host") {
+    std::fprintf(stderr, "npairs_bench: --memory %s needs the CUDA backend\n", a.memory.c_str());
+    return 1;
   }
-  if (!check(npairs_context_destroy(ctx), "npairs_context_destroy")) rc = 1;
-  return rc;
+  if (!cuda && !check(npairs_context_set_threads(ctx, a.threads), "npairs_context_set_threads"))
+    return 1;
+
+  Settings settings;
+  settings.repeats = a.repeats > 0 ? a.repeats : (cuda ? 20 : 10);
+  settings.warmup = a.warmup >= 0 ? a.warmup : (cuda ? 3 : 2);
+  settings.threads = a.threads > 0 ? a.threads : omp_get_num_procs();
+  settings.baselines = a.baselines;
+
+  Machine machine;
+  machine.cpu_model = read_cpu_model();
+  machine.cores = omp_get_num_procs();
+  machine.threads = settings.threads;
+  machine.blas = cblas_provider();
+  machine.date = utc_now();
+  machine.command = command;
+
+  std::vector<CaseSpec> cases = make_cases(a, backend);
+  CudaRuntime runtime;
+  if (cuda) {
+    std::string why;
+    if (runtime.load(a.device, &why)) {
+      machine.gpu = runtime.device_name();
+      machine.cudart = runtime.library();
+    } else {
+      const bool only_device = a.memory == "device";
+      std::fprintf(stderr, "npairs_bench: %s: device-memory cases %s\n", why.c_str(),
+                   only_device ? "cannot run" : "skipped");
+      if (only_device) return 1;
+      cases.erase(std::remove_if(cases.begin(), cases.end(),
+                                 [](const CaseSpec& s) { return s.device_memory; }),
+                  cases.end());
+    }
+  }
+
+  std::printf("libnpairs %s benchmark on %s (%s%s%s), %d warm-up + %d timed calls per figure\n",
+              npairs_version_string(), backend_name(backend), cuda ? machine.gpu.c_str() : machine.cpu_model.c_str(),
+              cuda ? "" : ", threads: ", cuda ? "" : std::to_string(settings.threads).c_str(),
+              settings.warmup, settings.repeats);
+  std::printf("BLAS (cblas_sgemm): %s\n", machine.blas.c_str());
+  if (cuda) std::printf("CUDA runtime: %s; GEMM ceiling: %s\n", machine.cudart.empty() ? "-" : machine.cudart.c_str(),
+                        runtime.has_cublas() ? "cuBLAS" : "skipped (no libcublas)");
+  std::fflush(stdout);
+
+  std::vector<CaseResult> results;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    results.push_back(cases[i].dtype == NPAIRS_F64
+                          ? run_case<double>(cases[i], ctx, settings, cuda ? &runtime : nullptr)
+                          : run_case<float>(cases[i], ctx, settings, cuda ? &runtime : nullptr));
+    print_progress(i, cases.size(), results.back());
+  }
+  print_table(results);
+  for (const CaseResult& r : results)
+    if (!r.skipped.empty()) std::printf("%s: %s\n", case_label(r.spec).c_str(), r.skipped.c_str());
+
+  bool ok = std::all_of(results.begin(), results.end(), [](const CaseResult& r) {
+    return r.error.empty() && (!r.has_unfused || r.check.passed);
+  });
+  if (!a.json.empty()) ok = write_json(a.json, machine, settings, results) && ok;
+  if (!check(npairs_context_destroy(owned.release()), "npairs_context_destroy")) ok = false;
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace bench
+
+int main(int argc, char** argv) {
+  bench::Args args;
+  const int parsed = bench::parse_args(argc, argv, &args);
+  if (parsed == 2) return 0;
+  if (parsed != 0) return 1;
+  return bench::run(args, bench::command_line(argc, argv));
 }
