@@ -185,8 +185,11 @@ void compute_typed(const Task& t, int threads, std::vector<double>& storage) {
   // 6. Embedding gradients: dA = dS P + c_a A and dP = dS^T A + c_p P, the L2
   // term entering as beta over a copy of the inputs.
   if (!t.wants_embedding_grads()) return;
-  const T g = grad_loss ? grad_loss[0] : T(1);
+  // The upstream gradient enters here only through the L2 term, which needs a
+  // scalar reduction: then grad_loss is one value (with NONE it is [R], maybe
+  // empty, and not read here).
   const bool l2 = t.reg_lambda > 0.0 && R > 0;
+  const T g = l2 && grad_loss ? grad_loss[0] : T(1);
   auto embedding_grad = [&](T* out, const T* own, int64_t own_rows, bool transpose_ds,
                             const T* other, int64_t count) {
     if (!out) return;
