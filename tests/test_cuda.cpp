@@ -280,6 +280,29 @@ TEST(Cuda, RowWithoutPositiveLeavesOutputsUntouched) {
 #endif
 }
 
+// Device allocation failure: R = M = 2^19 float32 embeddings (a few MB of
+// host inputs) need a 1 TiB logits workspace, more than any GPU has. The call
+// fails with OUT_OF_MEMORY, a message and untouched outputs, and the context
+// then computes a normal problem.
+TEST(Cuda, DeviceAllocationFailureIsOutOfMemory) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Spec huge;
+  huge.dtype = NPAIRS_F32;
+  huge.embeddings = true;
+  huge.rows = int64_t(1) << 19;
+  huge.dim = 1;
+  const npt::Inputs large = npt::make_inputs(huge);
+  npt::Outputs out(large, true, false, true, false);
+  EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), large, out, NPAIRS_ERROR_OUT_OF_MEMORY));
+
+  const npt::Inputs in = npt::make_inputs(medium_spec(NPAIRS_F64));
+  npt::Outputs after(in, true, true, true, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, after));
+  npt::expect_matches_reference(in, after, ref::compute<double>(in.reference()), 1e-12);
+}
+
 #ifdef NPAIRS_TEST_HAVE_CUDART
 // Work queued on a user stream; synchronize through the context.
 TEST(Cuda, UserStream) {

@@ -408,9 +408,9 @@ Outputs::Outputs(const Inputs& in, bool loss_, bool similarity, bool anchors, bo
     : want_loss(loss_), want_similarity(similarity), want_anchors(anchors), want_positives(positives) {
   const npairs_dtype dt = in.spec.dtype;
   loss = Array(dt, in.loss_count());
-  grad_similarity = Array(dt, static_cast<std::size_t>(in.R * in.M));
-  grad_anchors = Array(dt, static_cast<std::size_t>(in.R * in.D));
-  grad_positives = Array(dt, static_cast<std::size_t>(in.M * in.D));
+  grad_similarity = Array(dt, similarity ? static_cast<std::size_t>(in.R * in.M) : 0);
+  grad_anchors = Array(dt, anchors ? static_cast<std::size_t>(in.R * in.D) : 0);
+  grad_positives = Array(dt, positives ? static_cast<std::size_t>(in.M * in.D) : 0);
   poison();
 }
 
@@ -435,6 +435,25 @@ npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out) {
   const npairs_options o = in.options();
   npairs_gradients g = out.grads();
   return npairs_loss(ctx, &o, &p, in.grad_loss_ptr(), out.loss_ptr(), out.any_grads() ? &g : nullptr);
+}
+
+::testing::AssertionResult fails_leaving_outputs_untouched(npairs_context ctx, const Inputs& in, Outputs& out,
+                                                           npairs_status expected) {
+  out.poison();
+  auto snapshot = [&out] {
+    return std::vector<std::vector<unsigned char>>{out.loss.bytes(), out.grad_similarity.bytes(),
+                                                   out.grad_anchors.bytes(), out.grad_positives.bytes()};
+  };
+  const auto before = snapshot();
+  const npairs_status status = run_loss(ctx, in, out);
+  const std::string message = npairs_last_error();
+  if (status != expected) {
+    return ::testing::AssertionFailure() << "npairs_loss returned " << npairs_status_string(status) << " (\""
+                                         << message << "\"), expected " << npairs_status_string(expected);
+  }
+  if (message.empty()) return ::testing::AssertionFailure() << "npairs_loss failed without a message";
+  if (snapshot() != before) return ::testing::AssertionFailure() << "npairs_loss wrote an output although it failed";
+  return ::testing::AssertionSuccess();
 }
 
 namespace {

@@ -173,7 +173,9 @@ Inputs make_inputs(const Spec& spec);
 // (column labels, weights, grad_loss, temperature, L2).
 Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed);
 
-// Output buffers (each poisoned on creation) for the outputs wanted.
+// Output buffers (each poisoned on creation) for the outputs wanted; the
+// loss is always allocated, a gradient only when wanted (empty otherwise), so
+// that a large problem need not hold an R x M dS it does not ask for.
 struct Outputs {
   Array loss, grad_similarity, grad_anchors, grad_positives;
   bool want_loss = false, want_similarity = false, want_anchors = false, want_positives = false;
@@ -188,6 +190,11 @@ struct Outputs {
 
 // Calls npairs_loss on `ctx` with the inputs and outputs.
 npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out);
+
+// Poisons the outputs, calls run_loss, and checks that it returned `expected`
+// with a message from npairs_last_error() and every output bitwise untouched.
+::testing::AssertionResult fails_leaving_outputs_untouched(npairs_context ctx, const Inputs& in, Outputs& out,
+                                                           npairs_status expected);
 
 // Compares every wanted output (fully written, guards intact) with the
 // reference result, at rtol.
