@@ -12,6 +12,12 @@
 # Optional: PyTorch (CPU build, python3-torch): its tests are skipped without
 # it; installed when missing and the package index has it.
 #
+# With --checks (as .ci/run does), also required: the tools of CI's
+# reliability checks (docs/RELIABILITY.md): clang with its sanitizer and
+# libFuzzer runtimes and its OpenMP (the fuzz preset), and abigail-tools
+# (abidw, abidiff: .ci/check-abi.sh). GCC's sanitizer runtimes (the asan
+# preset) come with g++.
+#
 # The CUDA toolkit is not installed here: the CUDA backend is built when nvcc
 # is found (on PATH, or through CUDACXX), and skipped otherwise.
 set -euo pipefail
@@ -19,6 +25,9 @@ set -euo pipefail
 required=(cmake g++ make pkg-config libopenblas-dev libgtest-dev libbenchmark-dev
           python3 python3-numpy python3-pytest)
 optional=(python3-torch)
+if [[ "${1:-}" == --checks ]]; then
+  required+=(clang libclang-rt-dev libomp-dev abigail-tools)
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install-deps: not a Debian-like system (no dpkg-query); make sure these, or your" >&2
