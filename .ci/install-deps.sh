@@ -22,7 +22,7 @@
 # is found (on PATH, or through CUDACXX), and skipped otherwise.
 set -euo pipefail
 
-required=(cmake g++ make pkg-config libopenblas-dev libgtest-dev libbenchmark-dev
+required=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev
           python3 python3-numpy python3-pytest)
 optional=(python3-torch)
 if [[ "${1:-}" == --checks ]]; then
