@@ -107,9 +107,13 @@ class NpairsFunction(torch.autograd.Function):
                 grad_weight = g * row_loss
         else:
             *saved, row_loss = ctx.saved_tensors
+            # loss.backward() passes a 1: then the saved gradients are the answer, and
+            # skipping the product saves a pass and an allocation of R x M. (Checked on
+            # CPU only, where reading the value costs no device synchronisation.)
+            unit = grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1.0
             for name, grad in zip(("similarity", "anchors", "positives"), saved):
                 if grad is not None:
-                    out[name] = grad * grad_output
+                    out[name] = grad if unit else grad * grad_output
             if row_loss is not None:
                 r = 1.0 / max(ctx.rows, 1) if cfg.reduction == _lib.REDUCTION_SUM_OVER_BATCH_SIZE else 1.0
                 grad_weight = row_loss * (grad_output * r)

@@ -249,3 +249,17 @@ def test_gradcheck_weight_shapes(shape, reduction):
     S = (a @ b.T).requires_grad_()
     w = (torch.rand(shape, dtype=torch.float64) + 0.5).requires_grad_()
     assert torch.autograd.gradcheck(lambda s, w: nt.npairs_loss(labels, s, w, reduction=reduction), (S, w))
+
+
+def test_repeated_backward_accumulates_unchanged_gradients():
+    # backward with grad_output 1 hands out the saved gradient itself: a second
+    # backward through the retained graph must still see it unscaled and unmodified.
+    labels, a, b, _ = make()
+    sim = (a @ b.T).requires_grad_()
+    loss = nt.NpairsLoss()(labels, sim)
+    loss.backward(retain_graph=True)
+    first = sim.grad.clone()
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(sim.grad, 2 * first)
+    (3 * loss).backward()
+    torch.testing.assert_close(sim.grad, 5 * first)
