@@ -5,9 +5,13 @@
 # team of the row pass, where the pthreads build's threads and OpenMP's
 # spinning workers fight over the cores (about 2x slower on 2 cores). Both
 # builds have the SONAME libopenblas.so.0, so the library's RUNPATH names the
-# OpenMP one's folder.
-find_library(NPAIRS_OPENBLAS_OPENMP openblas
-  PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp NO_DEFAULT_PATH)
+# OpenMP one's folder. That build is made against GCC's libgomp: with another
+# compiler's OpenMP runtime (clang's libomp) the two runtimes deadlock, so it
+# is used with GCC only.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  find_library(NPAIRS_OPENBLAS_OPENMP openblas
+    PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp NO_DEFAULT_PATH)
+endif()
 if(NPAIRS_OPENBLAS_OPENMP)
   set(BLAS_LIBRARIES ${NPAIRS_OPENBLAS_OPENMP})
   set(BLAS_FOUND TRUE)
