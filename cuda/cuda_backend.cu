@@ -9,6 +9,7 @@
 
 #include "cuda_backend.hpp"
 #include "cuda_check.hpp"
+#include "dtype.cuh"
 #include "error.hpp"
 #include "first_row_with_negative.cuh"
 #include "first_row_without_positive.cuh"
@@ -86,6 +87,12 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
     NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    NPAIRS_CUDA_CHECK(cudaDeviceGetAttribute(&limits_.multiprocessors,
+                                             cudaDevAttrMultiProcessorCount, device_));
+    int shared_bytes = 0;
+    NPAIRS_CUDA_CHECK(
+        cudaDeviceGetAttribute(&shared_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_));
+    limits_.shared_bytes_per_block = static_cast<std::size_t>(shared_bytes);
     cublasHandle_t handle = nullptr;
     NPAIRS_CUDA_CHECK(cublasCreate(&handle));
     cublas_.reset(handle);
@@ -132,8 +139,11 @@ class CudaBackend final : public Backend {
         case NPAIRS_F64:
           run<double>(task);
           break;
+        case NPAIRS_F16:
+          run<__half>(task);
+          break;
         default:
-          fail(NPAIRS_ERROR_UNSUPPORTED, "problem.dtype is not supported by the CUDA backend");
+          run<__nv_bfloat16>(task);  // make_task admits no other dtype
       }
     } catch (...) {
       (void)cudaEventRecord(work_queued_.get(),
@@ -149,6 +159,7 @@ class CudaBackend final : public Backend {
   void zero_output(void* pointer, std::size_t size);
 
   int device_;
+  DeviceLimits limits_;
   cudaStream_t stream_ = nullptr;  // nullptr: the legacy default stream
   std::unique_ptr<cublasContext, CublasDeleter> cublas_;
   std::unique_ptr<CUevent_st, EventDeleter> work_queued_;
@@ -164,8 +175,11 @@ void CudaBackend::zero_output(void* pointer, std::size_t size) {
     std::memset(pointer, 0, size);
 }
 
+// T is the stored element type; sums, softmax and the label overlaps are in
+// C = compute_t<T> (float for the 16-bit types).
 template <class T>
 void CudaBackend::run(const Task& task) {
+  using C = compute_t<T>;
   const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
   const std::size_t value_size = sizeof(T);
   if (R == 0) {
@@ -211,7 +225,7 @@ void CudaBackend::run(const Task& task) {
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
   if (check_targets) layout.scratch(bad_rows, kBadRowSlots * sizeof(long long));
-  if (task.multilabel()) layout.scratch(gram, bytes(R * M, value_size));
+  if (task.multilabel()) layout.scratch(gram, bytes(R * M, sizeof(C)));
   // Embedding logits are computed where dL/dS goes (then overwritten in place
   // by it), or in scratch when dL/dS is not an output.
   if (task.embeddings() && !task.grad_similarity) layout.scratch(logits, bytes(R * M, value_size));
@@ -237,10 +251,10 @@ void CudaBackend::run(const Task& task) {
         launch_first_row_with_negative(column_multilabels.as<const T>(), M, K,
                                        first_bad + kNegativeColumnMultilabel, stream);
       // G = Y Y'^T, always in full precision: TF32 is for the logits only.
-      gemm_row_major<T>(cublas, false, false, true, R, M, K, T(1), multilabels.as<const T>(),
-                        column_multilabels.as<const T>(), T(0), gram.as<T>());
+      gemm_row_major<T, C>(cublas, false, false, true, R, M, K, C(1), multilabels.as<const T>(),
+                           column_multilabels.as<const T>(), C(0), gram.as<C>());
     }
-    with_targets<T>(task, labels, column_labels, gram, [&](const auto& targets) {
+    with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
       launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, stream);
     });
     NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad,
@@ -252,15 +266,15 @@ void CudaBackend::run(const Task& task) {
 
   // 2. The logits z = S / tau: read from the similarity input by the row
   // kernel, or computed from the embeddings with 1/tau folded into alpha.
-  const T inv_temperature = static_cast<T>(1.0 / task.temperature);
+  const C inv_temperature = static_cast<C>(1.0 / task.temperature);
   const T* z = similarity.as<const T>();
-  T logit_scale = inv_temperature;
+  C logit_scale = inv_temperature;
   if (task.embeddings()) {
     T* computed = task.grad_similarity ? grad_similarity.as<T>() : logits.as<T>();
     gemm_row_major<T>(cublas, allow_tf32, false, true, R, M, D, inv_temperature,
-                      anchors.as<const T>(), positives.as<const T>(), T(0), computed);
+                      anchors.as<const T>(), positives.as<const T>(), C(0), computed);
     z = computed;
-    logit_scale = T(1);
+    logit_scale = C(1);
   }
   T* grad_logits = task.grad_similarity           ? grad_similarity.as<T>()
                    : task.wants_embedding_grads() ? logits.as<T>()
@@ -277,11 +291,12 @@ void CudaBackend::run(const Task& task) {
     args.sample_weight = sample_weight.as<const T>();
     args.grad_loss = grad_loss.as<const T>();
     args.grad_loss_per_row = !scalar;
-    args.grad_factor = static_cast<T>(task.reduction_factor() / task.temperature);
+    args.grad_factor = static_cast<C>(task.reduction_factor() / task.temperature);
     args.row_losses = weighted_row_losses;
     args.grad_logits = grad_logits;
-    with_targets<T>(task, labels, column_labels, gram,
-                    [&](const auto& targets) { launch_row_loss(args, targets, stream); });
+    with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
+      launch_row_loss(args, targets, limits_, stream);
+    });
   }
 
   // 4. The scalar reductions, with the L2 term.
@@ -304,19 +319,19 @@ void CudaBackend::run(const Task& task) {
 
   // 5. The embedding gradients: dA = dS P and dP = dS^T A, added by the GEMM
   // (beta = 1) to the L2 term written first.
-  const T l2_beta = l2 ? T(1) : T(0);
+  const C l2_beta = l2 ? C(1) : C(0);
   if (task.grad_anchors) {
     if (l2)
       launch_l2_gradient(anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
                          grad_loss.as<const T>(), grad_anchors.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, T(1), grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, C(1), grad_logits,
                       positives.as<const T>(), l2_beta, grad_anchors.as<T>());
   }
   if (task.grad_positives) {
     if (l2)
       launch_l2_gradient(positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
                          grad_loss.as<const T>(), grad_positives.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, T(1), grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, C(1), grad_logits,
                       anchors.as<const T>(), l2_beta, grad_positives.as<T>());
   }
 

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "cuda_check.hpp"
+#include "dtype.cuh"
 #include "first_row_with_negative.cuh"
 
 namespace npairs::cuda {
@@ -17,7 +18,7 @@ __global__ __launch_bounds__(kBlock) void first_row_with_negative_kernel(const T
   const int64_t count = rows * cols;
   const int64_t stride = int64_t(gridDim.x) * kBlock;
   for (int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x; k < count; k += stride)
-    if (!(matrix[k] >= T(0))) atomicMin(first_bad, static_cast<long long>(k / cols));
+    if (!(to_compute(matrix[k]) >= 0)) atomicMin(first_bad, static_cast<long long>(k / cols));
 }
 
 }  // namespace
@@ -32,9 +33,9 @@ void launch_first_row_with_negative(const T* matrix, int64_t rows, int64_t cols,
   NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
-template void launch_first_row_with_negative(const float*, int64_t, int64_t, long long*,
-                                             cudaStream_t);
-template void launch_first_row_with_negative(const double*, int64_t, int64_t, long long*,
-                                             cudaStream_t);
+#define NPAIRS_INSTANTIATE(T)                                                               \
+  template void launch_first_row_with_negative(const T*, int64_t, int64_t, long long*, \
+                                               cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
 
 }  // namespace npairs::cuda

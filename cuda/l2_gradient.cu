@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "cuda_check.hpp"
+#include "dtype.cuh"
 #include "l2_gradient.cuh"
 
 namespace npairs::cuda {
@@ -10,13 +11,13 @@ namespace {
 constexpr int kBlock = 256;
 constexpr int64_t kMaxBlocks = 4096;
 
-template <class T>
-__global__ __launch_bounds__(kBlock) void l2_gradient_kernel(const T* x, int64_t count, T factor,
+template <class T, class C = compute_t<T>>
+__global__ __launch_bounds__(kBlock) void l2_gradient_kernel(const T* x, int64_t count, C factor,
                                                              const T* grad_loss, T* grad) {
-  const T scale = grad_loss ? factor * *grad_loss : factor;
+  const C scale = grad_loss ? factor * to_compute(*grad_loss) : factor;
   const int64_t stride = int64_t(gridDim.x) * kBlock;
   for (int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x; k < count; k += stride)
-    grad[k] = scale * x[k];
+    grad[k] = from_compute<T>(scale * to_compute(x[k]));
 }
 
 }  // namespace
@@ -26,13 +27,13 @@ void launch_l2_gradient(const T* x, int64_t count, double factor, const T* grad_
                         cudaStream_t stream) {
   if (count == 0) return;
   const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
-  l2_gradient_kernel<<<blocks, kBlock, 0, stream>>>(x, count, static_cast<T>(factor), grad_loss,
+  l2_gradient_kernel<<<blocks, kBlock, 0, stream>>>(x, count, static_cast<compute_t<T>>(factor), grad_loss,
                                                     grad);
   NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
-template void launch_l2_gradient(const float*, int64_t, double, const float*, float*, cudaStream_t);
-template void launch_l2_gradient(const double*, int64_t, double, const double*, double*,
-                                 cudaStream_t);
+#define NPAIRS_INSTANTIATE(T) \
+  template void launch_l2_gradient(const T*, int64_t, double, const T*, T*, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
 
 }  // namespace npairs::cuda

@@ -1,5 +1,5 @@
 #include <algorithm>
-#include <cub/block/block_reduce.cuh>
+#include <cstdint>
 
 #include "cuda_check.hpp"
 #include "row_loss_kernel.cuh"
@@ -10,101 +10,285 @@ namespace npairs::cuda {
 
 namespace {
 
-constexpr int kBlock = 256;
-// Row elements per thread kept in registers between the statistics and the
-// gradient pass; longer rows are read a second time (mostly from L2).
-constexpr int kItems = 16;
-constexpr int64_t kMaxBlocks = 65535;
-
 template <class T>
-struct MergeRowStats {
-  __device__ RowStats<T> operator()(const RowStats<T>& a, const RowStats<T>& b) const {
-    return row_stats_merge(a, b);
+constexpr int kVector = kVectorBytes / int(sizeof(T));
+
+// 16 bytes of a row: one load or store instruction when aligned.
+template <class T>
+struct alignas(kVectorBytes) Pack {
+  T v[kVector<T>];
+};
+
+// How the kernels read and write vector v of a row: whole when every row
+// starts 16-byte aligned and holds whole vectors, else element by element up
+// to the row's end.
+template <class T>
+struct RowAccess {
+  int64_t cols;
+  bool vectorized;
+
+  __device__ bool valid(int64_t v, int e) const { return vectorized || v * kVector<T> + e < cols; }
+  __device__ Pack<T> load(const T* row, int64_t v) const {
+    if (vectorized) return reinterpret_cast<const Pack<T>*>(row)[v];
+    Pack<T> p;
+#pragma unroll
+    for (int e = 0; e < kVector<T>; ++e)
+      p.v[e] = valid(v, e) ? row[v * kVector<T> + e] : from_compute<T>(0);
+    return p;
+  }
+  __device__ void store(T* row, int64_t v, const Pack<T>& p) const {
+    if (vectorized) {
+      reinterpret_cast<Pack<T>*>(row)[v] = p;
+      return;
+    }
+#pragma unroll
+    for (int e = 0; e < kVector<T>; ++e)
+      if (valid(v, e)) row[v * kVector<T> + e] = p.v[e];
   }
 };
 
-// A block per row (grid-stride over rows). Each thread accumulates its
-// columns j = threadIdx.x + k * kBlock in a fixed order, and the block merges
-// them in cub's fixed tree, so results are deterministic. The row's stats are
-// complete before any gradient of it is written, so grad_logits may alias
-// logits.
-template <class T, class Targets>
-__global__ __launch_bounds__(kBlock) void row_loss_kernel(RowLossArgs<T> args, Targets targets) {
-  using BlockReduce = cub::BlockReduce<RowStats<T>, kBlock>;
-  __shared__ typename BlockReduce::TempStorage reduce_storage;
-  __shared__ RowStats<T> shared_stats;
-
-  const int64_t cols = args.cols;
-  const bool in_registers = cols <= int64_t(kBlock) * kItems;
-  for (int64_t i = blockIdx.x; i < args.rows; i += gridDim.x) {
-    const T* logits = args.logits + i * cols;
-    const typename Targets::Row target = targets.row(i);
-
-    RowStats<T> stats = row_stats_empty<T>();
-    T z[kItems] = {};
-    T q[kItems] = {};
-    if (in_registers) {
+// Merges the stats of a warp's lanes in a butterfly: every lane ends with the
+// same result, as row_stats_merge is commutative.
+template <class C>
+__device__ RowStats<C> warp_merge(RowStats<C> s) {
 #pragma unroll
-      for (int k = 0; k < kItems; ++k) {
-        const int64_t j = threadIdx.x + int64_t(k) * kBlock;
-        if (j < cols) {
-          z[k] = logits[j] * args.logit_scale;
-          q[k] = target.weight(j);
-          row_stats_add(stats, z[k], q[k]);
-        }
-      }
-    } else {
-      for (int64_t j = threadIdx.x; j < cols; j += kBlock)
-        row_stats_add(stats, logits[j] * args.logit_scale, target.weight(j));
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    const RowStats<C> other{__shfl_xor_sync(0xffffffffu, s.max, offset),
+                            __shfl_xor_sync(0xffffffffu, s.sum_exp, offset),
+                            __shfl_xor_sync(0xffffffffu, s.pos, offset),
+                            __shfl_xor_sync(0xffffffffu, s.pos_gap, offset)};
+    s = row_stats_merge(s, other);
+  }
+  return s;
+}
+
+// The threads that share a row: a warp, or a whole block.
+struct WarpGroup {
+  __device__ int rank() const { return threadIdx.x % kWarpSize; }
+  __device__ int size() const { return kWarpSize; }
+  template <class C>
+  __device__ RowStats<C> merge(const RowStats<C>& s) const {
+    return warp_merge(s);
+  }
+};
+
+template <class C>
+struct BlockGroup {
+  RowStats<C>* warp_stats;  // shared, one entry per warp
+
+  __device__ int rank() const { return threadIdx.x; }
+  __device__ int size() const { return blockDim.x; }
+  // Every thread of the block must call it.
+  __device__ RowStats<C> merge(const RowStats<C>& s) const {
+    const RowStats<C> warp = warp_merge(s);
+    const int lane = threadIdx.x % kWarpSize;
+    if (lane == 0) warp_stats[threadIdx.x / kWarpSize] = warp;
+    __syncthreads();
+    // Each warp merges the warps' stats in the same order, so every thread
+    // gets the same result without another round through shared memory.
+    const int warps = blockDim.x / kWarpSize;
+    const RowStats<C> row = warp_merge(lane < warps ? warp_stats[lane] : row_stats_empty<C>());
+    __syncthreads();  // the next row rewrites warp_stats
+    return row;
+  }
+};
+
+template <class T>
+__device__ compute_t<T> logit(const RowLossArgs<T>& args, const Pack<T>& p, int e) {
+  return to_compute(p.v[e]) * args.logit_scale;
+}
+
+// Writes row i's weighted loss (one thread) and returns what its gradient
+// needs.
+template <class T, class C = compute_t<T>>
+__device__ RowGradCoeffs<C> finish_row(const RowLossArgs<T>& args, int64_t i,
+                                       const RowStats<C>& row, bool writer) {
+  const C weight = args.sample_weight ? to_compute(args.sample_weight[i]) : C(1);
+  if (args.row_losses && writer) args.row_losses[i] = from_compute<T>(weight * row_loss(row));
+  const C upstream =
+      args.grad_loss ? to_compute(args.grad_loss[args.grad_loss_per_row ? i : 0]) : C(1);
+  return row_grad_coeffs(row, upstream * weight * args.grad_factor);
+}
+
+// dL/dS of vector v of a row.
+template <class T, class TargetRow, class C = compute_t<T>>
+__device__ Pack<T> grad_pack(const RowLossArgs<T>& args, const RowAccess<T>& access,
+                             const RowGradCoeffs<C>& coeffs, const TargetRow& target,
+                             const Pack<T>& p, int64_t v) {
+  Pack<T> out;
+#pragma unroll
+  for (int e = 0; e < kVector<T>; ++e)
+    out.v[e] = access.valid(v, e) ? from_compute<T>(row_grad(coeffs, logit(args, p, e),
+                                                             target.weight(v * kVector<T> + e)))
+                                  : from_compute<T>(0);
+  return out;
+}
+
+// Row i held in the group's registers (row_kernel_plan.hpp: the plan makes
+// sure kRowChunks vectors per thread cover it). The max is known before the
+// sums, so each element costs one exp. The whole row is read before any
+// gradient is written, so grad_logits may alias logits.
+template <class T, class Targets, class Group>
+__device__ void row_in_registers(const RowLossArgs<T>& args, const Targets& targets,
+                                 const RowAccess<T>& access, int64_t i, const Group& group) {
+  using C = compute_t<T>;
+  const int64_t vectors = (args.cols + kVector<T> - 1) / kVector<T>;
+  const typename Targets::Row target = targets.row(i);
+  const T* logits = args.logits + i * args.cols;
+
+  Pack<T> packs[kRowChunks];
+  C max = -C(INFINITY);
+#pragma unroll
+  for (int c = 0; c < kRowChunks; ++c) {
+    const int64_t v = group.rank() + int64_t(c) * group.size();
+    if (v >= vectors) continue;
+    packs[c] = access.load(logits, v);
+#pragma unroll
+    for (int e = 0; e < kVector<T>; ++e)
+      if (access.valid(v, e)) max = fmax(max, logit(args, packs[c], e));
+  }
+  RowStats<C> stats{max, C(0), C(0), C(0)};
+#pragma unroll
+  for (int c = 0; c < kRowChunks; ++c) {
+    const int64_t v = group.rank() + int64_t(c) * group.size();
+    if (v >= vectors) continue;
+#pragma unroll
+    for (int e = 0; e < kVector<T>; ++e)
+      if (access.valid(v, e))
+        row_stats_accumulate(stats, logit(args, packs[c], e), target.weight(v * kVector<T> + e));
+  }
+
+  const RowStats<C> row = group.merge(stats);
+  const RowGradCoeffs<C> coeffs = finish_row(args, i, row, group.rank() == 0);
+  if (!args.grad_logits) return;
+  T* grad = args.grad_logits + i * args.cols;
+#pragma unroll
+  for (int c = 0; c < kRowChunks; ++c) {
+    const int64_t v = group.rank() + int64_t(c) * group.size();
+    if (v < vectors) access.store(grad, v, grad_pack(args, access, coeffs, target, packs[c], v));
+  }
+}
+
+// A warp per row, kWarpRowsPerBlock rows per block, grid-stride over rows.
+template <class T, class Targets>
+__global__ __launch_bounds__(kWarpSize* kWarpRowsPerBlock) void row_loss_warp_kernel(
+    RowLossArgs<T> args, Targets targets, RowAccess<T> access) {
+  const int64_t stride = int64_t(gridDim.x) * kWarpRowsPerBlock;
+  for (int64_t i = int64_t(blockIdx.x) * kWarpRowsPerBlock + threadIdx.x / kWarpSize;
+       i < args.rows; i += stride)
+    row_in_registers(args, targets, access, i, WarpGroup{});
+}
+
+// A block per row, grid-stride over rows.
+template <class T, class Targets>
+__global__ __launch_bounds__(kMaxRegisterRowThreads) void row_loss_block_kernel(
+    RowLossArgs<T> args, Targets targets, RowAccess<T> access) {
+  __shared__ RowStats<compute_t<T>> warp_stats[kMaxRegisterRowThreads / kWarpSize];
+  for (int64_t i = blockIdx.x; i < args.rows; i += gridDim.x)
+    row_in_registers(args, targets, access, i, BlockGroup<compute_t<T>>{warp_stats});
+}
+
+// A block per long row. The statistics pass copies the row to shared memory
+// when `staged` (each thread keeps the vectors it will write), else the
+// gradient pass reads it again, mostly from L2. Either way a thread rereads
+// only the vectors it writes, so grad_logits may alias logits.
+template <class T, class Targets>
+__global__ __launch_bounds__(kMaxRowThreads) void row_loss_staged_kernel(RowLossArgs<T> args,
+                                                                         Targets targets,
+                                                                         RowAccess<T> access,
+                                                                         bool staged) {
+  using C = compute_t<T>;
+  extern __shared__ __align__(kVectorBytes) unsigned char staged_bytes[];
+  Pack<T>* staged_row = reinterpret_cast<Pack<T>*>(staged_bytes);
+  __shared__ RowStats<C> warp_stats[kMaxRowThreads / kWarpSize];
+  const BlockGroup<C> group{warp_stats};
+  const int64_t vectors = (args.cols + kVector<T> - 1) / kVector<T>;
+
+  for (int64_t i = blockIdx.x; i < args.rows; i += gridDim.x) {
+    const typename Targets::Row target = targets.row(i);
+    const T* logits = args.logits + i * args.cols;
+    RowStats<C> stats = row_stats_empty<C>();
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      const Pack<T> p = access.load(logits, v);
+      if (staged) staged_row[v] = p;
+#pragma unroll
+      for (int e = 0; e < kVector<T>; ++e)
+        if (access.valid(v, e))
+          row_stats_add(stats, logit(args, p, e), target.weight(v * kVector<T> + e));
     }
 
-    // The loop bound depends on the block only, so all threads get here.
-    const RowStats<T> block_stats = BlockReduce(reduce_storage).Reduce(stats, MergeRowStats<T>());
-    if (threadIdx.x == 0) shared_stats = block_stats;
-    __syncthreads();
-    const RowStats<T> row = shared_stats;
-    __syncthreads();  // the next row rewrites reduce_storage and shared_stats
-
-    const T weight = args.sample_weight ? args.sample_weight[i] : T(1);
-    if (args.row_losses && threadIdx.x == 0) args.row_losses[i] = weight * row_loss(row);
+    const RowStats<C> row = group.merge(stats);
+    const RowGradCoeffs<C> coeffs = finish_row(args, i, row, threadIdx.x == 0);
     if (!args.grad_logits) continue;
-
-    const T upstream = args.grad_loss ? args.grad_loss[args.grad_loss_per_row ? i : 0] : T(1);
-    const RowGradCoeffs<T> coeffs = row_grad_coeffs(row, upstream * weight * args.grad_factor);
-    T* grad = args.grad_logits + i * cols;
-    if (in_registers) {
-#pragma unroll
-      for (int k = 0; k < kItems; ++k) {
-        const int64_t j = threadIdx.x + int64_t(k) * kBlock;
-        if (j < cols) grad[j] = row_grad(coeffs, z[k], q[k]);
-      }
-    } else {
-      // Each thread rereads only the columns it writes, so aliasing is safe.
-      for (int64_t j = threadIdx.x; j < cols; j += kBlock)
-        grad[j] = row_grad(coeffs, logits[j] * args.logit_scale, target.weight(j));
+    T* grad = args.grad_logits + i * args.cols;
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      const Pack<T> p = staged ? staged_row[v] : access.load(logits, v);
+      access.store(grad, v, grad_pack(args, access, coeffs, target, p, v));
     }
   }
+}
+
+bool aligned(const void* pointer) {
+  return reinterpret_cast<std::uintptr_t>(pointer) % kVectorBytes == 0;
+}
+
+// Enough blocks to fill the device once (grid-stride loops do the rest), and
+// no more than there is work for.
+template <class Kernel>
+unsigned grid_size(Kernel kernel, int threads, std::size_t shared_bytes, int64_t blocks_wanted,
+                   const DeviceLimits& limits) {
+  int per_multiprocessor = 0;
+  NPAIRS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel,
+                                                                  threads, shared_bytes));
+  const int64_t resident = int64_t(std::max(per_multiprocessor, 1)) * limits.multiprocessors;
+  return static_cast<unsigned>(std::min(blocks_wanted, resident));
 }
 
 }  // namespace
 
 template <class T, class Targets>
-void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets, cudaStream_t stream) {
+void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
+                     const DeviceLimits& limits, cudaStream_t stream) {
   if (args.rows == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min(args.rows, kMaxBlocks));
-  row_loss_kernel<T, Targets><<<blocks, kBlock, 0, stream>>>(args, targets);
+  using C = compute_t<T>;
+  constexpr std::size_t kReservedShared = sizeof(RowStats<C>) * (kMaxRowThreads / kWarpSize);
+  const RowKernelPlan plan = plan_row_kernel(args.cols, sizeof(T), limits, kReservedShared);
+  const RowAccess<T> access{args.cols, args.cols % kVector<T> == 0 && aligned(args.logits) &&
+                                           aligned(args.grad_logits)};
+  const int64_t blocks = (args.rows + plan.rows_per_block - 1) / plan.rows_per_block;
+  switch (plan.kernel) {
+    case RowKernel::warp: {
+      const auto kernel = row_loss_warp_kernel<T, Targets>;
+      kernel<<<grid_size(kernel, plan.threads, 0, blocks, limits), plan.threads, 0, stream>>>(
+          args, targets, access);
+      break;
+    }
+    case RowKernel::block: {
+      const auto kernel = row_loss_block_kernel<T, Targets>;
+      kernel<<<grid_size(kernel, plan.threads, 0, blocks, limits), plan.threads, 0, stream>>>(
+          args, targets, access);
+      break;
+    }
+    case RowKernel::staged: {
+      const auto kernel = row_loss_staged_kernel<T, Targets>;
+      const std::size_t shared = plan.shared_bytes;
+      NPAIRS_CUDA_CHECK(cudaFuncSetAttribute(
+          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+      kernel<<<grid_size(kernel, plan.threads, shared, blocks, limits), plan.threads, shared,
+               stream>>>(args, targets, access, shared > 0);
+      break;
+    }
+  }
   NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
-template void launch_row_loss(const RowLossArgs<float>&, const LabelTargets<float, int32_t>&,
-                              cudaStream_t);
-template void launch_row_loss(const RowLossArgs<float>&, const LabelTargets<float, int64_t>&,
-                              cudaStream_t);
-template void launch_row_loss(const RowLossArgs<float>&, const GramTargets<float>&, cudaStream_t);
-template void launch_row_loss(const RowLossArgs<double>&, const LabelTargets<double, int32_t>&,
-                              cudaStream_t);
-template void launch_row_loss(const RowLossArgs<double>&, const LabelTargets<double, int64_t>&,
-                              cudaStream_t);
-template void launch_row_loss(const RowLossArgs<double>&, const GramTargets<double>&, cudaStream_t);
+#define NPAIRS_INSTANTIATE(T)                                                                   \
+  template void launch_row_loss(const RowLossArgs<T>&, const LabelTargets<compute_t<T>, int32_t>&, \
+                                const DeviceLimits&, cudaStream_t);                             \
+  template void launch_row_loss(const RowLossArgs<T>&, const LabelTargets<compute_t<T>, int64_t>&, \
+                                const DeviceLimits&, cudaStream_t);                             \
+  template void launch_row_loss(const RowLossArgs<T>&, const GramTargets<compute_t<T>>&,         \
+                                const DeviceLimits&, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
 
 }  // namespace npairs::cuda

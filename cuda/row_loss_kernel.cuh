@@ -1,30 +1,36 @@
 // The fused row kernel: for every row of logits, its softmax statistics, its
-// weighted loss and, when wanted, its row of dL/dS, reading the row once when
-// it fits in registers.
+// weighted loss and, when wanted, its row of dL/dS, reading the row once
+// (row_kernel_plan.hpp says how a row is covered).
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
+#include "dtype.cuh"
+#include "row_kernel_plan.hpp"
+
 namespace npairs::cuda {
 
 template <class T>
 struct RowLossArgs {
+  using C = compute_t<T>;
   const T* logits;  // [rows, cols]; z_ij = logits[i, j] * logit_scale
-  T logit_scale;    // 1/tau for a similarity input, 1 when already divided
+  C logit_scale;    // 1/tau for a similarity input, 1 when already divided
   int64_t rows;
   int64_t cols;
   const T* sample_weight;  // [rows], or nullptr for ones
   const T* grad_loss;      // [rows] or [1], or nullptr for ones
   bool grad_loss_per_row;  // grad_loss is [rows] (reduction NONE)
-  T grad_factor;           // r / tau
+  C grad_factor;           // r / tau
   T* row_losses;           // [rows] w_i * loss_i, or nullptr when not wanted
   T* grad_logits;          // [rows, cols] dL/dS, or nullptr; may be `logits`
 };
 
-// Queued on `stream`. Targets is LabelTargets or GramTargets (targets.cuh).
+// Queued on `stream`. Targets is LabelTargets or GramTargets (targets.cuh) of
+// value type compute_t<T>.
 template <class T, class Targets>
-void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets, cudaStream_t stream);
+void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
+                     const DeviceLimits& limits, cudaStream_t stream);
 
 }  // namespace npairs::cuda

@@ -1,6 +1,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "cuda_check.hpp"
+#include "dtype.cuh"
 #include "scalar_loss.cuh"
 #include "sum_squares.cuh"
 
@@ -17,7 +18,7 @@ using BlockReduce = cub::BlockReduce<double, kBlock>;
 template <class U>
 __device__ double block_sum(BlockReduce::TempStorage& reduce_storage, const U* x, int64_t count) {
   double sum = 0.0;
-  for (int64_t k = threadIdx.x; k < count; k += kBlock) sum += static_cast<double>(x[k]);
+  for (int64_t k = threadIdx.x; k < count; k += kBlock) sum += static_cast<double>(to_compute(x[k]));
   const double total = BlockReduce(reduce_storage).Sum(sum);
   __syncthreads();
   return total;
@@ -32,7 +33,7 @@ __global__ __launch_bounds__(kBlock) void scalar_loss_kernel(ScalarLossArgs<T> a
     loss += args.l2_positive_factor *
             block_sum(reduce_storage, args.l2_partials + kSumSquaresParts, kSumSquaresParts);
   }
-  if (threadIdx.x == 0) *args.loss = static_cast<T>(loss);
+  if (threadIdx.x == 0) *args.loss = from_compute<T>(static_cast<compute_t<T>>(loss));
 }
 
 }  // namespace
@@ -43,7 +44,7 @@ void launch_scalar_loss(const ScalarLossArgs<T>& args, cudaStream_t stream) {
   NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
-template void launch_scalar_loss(const ScalarLossArgs<float>&, cudaStream_t);
-template void launch_scalar_loss(const ScalarLossArgs<double>&, cudaStream_t);
+#define NPAIRS_INSTANTIATE(T) template void launch_scalar_loss(const ScalarLossArgs<T>&, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
 
 }  // namespace npairs::cuda

@@ -1,6 +1,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "cuda_check.hpp"
+#include "dtype.cuh"
 #include "sum_squares.cuh"
 
 namespace npairs::cuda {
@@ -17,7 +18,7 @@ __global__ __launch_bounds__(kBlock) void sum_squares_kernel(const T* x, int64_t
   double sum = 0.0;
   const int64_t stride = int64_t(kSumSquaresParts) * kBlock;
   for (int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x; k < count; k += stride) {
-    const double v = x[k];
+    const double v = to_compute(x[k]);
     sum += v * v;
   }
   const double block_sum = BlockReduce(reduce_storage).Sum(sum);
@@ -32,7 +33,8 @@ void launch_sum_squares(const T* x, int64_t count, double* partials, cudaStream_
   NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
-template void launch_sum_squares(const float*, int64_t, double*, cudaStream_t);
-template void launch_sum_squares(const double*, int64_t, double*, cudaStream_t);
+#define NPAIRS_INSTANTIATE(T) \
+  template void launch_sum_squares(const T*, int64_t, double*, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
 
 }  // namespace npairs::cuda

@@ -205,7 +205,7 @@ void fill_values(FuzzInput& in, Block& block) {
 void fill_floats(FuzzInput& in, Block& block, npairs_dtype dtype) {
   if (dtype == NPAIRS_F32) fill_values<float>(in, block);
   else if (dtype == NPAIRS_F64) fill_values<double>(in, block);
-  else poison(block, dtype);  // F16, BF16 or unknown: never read
+  else poison(block, dtype);  // F16, BF16 (UNSUPPORTED on the CPU) or unknown: never read
 }
 
 void fill_labels(FuzzInput& in, Block& block, npairs_dtype label_dtype) {
@@ -447,7 +447,8 @@ bool breaks_argument_rule(const Call& c, bool options_refused, bool problem_refu
          !(o.reduction == NPAIRS_REDUCTION_NONE || o.reduction == NPAIRS_REDUCTION_SUM ||
            o.reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE) ||
          !finite_positive(o.temperature) || !(std::isfinite(o.reg_lambda) && o.reg_lambda >= 0.0) ||
-         (o.flags & ~NPAIRS_FLAG_ALLOW_TF32) != 0 || !(p.dtype == NPAIRS_F32 || p.dtype == NPAIRS_F64) ||
+         (o.flags & ~NPAIRS_FLAG_ALLOW_TF32) != 0 ||
+         !(p.dtype == NPAIRS_F32 || p.dtype == NPAIRS_F64 || p.dtype == NPAIRS_F16 || p.dtype == NPAIRS_BF16) ||
          p.rows < 0 || p.cols < 0 || has_labels == has_multilabels ||
          (has_labels && !(p.label_dtype == NPAIRS_I32 || p.label_dtype == NPAIRS_I64)) ||
          (has_labels && p.column_multilabels) || (has_multilabels && p.column_labels) ||

@@ -220,6 +220,11 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   void compute(const Task& t) override {
+    if (t.dtype == NPAIRS_F16 || t.dtype == NPAIRS_BF16) {
+      fail(NPAIRS_ERROR_UNSUPPORTED,
+           "problem.dtype NPAIRS_F16 and NPAIRS_BF16 are computed by CUDA contexts only, not by "
+           "the CPU backend");
+    }
     const int64_t largest = std::max({t.rows, t.cols, t.dim, t.classes});
     if (largest > INT_MAX) {
       fail(NPAIRS_ERROR_UNSUPPORTED, "problem dimensions above 2^31-1 are not supported by the CPU backend");

@@ -40,12 +40,9 @@ void check_options(const npairs_options& options) {
           "options.flags has unknown bits set");
 }
 
+// F16 and BF16 are valid here; whether a backend computes them is its call.
 void check_dtype(npairs_dtype dtype) {
-  if (dtype == NPAIRS_F16 || dtype == NPAIRS_BF16) {
-    fail(NPAIRS_ERROR_UNSUPPORTED,
-         "problem.dtype NPAIRS_F16 and NPAIRS_BF16 are not supported by this version");
-  }
-  require(dtype == NPAIRS_F32 || dtype == NPAIRS_F64,
+  require(dtype == NPAIRS_F32 || dtype == NPAIRS_F64 || dtype == NPAIRS_F16 || dtype == NPAIRS_BF16,
           "problem.dtype is not a valid floating npairs_dtype (" + std::to_string(dtype) + ")");
 }
 

@@ -1,7 +1,9 @@
-// The CUDA backend against the CPU backend and the float64 reference, on
-// random problems across the feature combinations, with host-memory inputs
-// (staged) and device-memory inputs (asynchronous: synchronize before
-// reading). Every output is poisoned first. All tests skip without a GPU.
+// The CUDA backend against the float64 reference (and the CPU backend where
+// it computes the dtype), on random problems across the feature combinations
+// and every dtype, with host-memory inputs (staged) and device-memory inputs
+// (asynchronous: synchronize before reading), and on row lengths around each
+// of the row kernels' limits (cuda/row_kernel_plan.hpp), aligned or not.
+// Every output is poisoned first. All tests skip without a GPU.
 #include <cinttypes>
 #include <cstdio>
 #include <string>
@@ -11,11 +13,11 @@
 namespace {
 
 struct CudaCase {
-  int index = 0;
   npt::Spec spec;
   bool device_memory = false;
   bool want_similarity = true, want_anchors = false, want_positives = false;
   bool in_place = false, loss_null = false;
+  bool misaligned = false;  // similarity and dS one element past 16-byte alignment (device memory)
   std::string name;
 };
 
@@ -30,18 +32,16 @@ int pick(int index, int axis, int n) {
                           static_cast<uint64_t>(n));
 }
 
-std::vector<CudaCase> make_cases() {
-  std::vector<CudaCase> cases;
-  int idx = 0;
-  for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64}) {
+// Feature combinations on small odd shapes.
+void add_feature_cases(std::vector<CudaCase>& cases) {
+  int i = 0;
+  for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}) {
     for (bool multilabel : {false, true}) {
       for (bool emb : {false, true}) {
         for (npairs_reduction red :
              {NPAIRS_REDUCTION_NONE, NPAIRS_REDUCTION_SUM, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE}) {
           for (bool device : {false, true}) {
             CudaCase c;
-            c.index = idx++;
-            const int i = c.index;
             npt::Spec& s = c.spec;
             s.seed = 5000 + static_cast<uint64_t>(i);
             s.dtype = dtype;
@@ -79,21 +79,65 @@ std::vector<CudaCase> make_cases() {
                           s.reg_lambda > 0 ? "_l2" : "");
             c.name = buf;
             cases.push_back(c);
+            ++i;
           }
         }
       }
     }
   }
+}
+
+// Three rows of each length around the limits of the warp, block and staged
+// kernels for 2-, 4- and 8-byte elements (shared memory holds up to ~58K
+// floats on an H200; longer rows are read twice), with lengths that are not
+// whole 16-byte vectors, and misaligned device pointers.
+void add_row_length_cases(std::vector<CudaCase>& cases) {
+  int i = 0;
+  for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}) {
+    for (int64_t cols : {int64_t(1), int64_t(7), int64_t(255), int64_t(256), int64_t(257), int64_t(512),
+                         int64_t(513), int64_t(1025), int64_t(2048), int64_t(4099), int64_t(8192), int64_t(8193),
+                         int64_t(16384), int64_t(16387), int64_t(40000), int64_t(70001), int64_t(131072)}) {
+      CudaCase c;
+      npt::Spec& s = c.spec;
+      s.seed = 9000 + static_cast<uint64_t>(i);
+      s.dtype = dtype;
+      s.rows = 3;
+      s.cols = cols;
+      s.column_targets = true;
+      s.classes = std::min<int64_t>(cols, 4);
+      s.label_dtype = NPAIRS_I32;
+      s.weights = true;
+      s.grad_loss = true;
+      s.reduction = NPAIRS_REDUCTION_NONE;
+      s.temperature = 0.37;
+      c.device_memory = pick(i, 0, 2) == 1;
+      c.misaligned = c.device_memory && pick(i, 1, 2) == 1;
+      c.in_place = pick(i, 2, 2) == 1;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "row%02d_%s_cols%" PRId64 "_%s%s%s", i, npt::dtype_name(dtype), cols,
+                    c.device_memory ? "device" : "host", c.misaligned ? "_misaligned" : "",
+                    c.in_place ? "_inplace" : "");
+      c.name = buf;
+      cases.push_back(c);
+      ++i;
+    }
+  }
+}
+
+std::vector<CudaCase> make_cases() {
+  std::vector<CudaCase> cases;
+  add_feature_cases(cases);
+  add_row_length_cases(cases);
   return cases;
 }
 
-// Runs the case on `ctx` with host pointers.
-npairs_status run_host(npairs_context ctx, const CudaCase& c, const npt::Inputs& in, npt::Outputs& out) {
-  npairs_problem p = in.problem();
-  if (c.in_place) p.similarity = out.grad_similarity.data();
-  const npairs_options o = in.options();
-  npairs_gradients g = out.grads();
-  return npairs_loss(ctx, &o, &p, in.grad_loss_ptr(), out.loss_ptr(), out.any_grads() ? &g : nullptr);
+// The same values in an array whose data starts `guard` elements into its
+// buffer: an odd guard moves it off 16-byte alignment.
+npt::Array with_guard(const npt::Array& a, std::size_t guard) {
+  npt::Array moved(a.dtype(), a.size(), guard);
+  moved.poison();
+  for (std::size_t k = 0; k < a.size(); ++k) moved.set(k, a.get(k));
+  return moved;
 }
 
 // Prepares outputs (poisoned; for in-place dS a poisoned-guard copy of S).
@@ -105,65 +149,81 @@ npt::Outputs make_outputs(const CudaCase& c, const npt::Inputs& in) {
     for (std::size_t k = 0; k < s.size(); ++k) s.set(k, in.similarity.get(k));
     out.grad_similarity = s;
   }
+  if (c.misaligned) out.grad_similarity = with_guard(out.grad_similarity, npt::Array::kGuard + 1);
   return out;
 }
 
-class CudaVsCpu : public ::testing::TestWithParam<CudaCase> {};
+// Runs the case on `ctx`, with host pointers or device copies of every array.
+void run_on_gpu(npairs_context ctx, const CudaCase& c, const npt::Inputs& in, npt::Outputs& out) {
+  npairs_problem p = in.problem();
+  const npairs_options o = in.options();
+  if (!c.device_memory) {
+    if (c.in_place) p.similarity = out.grad_similarity.data();
+    npairs_gradients g = out.grads();
+    ASSERT_NPAIRS_OK(npairs_loss(ctx, &o, &p, in.grad_loss_ptr(), out.loss_ptr(), out.any_grads() ? &g : nullptr));
+    return;
+  }
+#ifdef NPAIRS_TEST_HAVE_CUDART
+  using npt::DeviceArray;
+  DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
+      column_multilabels(in.column_multilabels), similarity(in.similarity), anchors(in.anchors),
+      positives(in.positives), weights(in.sample_weight), grad_loss(in.grad_loss);
+  DeviceArray loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives);
+  for (const DeviceArray* d : {&labels, &column_labels, &multilabels, &column_multilabels, &similarity, &anchors,
+                               &positives, &weights, &grad_loss, &loss, &dS, &dA, &dP}) {
+    ASSERT_TRUE(d->ok()) << "cudaMalloc/cudaMemcpy failed";
+  }
+  auto dev = [](const void* host_ptr, const DeviceArray& d) -> const void* { return host_ptr ? d.data() : nullptr; };
+  p.labels = dev(p.labels, labels);
+  p.column_labels = dev(p.column_labels, column_labels);
+  p.multilabels = dev(p.multilabels, multilabels);
+  p.column_multilabels = dev(p.column_multilabels, column_multilabels);
+  p.similarity = c.in_place ? dS.data() : dev(p.similarity, similarity);
+  p.anchors = dev(p.anchors, anchors);
+  p.positives = dev(p.positives, positives);
+  p.sample_weight = dev(p.sample_weight, weights);
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = out.want_similarity ? dS.data() : nullptr;
+  g.anchors = out.want_anchors ? dA.data() : nullptr;
+  g.positives = out.want_positives ? dP.data() : nullptr;
+  ASSERT_NPAIRS_OK(npairs_loss(ctx, &o, &p, c.spec.grad_loss ? grad_loss.data() : nullptr,
+                               c.loss_null ? nullptr : loss.data(), out.any_grads() ? &g : nullptr));
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(ctx));
+  ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity) && dA.download(out.grad_anchors) &&
+              dP.download(out.grad_positives));
+#else
+  (void)ctx;
+  FAIL() << "device-memory case without the CUDA runtime";
+#endif
+}
 
-TEST_P(CudaVsCpu, Matches) {
+class CudaBackend : public ::testing::TestWithParam<CudaCase> {};
+
+TEST_P(CudaBackend, MatchesReference) {
   NPT_REQUIRE_CUDA();
   const CudaCase& c = GetParam();
   if (c.device_memory) NPT_REQUIRE_CUDART();
-  const npt::Inputs in = npt::make_inputs(c.spec);
+  npt::Inputs in = npt::make_inputs(c.spec);
+  if (c.misaligned) in.similarity = with_guard(in.similarity, npt::Array::kGuard + 1);
   const double rtol = npt::default_rtol(c.spec.dtype);
-
-  // CPU backend: every output.
-  npt::Context cpu(NPAIRS_BACKEND_CPU);
-  ASSERT_NPAIRS_OK(cpu.status());
-  npt::Outputs expected(in, true, true, c.want_anchors, c.want_positives);
-  ASSERT_NPAIRS_OK(npt::run_loss(cpu.get(), in, expected));
 
   npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
   ASSERT_NPAIRS_OK(gpu.status());
   npt::Outputs out = make_outputs(c, in);
-  if (!c.device_memory) {
-    ASSERT_NPAIRS_OK(run_host(gpu.get(), c, in, out));
-  } else {
-#ifdef NPAIRS_TEST_HAVE_CUDART
-    using npt::DeviceArray;
-    DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
-        column_multilabels(in.column_multilabels), similarity(in.similarity), anchors(in.anchors),
-        positives(in.positives), weights(in.sample_weight), grad_loss(in.grad_loss);
-    DeviceArray loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives);
-    for (const DeviceArray* d : {&labels, &column_labels, &multilabels, &column_multilabels, &similarity, &anchors,
-                                 &positives, &weights, &grad_loss, &loss, &dS, &dA, &dP}) {
-      ASSERT_TRUE(d->ok()) << "cudaMalloc/cudaMemcpy failed";
-    }
-    npairs_problem p = in.problem();
-    auto dev = [](const void* host_ptr, const DeviceArray& d) -> const void* { return host_ptr ? d.data() : nullptr; };
-    p.labels = dev(p.labels, labels);
-    p.column_labels = dev(p.column_labels, column_labels);
-    p.multilabels = dev(p.multilabels, multilabels);
-    p.column_multilabels = dev(p.column_multilabels, column_multilabels);
-    p.similarity = c.in_place ? dS.data() : dev(p.similarity, similarity);
-    p.anchors = dev(p.anchors, anchors);
-    p.positives = dev(p.positives, positives);
-    p.sample_weight = dev(p.sample_weight, weights);
-    npairs_gradients g;
-    npairs_gradients_init(&g);
-    g.similarity = out.want_similarity ? dS.data() : nullptr;
-    g.anchors = out.want_anchors ? dA.data() : nullptr;
-    g.positives = out.want_positives ? dP.data() : nullptr;
-    const npairs_options o = in.options();
-    ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, c.spec.grad_loss ? grad_loss.data() : nullptr,
-                                 c.loss_null ? nullptr : loss.data(), out.any_grads() ? &g : nullptr));
-    ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
-    ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity) && dA.download(out.grad_anchors) &&
-                dP.download(out.grad_positives));
-#endif
+  run_on_gpu(gpu.get(), c, in, out);
+  if (HasFatalFailure()) return;
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), rtol);
+  if (c.loss_null) {
+    EXPECT_EQ(out.loss.first_unwritten(), 0) << "loss written although NULL";
   }
 
-  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), rtol);
+  // The CPU backend computes float32 and float64 only.
+  if (c.spec.dtype != NPAIRS_F32 && c.spec.dtype != NPAIRS_F64) return;
+  npt::Context cpu(NPAIRS_BACKEND_CPU);
+  ASSERT_NPAIRS_OK(cpu.status());
+  npt::Outputs expected(in, true, true, c.want_anchors, c.want_positives);
+  ASSERT_NPAIRS_OK(npt::run_loss(cpu.get(), in, expected));
   if (out.want_loss) {
     EXPECT_TRUE(npt::all_close("loss vs CPU", out.loss.values(), expected.loss.values(), rtol));
   }
@@ -178,12 +238,9 @@ TEST_P(CudaVsCpu, Matches) {
     EXPECT_TRUE(
         npt::all_close("grads.positives vs CPU", out.grad_positives.values(), expected.grad_positives.values(), rtol));
   }
-  if (c.loss_null) {
-    EXPECT_EQ(out.loss.first_unwritten(), 0) << "loss written although NULL";
-  }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, CudaVsCpu, ::testing::ValuesIn(make_cases()),
+INSTANTIATE_TEST_SUITE_P(Cases, CudaBackend, ::testing::ValuesIn(make_cases()),
                          [](const ::testing::TestParamInfo<CudaCase>& param_info) { return param_info.param.name; });
 
 npt::Spec medium_spec(npairs_dtype dtype) { return npt::all_features_spec(dtype, 20, 99); }
@@ -213,7 +270,8 @@ TEST(Cuda, SameCallTwiceIsBitwiseIdentical) {
   NPT_REQUIRE_CUDA();
   npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
   ASSERT_NPAIRS_OK(gpu.status());
-  for (npairs_dtype dt : {NPAIRS_F32, NPAIRS_F64}) {
+  for (npairs_dtype dt : {NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}) {
+    SCOPED_TRACE(npt::dtype_name(dt));
     const npt::Inputs in = npt::make_inputs(medium_spec(dt));
     npt::Outputs a(in, true, true, true, true), b(in, true, true, true, true);
     ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, a));

@@ -213,10 +213,19 @@ TEST_F(Errors, BadDtype) {
     prob_.dtype = d;
     expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"problem.dtype"});
   }
+}
+
+// Half precision is a CUDA feature: valid arguments, but the CPU backend
+// says so, after every argument rule has been checked.
+TEST_F(Errors, HalfDtypesUnsupportedOnCpu) {
   for (npairs_dtype d : {NPAIRS_F16, NPAIRS_BF16}) {
     SCOPED_TRACE(d);
     prob_.dtype = d;
     expect_error(NPAIRS_ERROR_UNSUPPORTED, {"problem.dtype"});
+    EXPECT_TRUE(mentions_any(npairs_last_error(), {"CPU backend"})) << npairs_last_error();
+    opts_.temperature = 0;
+    expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"options.temperature"});
+    opts_.temperature = 1;
   }
 }
 

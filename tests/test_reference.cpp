@@ -146,3 +146,41 @@ TEST(Reference, DoubleAgreesWithLongDouble) {
 }
 
 }  // namespace
+
+namespace {
+
+// The test-side 16-bit conversions (test_util.cpp) against values from the
+// formats' definitions, so that the half-precision CUDA tests read and write
+// what they think they do.
+TEST(TestTools, HalfConversions) {
+  EXPECT_EQ(npt::double_to_half(1.0), 0x3C00);
+  EXPECT_EQ(npt::double_to_half(-2.0), 0xC000);
+  EXPECT_EQ(npt::double_to_half(65504.0), 0x7BFF);
+  EXPECT_EQ(npt::double_to_half(65520.0), 0x7C00);  // the tie rounds up to infinity
+  EXPECT_EQ(npt::double_to_half(std::ldexp(1.0, -24)), 0x0001);
+  EXPECT_EQ(npt::double_to_half(std::ldexp(1.0, -14)), 0x0400);
+  EXPECT_EQ(npt::double_to_half(0.1), 0x2E66);
+  EXPECT_EQ(npt::double_to_half(1.0 + std::ldexp(1.0, -11)), 0x3C00);  // tie to even
+  EXPECT_EQ(npt::double_to_half(1.0 + 3 * std::ldexp(1.0, -11)), 0x3C02);
+  EXPECT_EQ(npt::half_to_double(0x3555), 0x1.554p-2);
+  EXPECT_EQ(npt::half_to_double(0x03FF), 1023 * std::ldexp(1.0, -24));
+  EXPECT_TRUE(std::isinf(npt::half_to_double(0xFC00)) && npt::half_to_double(0xFC00) < 0);
+  EXPECT_TRUE(std::isnan(npt::half_to_double(0x7FDA)));
+  for (uint32_t bits = 0; bits < 0x7C00; ++bits) {
+    ASSERT_EQ(npt::double_to_half(npt::half_to_double(static_cast<uint16_t>(bits))), bits);
+  }
+}
+
+TEST(TestTools, BFloat16Conversions) {
+  EXPECT_EQ(npt::double_to_bfloat16(1.0), 0x3F80);
+  EXPECT_EQ(npt::double_to_bfloat16(-3.0), 0xC040);
+  EXPECT_EQ(npt::double_to_bfloat16(1.0 + std::ldexp(1.0, -8)), 0x3F80);  // tie to even
+  EXPECT_EQ(npt::double_to_bfloat16(1.0 + 3 * std::ldexp(1.0, -8)), 0x3F82);
+  EXPECT_EQ(npt::bfloat16_to_double(0x4049), 3.140625);
+  EXPECT_TRUE(std::isnan(npt::bfloat16_to_double(0x7FDA)));
+  for (uint32_t bits = 0; bits < 0x7F80; ++bits) {
+    ASSERT_EQ(npt::double_to_bfloat16(npt::bfloat16_to_double(static_cast<uint16_t>(bits))), bits);
+  }
+}
+
+}  // namespace

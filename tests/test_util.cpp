@@ -13,6 +13,8 @@ std::size_t dtype_size(npairs_dtype dtype) {
   switch (dtype) {
     case NPAIRS_F32: return 4;
     case NPAIRS_F64: return 8;
+    case NPAIRS_F16: return 2;
+    case NPAIRS_BF16: return 2;
     case NPAIRS_I32: return 4;
     case NPAIRS_I64: return 8;
     default: return 0;
@@ -23,6 +25,8 @@ const char* dtype_name(npairs_dtype dtype) {
   switch (dtype) {
     case NPAIRS_F32: return "f32";
     case NPAIRS_F64: return "f64";
+    case NPAIRS_F16: return "f16";
+    case NPAIRS_BF16: return "bf16";
     case NPAIRS_I32: return "i32";
     case NPAIRS_I64: return "i64";
     default: return "unknown";
@@ -52,8 +56,66 @@ ref::Reduction to_ref(npairs_reduction reduction) {
 namespace {
 constexpr uint64_t kPoison64 = 0x7FF8DEADBEEF0001ull;  // a quiet NaN with a payload
 constexpr uint32_t kPoison32 = 0x7FC0DEADu;            // a quiet NaN with a payload
+constexpr uint16_t kPoison16 = 0x7FDA;                 // a NaN in binary16 and in bfloat16
 constexpr unsigned char kPoisonByte = 0x5A;            // integers
+
+const void* poison_pattern(npairs_dtype dtype) {
+  switch (dtype) {
+    case NPAIRS_F64: return &kPoison64;
+    case NPAIRS_F32: return &kPoison32;
+    case NPAIRS_F16:
+    case NPAIRS_BF16: return &kPoison16;
+    default: return nullptr;
+  }
+}
 }  // namespace
+
+// Written from the formats' definitions (IEEE 754 binary16: 1 sign, 5
+// exponent, 10 fraction bits; bfloat16: the top half of a binary32), not
+// with a library's conversions, so the tests check the library's.
+double half_to_double(uint16_t bits) {
+  const double sign = (bits & 0x8000u) ? -1.0 : 1.0;
+  const int exponent = (bits >> 10) & 0x1F;
+  const int fraction = bits & 0x3FF;
+  if (exponent == 0x1F) return fraction ? std::numeric_limits<double>::quiet_NaN() : sign * INFINITY;
+  if (exponent == 0) return sign * std::ldexp(fraction, -24);
+  return sign * std::ldexp(1024 + fraction, exponent - 25);
+}
+
+uint16_t double_to_half(double v) {
+  const uint16_t sign = std::signbit(v) ? 0x8000u : 0u;
+  const double a = std::fabs(v);
+  if (std::isnan(v)) return 0x7E00u;
+  if (a < std::ldexp(1.0, -14)) {  // subnormal: units of 2^-24 (1024 of them carry into the exponent)
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(std::ldexp(a, 24))));
+  }
+  int e = 0;
+  std::frexp(a, &e);  // a = f * 2^e, f in [0.5, 1)
+  int exponent = e - 1 + 15;
+  long fraction = std::lround(std::nearbyint(std::ldexp(a, 10 - (e - 1)))) - 1024;
+  if (fraction == 1024) {
+    fraction = 0;
+    ++exponent;
+  }
+  if (exponent >= 0x1F) return static_cast<uint16_t>(sign | 0x7C00u);
+  return static_cast<uint16_t>(sign | (exponent << 10) | fraction);
+}
+
+double bfloat16_to_double(uint16_t bits) {
+  const uint32_t word = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &word, 4);
+  return f;
+}
+
+uint16_t double_to_bfloat16(double v) {
+  const float f = static_cast<float>(v);
+  uint32_t word;
+  std::memcpy(&word, &f, 4);
+  if (std::isnan(f)) return static_cast<uint16_t>((word >> 16) | 0x40u);
+  word += 0x7FFFu + ((word >> 16) & 1u);  // round to nearest, ties to even
+  return static_cast<uint16_t>(word >> 16);
+}
 
 Array::Array(npairs_dtype dtype, std::size_t count, std::size_t guard)
     : dtype_(dtype), count_(count), guard_(guard), elem_(dtype_size(dtype)) {
@@ -65,6 +127,8 @@ double Array::get(std::size_t i) const {
   switch (dtype_) {
     case NPAIRS_F32: { float f; std::memcpy(&f, p, 4); return f; }
     case NPAIRS_F64: { double d; std::memcpy(&d, p, 8); return d; }
+    case NPAIRS_F16: { uint16_t h; std::memcpy(&h, p, 2); return half_to_double(h); }
+    case NPAIRS_BF16: { uint16_t h; std::memcpy(&h, p, 2); return bfloat16_to_double(h); }
     default: return static_cast<double>(get_int(i));
   }
 }
@@ -74,6 +138,8 @@ void Array::set(std::size_t i, double v) {
   switch (dtype_) {
     case NPAIRS_F32: { const float f = static_cast<float>(v); std::memcpy(p, &f, 4); break; }
     case NPAIRS_F64: std::memcpy(p, &v, 8); break;
+    case NPAIRS_F16: { const uint16_t h = double_to_half(v); std::memcpy(p, &h, 2); break; }
+    case NPAIRS_BF16: { const uint16_t h = double_to_bfloat16(v); std::memcpy(p, &h, 2); break; }
     default: set_int(i, static_cast<int64_t>(v)); break;
   }
 }
@@ -118,16 +184,14 @@ void Array::poison() {
   const std::ptrdiff_t hi = static_cast<std::ptrdiff_t>(count_ + guard_);
   for (std::ptrdiff_t i = lo; i < hi; ++i) {
     unsigned char* p = const_cast<unsigned char*>(elem_ptr(i));
-    if (dtype_ == NPAIRS_F64) std::memcpy(p, &kPoison64, 8);
-    else if (dtype_ == NPAIRS_F32) std::memcpy(p, &kPoison32, 4);
+    if (const void* pattern = poison_pattern(dtype_)) std::memcpy(p, pattern, elem_);
     else std::memset(p, kPoisonByte, elem_);
   }
 }
 
 bool Array::is_poison(std::ptrdiff_t i) const {
   const unsigned char* p = elem_ptr(i);
-  if (dtype_ == NPAIRS_F64) return std::memcmp(p, &kPoison64, 8) == 0;
-  if (dtype_ == NPAIRS_F32) return std::memcmp(p, &kPoison32, 4) == 0;
+  if (const void* pattern = poison_pattern(dtype_)) return std::memcmp(p, pattern, elem_) == 0;
   for (std::size_t b = 0; b < elem_; ++b) {
     if (p[b] != kPoisonByte) return false;
   }

@@ -33,6 +33,12 @@ namespace npt {
 
 std::size_t dtype_size(npairs_dtype dtype);
 const char* dtype_name(npairs_dtype dtype);
+
+// Bit conversions of the 16-bit float dtypes (round to nearest, ties to even).
+double half_to_double(uint16_t bits);
+uint16_t double_to_half(double v);
+double bfloat16_to_double(uint16_t bits);
+uint16_t double_to_bfloat16(double v);
 const char* reduction_name(npairs_reduction reduction);
 ref::Reduction to_ref(npairs_reduction reduction);
 
@@ -202,6 +208,15 @@ void expect_matches_reference(const Inputs& in, Outputs& out, const ref::Result<
 
 // The natural tolerance of a dtype for results compared with the float64
 // reference: float64 1e-12, float32 1e-5 (relative, with the output's scale).
-inline double default_rtol(npairs_dtype dtype) { return dtype == NPAIRS_F32 ? 1e-5 : 1e-12; }
+// The 16-bit dtypes store the logits and every output rounded (unit
+// roundoff 2^-11 and 2^-8): 10 and 8 units.
+inline double default_rtol(npairs_dtype dtype) {
+  switch (dtype) {
+    case NPAIRS_F32: return 1e-5;
+    case NPAIRS_F16: return 5e-3;
+    case NPAIRS_BF16: return 3e-2;
+    default: return 1e-12;
+  }
+}
 
 }  // namespace npt

@@ -142,8 +142,12 @@ NPAIRS_API npairs_status npairs_context_synchronize(npairs_context ctx);
 typedef int32_t npairs_dtype;
 #define NPAIRS_F32  0
 #define NPAIRS_F64  1
-#define NPAIRS_F16  2  /* reserved: UNSUPPORTED in this version */
-#define NPAIRS_BF16 3  /* reserved: UNSUPPORTED in this version */
+/* F16 (IEEE binary16) and BF16 (bfloat16): CUDA contexts only; the CPU
+   backend answers UNSUPPORTED. Every floating array of the call is then
+   16-bit; the GEMMs run on tensor cores with float32 accumulation, the logits
+   are stored in the dtype, and the softmax and sums are float32. */
+#define NPAIRS_F16  2
+#define NPAIRS_BF16 3
 #define NPAIRS_I32  16
 #define NPAIRS_I64  17
 
@@ -236,7 +240,7 @@ NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
                      input, gradients for embeddings without embeddings;
    INVALID_VALUE     a row with no positive column (the first one is named),
                      or a negative multi-label entry;
-   UNSUPPORTED       dtype F16/BF16, a struct larger than this library knows
+   UNSUPPORTED       dtype F16/BF16 on a CPU context, a struct larger than this library knows
                      whose extra bytes are not zero;
    OUT_OF_MEMORY, DEVICE, INTERNAL. */
 NPAIRS_API npairs_status npairs_loss(npairs_context ctx, const npairs_options* options,
