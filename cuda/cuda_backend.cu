@@ -83,10 +83,34 @@ void report_bad_rows(const Task& task, const long long* first_bad) {
   }
 }
 
+// Makes a device current for a scope, then the caller's again: a library
+// leaves the caller's CUDA state as it found it.
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int device) {
+    NPAIRS_CUDA_CHECK(cudaGetDevice(&caller_));
+    NPAIRS_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~ScopedDevice() { (void)cudaSetDevice(caller_); }
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+
+ private:
+  int caller_ = 0;
+};
+
+// Sets the device it holds current when destroyed (-1: none).
+struct DeviceRestorer {
+  int device = -1;
+  ~DeviceRestorer() {
+    if (device >= 0) (void)cudaSetDevice(device);
+  }
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
-    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    const ScopedDevice current(device_);
     NPAIRS_CUDA_CHECK(cudaDeviceGetAttribute(&limits_.multiprocessors,
                                              cudaDevAttrMultiProcessorCount, device_));
     int shared_bytes = 0;
@@ -106,13 +130,18 @@ class CudaBackend final : public Backend {
   }
 
   // The members then free the workspace (cudaFree waits for the device), the
-  // pinned buffer, the event and the cuBLAS handle, on this device.
-  ~CudaBackend() override { (void)cudaSetDevice(device_); }
+  // pinned buffer, the event and the cuBLAS handle, on this device; the
+  // restorer, destroyed last, makes the caller's device current again.
+  ~CudaBackend() override {
+    int caller = 0;
+    if (cudaGetDevice(&caller) == cudaSuccess) caller_device_.device = caller;
+    (void)cudaSetDevice(device_);
+  }
 
   npairs_backend kind() const override { return NPAIRS_BACKEND_CUDA; }
 
   void set_stream(void* stream) override {
-    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    const ScopedDevice current(device_);
     const auto next = static_cast<cudaStream_t>(stream);
     if (next == stream_) return;
     // Work queued by earlier calls may still use the workspace: the new
@@ -125,12 +154,12 @@ class CudaBackend final : public Backend {
   void set_threads(int /*threads*/) override {}  // CPU contexts only
 
   void synchronize() override {
-    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    const ScopedDevice current(device_);
     NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   void compute(const Task& task) override {
-    NPAIRS_CUDA_CHECK(cudaSetDevice(device_));
+    const ScopedDevice current(device_);
     try {
       switch (task.dtype) {
         case NPAIRS_F32:
@@ -158,6 +187,7 @@ class CudaBackend final : public Backend {
   void run(const Task& task);
   void zero_output(void* pointer, std::size_t size);
 
+  DeviceRestorer caller_device_;  // first: destroyed after every other member
   int device_;
   DeviceLimits limits_;
   cudaStream_t stream_ = nullptr;  // nullptr: the legacy default stream

@@ -399,3 +399,34 @@ TEST(Cuda, UserStream) {
 #endif
 
 }  // namespace
+
+#ifdef NPAIRS_TEST_HAVE_CUDART
+namespace {
+
+// A context on device 0 leaves the caller's current device (1) current,
+// through create, compute, synchronize and destroy.
+TEST(Cuda, CallersCurrentDeviceIsKept) {
+  NPT_REQUIRE_CUDA();
+  int devices = 0;
+  NPT_ASSERT_CUDA(cudaGetDeviceCount(&devices));
+  if (devices < 2) GTEST_SKIP() << "needs two GPUs, found " << devices;
+  NPT_ASSERT_CUDA(cudaSetDevice(1));
+  {
+    npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+    ASSERT_NPAIRS_OK(gpu.status());
+    const npt::Inputs in = npt::make_inputs(medium_spec(NPAIRS_F32));
+    npt::Outputs out(in, true, true, true, true);
+    ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, out));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+    int current = -1;
+    NPT_ASSERT_CUDA(cudaGetDevice(&current));
+    EXPECT_EQ(current, 1);
+  }
+  int current = -1;
+  NPT_ASSERT_CUDA(cudaGetDevice(&current));
+  EXPECT_EQ(current, 1) << "after npairs_context_destroy";
+  NPT_ASSERT_CUDA(cudaSetDevice(0));
+}
+
+}  // namespace
+#endif
