@@ -43,6 +43,9 @@ struct CublasDeleter {
 struct EventDeleter {
   void operator()(cudaEvent_t event) const noexcept { (void)cudaEventDestroy(event); }
 };
+struct DeviceDeleter {
+  void operator()(void* pointer) const noexcept { (void)cudaFree(pointer); }
+};
 struct PinnedDeleter {
   void operator()(long long* pointer) const noexcept { (void)cudaFreeHost(pointer); }
 };
@@ -87,16 +90,23 @@ void report_bad_rows(const Task& task, const long long* first_bad) {
 // leaves the caller's CUDA state as it found it.
 class ScopedDevice {
  public:
+  // Switches only when needed: setting a device initializes a context on it.
   explicit ScopedDevice(int device) {
     NPAIRS_CUDA_CHECK(cudaGetDevice(&caller_));
-    NPAIRS_CUDA_CHECK(cudaSetDevice(device));
+    if (caller_ != device) {
+      NPAIRS_CUDA_CHECK(cudaSetDevice(device));
+      switched_ = true;
+    }
   }
-  ~ScopedDevice() { (void)cudaSetDevice(caller_); }
+  ~ScopedDevice() {
+    if (switched_) (void)cudaSetDevice(caller_);
+  }
   ScopedDevice(const ScopedDevice&) = delete;
   ScopedDevice& operator=(const ScopedDevice&) = delete;
 
  private:
   int caller_ = 0;
+  bool switched_ = false;
 };
 
 // Sets the device it holds current when destroyed (-1: none).
@@ -117,10 +127,13 @@ class CudaBackend final : public Backend {
     NPAIRS_CUDA_CHECK(
         cudaDeviceGetAttribute(&shared_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_));
     limits_.shared_bytes_per_block = static_cast<std::size_t>(shared_bytes);
+    void* cublas_workspace = nullptr;
+    NPAIRS_CUDA_CHECK(cudaMalloc(&cublas_workspace, kCublasWorkspaceBytes));
+    cublas_workspace_.reset(cublas_workspace);
     cublasHandle_t handle = nullptr;
     NPAIRS_CUDA_CHECK(cublasCreate(&handle));
     cublas_.reset(handle);
-    NPAIRS_CUDA_CHECK(cublasSetStream(handle, stream_));
+    set_cublas_stream(stream_);
     cudaEvent_t event = nullptr;
     NPAIRS_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     work_queued_.reset(event);
@@ -147,7 +160,7 @@ class CudaBackend final : public Backend {
     // Work queued by earlier calls may still use the workspace: the new
     // stream waits for it (the event marks the end of the last call).
     NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(next, work_queued_.get(), 0));
-    NPAIRS_CUDA_CHECK(cublasSetStream(cublas_.get(), next));
+    set_cublas_stream(next);
     stream_ = next;
   }
 
@@ -183,6 +196,15 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // cuBLAS computes reproducibly on any stream only with a workspace of the
+  // handle's own (its default pool is shared between streams), so the
+  // context gives it one, after every change of stream (which resets it).
+  static constexpr std::size_t kCublasWorkspaceBytes = std::size_t(32) << 20;  // Hopper's advice
+  void set_cublas_stream(cudaStream_t stream) {
+    NPAIRS_CUDA_CHECK(cublasSetStream(cublas_.get(), stream));
+    NPAIRS_CUDA_CHECK(
+        cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), kCublasWorkspaceBytes));
+  }
   template <class T>
   void run(const Task& task);
   void zero_output(void* pointer, std::size_t size);
@@ -191,6 +213,7 @@ class CudaBackend final : public Backend {
   int device_;
   DeviceLimits limits_;
   cudaStream_t stream_ = nullptr;  // nullptr: the legacy default stream
+  std::unique_ptr<void, DeviceDeleter> cublas_workspace_;  // freed after the handle
   std::unique_ptr<cublasContext, CublasDeleter> cublas_;
   std::unique_ptr<CUevent_st, EventDeleter> work_queued_;
   std::unique_ptr<long long, PinnedDeleter> bad_rows_host_;
@@ -212,13 +235,6 @@ void CudaBackend::run(const Task& task) {
   using C = compute_t<T>;
   const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
   const std::size_t value_size = sizeof(T);
-  if (R == 0) {
-    // The scalar reductions give 0 and every gradient is zero; only the
-    // scalar loss and dL/dP (M x D) have elements.
-    if (task.scalar_loss()) zero_output(task.loss, value_size);
-    zero_output(task.grad_positives, bytes(M * D, value_size));
-    return;
-  }
   const cudaStream_t stream = stream_;
   cublasHandle_t cublas = cublas_.get();
   const bool scalar = task.scalar_loss();
@@ -259,7 +275,7 @@ void CudaBackend::run(const Task& task) {
   // Embedding logits are computed where dL/dS goes (then overwritten in place
   // by it), or in scratch when dL/dS is not an output.
   if (task.embeddings() && !task.grad_similarity) layout.scratch(logits, bytes(R * M, value_size));
-  if (scalar_loss) layout.scratch(row_losses, bytes(R, value_size));
+  if (scalar_loss) layout.scratch(row_losses, bytes(R, sizeof(C)));
   if (scalar_loss && l2) layout.scratch(l2_partials, 2 * kSumSquaresParts * sizeof(double));
 
   layout.bind(workspace_.reserve(layout.bytes(), stream));
@@ -281,8 +297,10 @@ void CudaBackend::run(const Task& task) {
         launch_first_row_with_negative(column_multilabels.as<const T>(), M, K,
                                        first_bad + kNegativeColumnMultilabel, stream);
       // G = Y Y'^T, always in full precision: TF32 is for the logits only.
-      gemm_row_major<T, C>(cublas, false, false, true, R, M, K, C(1), multilabels.as<const T>(),
-                           column_multilabels.as<const T>(), C(0), gram.as<C>());
+      if (R > 0)
+        gemm_row_major<T, C>(cublas, false, false, true, R, M, K, C(1),
+                             multilabels.as<const T>(), column_multilabels.as<const T>(), C(0),
+                             gram.as<C>());
     }
     with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
       launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, stream);
@@ -293,36 +311,45 @@ void CudaBackend::run(const Task& task) {
     NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
     report_bad_rows(task, bad_rows_host_.get());
   }
+  if (R == 0) {
+    // The scalar reductions give 0 and every gradient is zero; only the
+    // scalar loss and dL/dP (M x D) have elements.
+    if (scalar) zero_output(task.loss, value_size);
+    zero_output(task.grad_positives, bytes(M * D, value_size));
+    return;
+  }
 
-  // 2. The logits z = S / tau: read from the similarity input by the row
-  // kernel, or computed from the embeddings with 1/tau folded into alpha.
-  const C inv_temperature = static_cast<C>(1.0 / task.temperature);
-  const T* z = similarity.as<const T>();
-  C logit_scale = inv_temperature;
+  // 2. The similarities S: the input, or A P^T. The row kernel divides by
+  // tau in C, so that 16-bit S only holds what the caller's S would.
+  const T* similarities = similarity.as<const T>();
   if (task.embeddings()) {
     T* computed = task.grad_similarity ? grad_similarity.as<T>() : logits.as<T>();
-    gemm_row_major<T>(cublas, allow_tf32, false, true, R, M, D, inv_temperature,
-                      anchors.as<const T>(), positives.as<const T>(), C(0), computed);
-    z = computed;
-    logit_scale = C(1);
+    gemm_row_major<T>(cublas, allow_tf32, false, true, R, M, D, C(1), anchors.as<const T>(),
+                      positives.as<const T>(), C(0), computed);
+    similarities = computed;
   }
   T* grad_logits = task.grad_similarity           ? grad_similarity.as<T>()
                    : task.wants_embedding_grads() ? logits.as<T>()
                                                   : nullptr;
+  // dL/dS = (r / tau) g_i w_i (softmax - T). When only the embedding
+  // gradients need it, r / tau goes into their GEMMs' alpha instead, so that
+  // 16-bit scratch keeps small entries (1/R underflows float16 for large R).
+  const double ds_factor = task.reduction_factor() / task.temperature;
+  const bool ds_is_output = task.grad_similarity != nullptr;
 
   // 3. The fused row kernel: w_i * loss_i per row, and dL/dS.
-  T* weighted_row_losses = scalar ? row_losses.as<T>() : loss.as<T>();
-  if (weighted_row_losses || grad_logits) {
+  if (loss.data || grad_logits) {
     RowLossArgs<T> args{};
-    args.logits = z;
-    args.logit_scale = logit_scale;
+    args.logits = similarities;
+    args.logit_scale = static_cast<C>(1.0 / task.temperature);
     args.rows = R;
     args.cols = M;
     args.sample_weight = sample_weight.as<const T>();
     args.grad_loss = grad_loss.as<const T>();
     args.grad_loss_per_row = !scalar;
-    args.grad_factor = static_cast<C>(task.reduction_factor() / task.temperature);
-    args.row_losses = weighted_row_losses;
+    args.grad_factor = ds_is_output ? static_cast<C>(ds_factor) : C(1);
+    args.row_losses = scalar ? nullptr : loss.as<T>();
+    args.row_losses_to_sum = row_losses.as<C>();
     args.grad_logits = grad_logits;
     with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
       launch_row_loss(args, targets, limits_, stream);
@@ -337,7 +364,7 @@ void CudaBackend::run(const Task& task) {
                          l2_partials.as<double>() + kSumSquaresParts, stream);
     }
     ScalarLossArgs<T> args{};
-    args.row_losses = row_losses.as<const T>();
+    args.row_losses = row_losses.as<const C>();
     args.rows = R;
     args.reduction_factor = task.reduction_factor();
     args.l2_partials = l2_partials.as<const double>();
@@ -350,18 +377,19 @@ void CudaBackend::run(const Task& task) {
   // 5. The embedding gradients: dA = dS P and dP = dS^T A, added by the GEMM
   // (beta = 1) to the L2 term written first.
   const C l2_beta = l2 ? C(1) : C(0);
+  const C ds_alpha = ds_is_output ? C(1) : static_cast<C>(ds_factor);
   if (task.grad_anchors) {
     if (l2)
       launch_l2_gradient(anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
                          grad_loss.as<const T>(), grad_anchors.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, C(1), grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, ds_alpha, grad_logits,
                       positives.as<const T>(), l2_beta, grad_anchors.as<T>());
   }
   if (task.grad_positives) {
     if (l2)
       launch_l2_gradient(positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
                          grad_loss.as<const T>(), grad_positives.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, C(1), grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, ds_alpha, grad_logits,
                       anchors.as<const T>(), l2_beta, grad_positives.as<T>());
   }
 

@@ -8,6 +8,8 @@
 #include <cuda_fp16.h>
 #include <library_types.h>
 
+#include <type_traits>
+
 namespace npairs::cuda {
 
 template <class T>
@@ -43,6 +45,13 @@ __host__ __device__ __forceinline__ compute_t<T> to_compute(T x) {
 template <class T>
 __host__ __device__ __forceinline__ T from_compute(compute_t<T> x) {
   return static_cast<T>(x);
+}
+// Rounds once, not through float first.
+template <class T>
+__host__ __device__ __forceinline__ T from_double(double x) {
+  if constexpr (std::is_same_v<T, __half>) return __double2half(x);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __double2bfloat16(x);
+  else return static_cast<T>(x);
 }
 
 }  // namespace npairs::cuda

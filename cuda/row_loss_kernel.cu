@@ -104,7 +104,11 @@ template <class T, class C = compute_t<T>>
 __device__ RowGradCoeffs<C> finish_row(const RowLossArgs<T>& args, int64_t i,
                                        const RowStats<C>& row, bool writer) {
   const C weight = args.sample_weight ? to_compute(args.sample_weight[i]) : C(1);
-  if (args.row_losses && writer) args.row_losses[i] = from_compute<T>(weight * row_loss(row));
+  if (writer) {
+    const C weighted_loss = weight * row_loss(row);
+    if (args.row_losses) args.row_losses[i] = from_compute<T>(weighted_loss);
+    if (args.row_losses_to_sum) args.row_losses_to_sum[i] = weighted_loss;
+  }
   const C upstream =
       args.grad_loss ? to_compute(args.grad_loss[args.grad_loss_per_row ? i : 0]) : C(1);
   return row_grad_coeffs(row, upstream * weight * args.grad_factor);
@@ -272,8 +276,11 @@ void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
     case RowKernel::staged: {
       const auto kernel = row_loss_staged_kernel<T, Targets>;
       const std::size_t shared = plan.shared_bytes;
+      // The same value on every call, whatever the row: contexts on other
+      // threads launch this kernel too.
       NPAIRS_CUDA_CHECK(cudaFuncSetAttribute(
-          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+          static_cast<int>(limits.shared_bytes_per_block - kReservedShared)));
       kernel<<<grid_size(kernel, plan.threads, shared, blocks, limits), plan.threads, shared,
                stream>>>(args, targets, access, shared > 0);
       break;

@@ -22,8 +22,9 @@ struct RowLossArgs {
   const T* sample_weight;  // [rows], or nullptr for ones
   const T* grad_loss;      // [rows] or [1], or nullptr for ones
   bool grad_loss_per_row;  // grad_loss is [rows] (reduction NONE)
-  C grad_factor;           // r / tau
-  T* row_losses;           // [rows] w_i * loss_i, or nullptr when not wanted
+  C grad_factor;           // multiplies g_i * w_i * (softmax - T) in grad_logits
+  T* row_losses;           // [rows] w_i * loss_i (reduction NONE), or nullptr
+  C* row_losses_to_sum;    // [rows] the same in C, for the scalar reductions, or nullptr
   T* grad_logits;          // [rows, cols] dL/dS, or nullptr; may be `logits`
 };
 

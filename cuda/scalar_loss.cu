@@ -33,7 +33,7 @@ __global__ __launch_bounds__(kBlock) void scalar_loss_kernel(ScalarLossArgs<T> a
     loss += args.l2_positive_factor *
             block_sum(reduce_storage, args.l2_partials + kSumSquaresParts, kSumSquaresParts);
   }
-  if (threadIdx.x == 0) *args.loss = from_compute<T>(static_cast<compute_t<T>>(loss));
+  if (threadIdx.x == 0) *args.loss = from_double<T>(loss);
 }
 
 }  // namespace

@@ -6,11 +6,13 @@
 
 #include <cstdint>
 
+#include "dtype.cuh"
+
 namespace npairs::cuda {
 
 template <class T>
 struct ScalarLossArgs {
-  const T* row_losses;  // [rows] w_i * loss_i
+  const compute_t<T>* row_losses;  // [rows] w_i * loss_i, in the compute type
   int64_t rows;
   double reduction_factor;    // r
   const double* l2_partials;  // [2 * kSumSquaresParts] sums of |a|^2 then |p|^2, or nullptr

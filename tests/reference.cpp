@@ -24,6 +24,7 @@ Result<Real> compute(const Problem& p) {
         for (int64_t k = 0; k < D; ++k) {
           s += static_cast<Real>(p.anchors[i * D + k]) * static_cast<Real>(p.positives[j * D + k]);
         }
+        if (p.round_similarity) s = static_cast<Real>(p.round_similarity(static_cast<double>(s)));
       } else {
         s = static_cast<Real>(p.similarity[i * M + j]);
       }

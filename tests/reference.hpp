@@ -27,6 +27,9 @@ struct Problem {
   bool embeddings = false;
   int64_t dim = 0;  // D
   std::vector<double> similarity, anchors, positives;
+  // When set, S = A P^T is rounded by it before the division by tau: the
+  // 16-bit dtypes store the computed similarity in the dtype.
+  double (*round_similarity)(double) = nullptr;
   std::vector<double> sample_weight;  // empty: ones
   std::vector<double> grad_loss;      // empty: ones; [1] for scalar reductions, [R] for NONE
   Reduction reduction = Reduction::SumOverBatchSize;

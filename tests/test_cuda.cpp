@@ -90,33 +90,71 @@ void add_feature_cases(std::vector<CudaCase>& cases) {
 // Three rows of each length around the limits of the warp, block and staged
 // kernels for 2-, 4- and 8-byte elements (shared memory holds up to ~58K
 // floats on an H200; longer rows are read twice), with lengths that are not
-// whole 16-byte vectors, and misaligned device pointers.
+// whole 16-byte vectors; each length through staged host memory (aligned:
+// 16-byte loads where the length allows) and through device pointers one
+// element past alignment.
 void add_row_length_cases(std::vector<CudaCase>& cases) {
   int i = 0;
   for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}) {
     for (int64_t cols : {int64_t(1), int64_t(7), int64_t(255), int64_t(256), int64_t(257), int64_t(512),
                          int64_t(513), int64_t(1025), int64_t(2048), int64_t(4099), int64_t(8192), int64_t(8193),
                          int64_t(16384), int64_t(16387), int64_t(40000), int64_t(70001), int64_t(131072)}) {
+      for (bool misaligned : {false, true}) {
+        CudaCase c;
+        npt::Spec& s = c.spec;
+        s.seed = 9000 + static_cast<uint64_t>(i);
+        s.dtype = dtype;
+        s.rows = 3;
+        s.cols = cols;
+        s.column_targets = true;
+        s.classes = std::min<int64_t>(cols, 4);
+        s.label_dtype = NPAIRS_I32;
+        s.weights = true;
+        s.grad_loss = true;
+        s.reduction = NPAIRS_REDUCTION_NONE;
+        s.temperature = 0.37;
+        c.device_memory = misaligned;
+        c.misaligned = misaligned;
+        c.in_place = pick(i, 0, 2) == 1;
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "row%03d_%s_cols%" PRId64 "_%s%s", i, npt::dtype_name(dtype), cols,
+                      misaligned ? "device_misaligned" : "host", c.in_place ? "_inplace" : "");
+        c.name = buf;
+        cases.push_back(c);
+        ++i;
+      }
+    }
+  }
+}
+
+// More rows than the device holds blocks at once (an H200 has 132
+// multiprocessors), so that each kernel's grid-stride loop goes round again
+// and reuses its shared memory: warp, block and staged kernels, with
+// multi-labels and the scalar reductions.
+void add_many_row_cases(std::vector<CudaCase>& cases) {
+  struct Shape {
+    int64_t rows, cols;
+  };
+  int i = 0;
+  for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_BF16}) {
+    for (Shape shape : {Shape{20000, 64}, Shape{4500, 2048}, Shape{300, 16400}}) {
       CudaCase c;
       npt::Spec& s = c.spec;
-      s.seed = 9000 + static_cast<uint64_t>(i);
+      s.seed = 9500 + static_cast<uint64_t>(i);
       s.dtype = dtype;
-      s.rows = 3;
-      s.cols = cols;
+      s.rows = shape.rows;
+      s.cols = shape.cols;
       s.column_targets = true;
-      s.classes = std::min<int64_t>(cols, 4);
-      s.label_dtype = NPAIRS_I32;
+      s.multilabel = i % 2 == 1;
+      s.classes = s.multilabel ? 5 : 7;
+      s.label_dtype = NPAIRS_I64;
       s.weights = true;
-      s.grad_loss = true;
-      s.reduction = NPAIRS_REDUCTION_NONE;
-      s.temperature = 0.37;
-      c.device_memory = pick(i, 0, 2) == 1;
-      c.misaligned = c.device_memory && pick(i, 1, 2) == 1;
-      c.in_place = pick(i, 2, 2) == 1;
+      s.reduction = i % 3 == 0 ? NPAIRS_REDUCTION_SUM : NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE;
+      s.temperature = 0.5;
+      c.device_memory = true;
       char buf[96];
-      std::snprintf(buf, sizeof buf, "row%02d_%s_cols%" PRId64 "_%s%s%s", i, npt::dtype_name(dtype), cols,
-                    c.device_memory ? "device" : "host", c.misaligned ? "_misaligned" : "",
-                    c.in_place ? "_inplace" : "");
+      std::snprintf(buf, sizeof buf, "grid%d_%s_%s_R%" PRId64 "x%" PRId64 "_device", i, npt::dtype_name(dtype),
+                    s.multilabel ? "multi" : "i64", shape.rows, shape.cols);
       c.name = buf;
       cases.push_back(c);
       ++i;
@@ -128,6 +166,7 @@ std::vector<CudaCase> make_cases() {
   std::vector<CudaCase> cases;
   add_feature_cases(cases);
   add_row_length_cases(cases);
+  add_many_row_cases(cases);
   return cases;
 }
 

@@ -157,6 +157,11 @@ TEST(TestTools, HalfConversions) {
   EXPECT_EQ(npt::double_to_half(-2.0), 0xC000);
   EXPECT_EQ(npt::double_to_half(65504.0), 0x7BFF);
   EXPECT_EQ(npt::double_to_half(65520.0), 0x7C00);  // the tie rounds up to infinity
+  EXPECT_EQ(npt::double_to_half(65519.99), 0x7BFF);
+  EXPECT_EQ(npt::double_to_half(INFINITY), 0x7C00);
+  EXPECT_EQ(npt::double_to_half(-INFINITY), 0xFC00);
+  EXPECT_EQ(npt::double_to_half(std::ldexp(1.0, -26)), 0x0000);     // a quarter unit: down to zero
+  EXPECT_EQ(npt::double_to_half(3 * std::ldexp(1.0, -26)), 0x0001);  // three quarters: up
   EXPECT_EQ(npt::double_to_half(std::ldexp(1.0, -24)), 0x0001);
   EXPECT_EQ(npt::double_to_half(std::ldexp(1.0, -14)), 0x0400);
   EXPECT_EQ(npt::double_to_half(0.1), 0x2E66);
@@ -176,6 +181,11 @@ TEST(TestTools, BFloat16Conversions) {
   EXPECT_EQ(npt::double_to_bfloat16(-3.0), 0xC040);
   EXPECT_EQ(npt::double_to_bfloat16(1.0 + std::ldexp(1.0, -8)), 0x3F80);  // tie to even
   EXPECT_EQ(npt::double_to_bfloat16(1.0 + 3 * std::ldexp(1.0, -8)), 0x3F82);
+  // Rounded once from double: just above the tie goes up (through float it
+  // would round to the tie first, then down to even).
+  EXPECT_EQ(npt::double_to_bfloat16(1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30)), 0x3F81);
+  EXPECT_EQ(npt::double_to_bfloat16(INFINITY), 0x7F80);
+  EXPECT_EQ(npt::double_to_bfloat16(-1e39), 0xFF80);
   EXPECT_EQ(npt::bfloat16_to_double(0x4049), 3.140625);
   EXPECT_TRUE(std::isnan(npt::bfloat16_to_double(0x7FDA)));
   for (uint32_t bits = 0; bits < 0x7F80; ++bits) {

@@ -39,6 +39,8 @@ double half_to_double(uint16_t bits);
 uint16_t double_to_half(double v);
 double bfloat16_to_double(uint16_t bits);
 uint16_t double_to_bfloat16(double v);
+double round_to_half(double v);
+double round_to_bfloat16(double v);
 const char* reduction_name(npairs_reduction reduction);
 ref::Reduction to_ref(npairs_reduction reduction);
 
