@@ -20,7 +20,28 @@ std::string grads_name(const CaseSpec& spec) {
   return name.empty() ? "none" : name;
 }
 
-const char* dtype_name(npairs_dtype dtype) { return dtype == NPAIRS_F64 ? "f64" : "f32"; }
+namespace {
+constexpr struct {
+  npairs_dtype dtype;
+  const char* name;
+} kDtypes[] = {{NPAIRS_F32, "f32"}, {NPAIRS_F64, "f64"}, {NPAIRS_F16, "f16"}, {NPAIRS_BF16, "bf16"}};
+}  // namespace
+
+const char* dtype_name(npairs_dtype dtype) {
+  for (const auto& d : kDtypes)
+    if (d.dtype == dtype) return d.name;
+  return "?";
+}
+
+bool dtype_from_name(const std::string& name, npairs_dtype* out) {
+  for (const auto& d : kDtypes) {
+    if (name == d.name) {
+      *out = d.dtype;
+      return true;
+    }
+  }
+  return false;
+}
 
 const char* backend_name(npairs_backend backend) {
   return backend == NPAIRS_BACKEND_CUDA ? "cuda" : "cpu";
@@ -115,6 +136,14 @@ void fill_multi_hot(std::vector<T>* v, int64_t rows, int64_t classes, uint64_t s
   }
 }
 
+std::vector<HalfBits> to_half(const std::vector<float>& v, npairs_dtype dtype) {
+  std::vector<HalfBits> out(v.size());
+  const int64_t n = int64_t(v.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = to_half_bits(v[size_t(i)], dtype);
+  return out;
+}
+
 }  // namespace
 
 template <class T>
@@ -146,6 +175,22 @@ HostCase<T>::HostCase(const CaseSpec& spec) {
   }
 }
 
+// 16-bit floats: the float data, rounded to the case's dtype.
+template <>
+HostCase<HalfBits>::HostCase(const CaseSpec& spec) {
+  const HostCase<float> source(spec);
+  labels = source.labels;
+  column_labels = source.column_labels;
+  multilabels = to_half(source.multilabels, spec.dtype);
+  column_multilabels = to_half(source.column_multilabels, spec.dtype);
+  similarity = to_half(source.similarity, spec.dtype);
+  anchors = to_half(source.anchors, spec.dtype);
+  positives = to_half(source.positives, spec.dtype);
+  grad_similarity = to_half(source.grad_similarity, spec.dtype);
+  grad_anchors = to_half(source.grad_anchors, spec.dtype);
+  grad_positives = to_half(source.grad_positives, spec.dtype);
+}
+
 template <class T>
 CaseArrays HostCase<T>::arrays() {
   CaseArrays a;
@@ -170,6 +215,7 @@ CaseArrays HostCase<T>::arrays() {
 
 template struct HostCase<float>;
 template struct HostCase<double>;
+template struct HostCase<HalfBits>;
 
 int64_t matrix_elements(const CaseSpec& spec, Matrix matrix) {
   const int64_t R = spec.rows, M = spec.cols, D = spec.dim, K = spec.classes;

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "half.hpp"
+
 namespace bench {
 
 enum class Input { similarity, embeddings };
@@ -30,7 +32,10 @@ struct CaseSpec {
   bool device_memory = false;    // CUDA: device buffers rather than host pointers
   bool allow_tf32 = false;
 
-  size_t value_size() const { return dtype == NPAIRS_F64 ? sizeof(double) : sizeof(float); }
+  size_t value_size() const {
+    return dtype == NPAIRS_F64 ? sizeof(double) : is_half() ? sizeof(HalfBits) : sizeof(float);
+  }
+  bool is_half() const { return dtype == NPAIRS_F16 || dtype == NPAIRS_BF16; }
   bool shared_targets() const { return rows == cols; }  // no column targets given
 };
 
@@ -38,7 +43,8 @@ struct CaseSpec {
 const char* input_name(Input input);
 const char* targets_name(Targets targets);
 std::string grads_name(const CaseSpec& spec);
-const char* dtype_name(npairs_dtype dtype);
+const char* dtype_name(npairs_dtype dtype);  // "f32", "f64", "f16", "bf16"
+bool dtype_from_name(const std::string& name, npairs_dtype* out);
 const char* backend_name(npairs_backend backend);
 
 // Bytes the case must move at least: read the logits (or the embeddings) and
@@ -74,7 +80,8 @@ npairs_gradients make_gradients(const CaseArrays& arrays);
 
 // The host data of a case: deterministic pseudo-random logits (unit-length
 // embeddings, or similarities in [-1, 1)) and targets such that every row
-// has a positive column.
+// has a positive column. T is float, double, or HalfBits for F16 and BF16
+// (the float data rounded to the case's dtype).
 template <class T>
 struct HostCase {
   std::vector<int32_t> labels, column_labels;

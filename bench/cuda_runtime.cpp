@@ -10,7 +10,7 @@ namespace {
 
 // Values of the CUDA headers' enums (fixed across CUDA versions).
 constexpr int kHostToDevice = 1, kDeviceToHost = 2, kDeviceToDevice = 3;
-constexpr int kCudaR32F = 0, kCudaR64F = 1;
+constexpr int kCudaR32F = 0, kCudaR64F = 1, kCudaR16F = 2, kCudaR16BF = 14;
 constexpr int kComputeF32 = 68, kComputeF32FastTF32 = 77, kComputeF64 = 70;
 constexpr int kOpN = 0, kOpT = 1, kGemmDefault = -1;
 
@@ -118,14 +118,21 @@ bool CudaRuntime::synchronize() const { return ok(synchronize_(), "cudaDeviceSyn
 bool CudaRuntime::gemm(npairs_dtype dtype, bool tf32, const Gemm& g, const void* a, const void* b,
                        void* c) const {
   // Row-major X is column-major X^T: cuBLAS computes C^T = op(B)^T op(A)^T,
-  // as the library's gemm_row_major does.
-  const bool f32 = dtype == NPAIRS_F32;
-  const int type = f32 ? kCudaR32F : kCudaR64F;
-  const int compute = f32 ? (tf32 && g.tf32_allowed ? kComputeF32FastTF32 : kComputeF32) : kComputeF64;
+  // as the library's gemm_row_major does. 16-bit types: A, B and C in the
+  // dtype, float32 accumulation (tensor cores), float alpha and beta.
+  int type = kCudaR32F, compute = tf32 && g.tf32_allowed ? kComputeF32FastTF32 : kComputeF32;
+  if (dtype == NPAIRS_F64) {
+    type = kCudaR64F;
+    compute = kComputeF64;
+  } else if (dtype == NPAIRS_F16 || dtype == NPAIRS_BF16) {
+    type = dtype == NPAIRS_F16 ? kCudaR16F : kCudaR16BF;
+    compute = kComputeF32;
+  }
   const float one_f = 1, zero_f = 0;
   const double one_d = 1, zero_d = 0;
-  const void* one = f32 ? static_cast<const void*>(&one_f) : &one_d;
-  const void* zero = f32 ? static_cast<const void*>(&zero_f) : &zero_d;
+  const bool f64 = dtype == NPAIRS_F64;
+  const void* one = f64 ? static_cast<const void*>(&one_d) : &one_f;
+  const void* zero = f64 ? static_cast<const void*>(&zero_d) : &zero_f;
   const int lda = int(g.trans_a ? g.m : g.k), ldb = int(g.trans_b ? g.k : g.n);
   return ok(cublas_gemm_(cublas_, g.trans_b ? kOpT : kOpN, g.trans_a ? kOpT : kOpN, int(g.n),
                          int(g.m), int(g.k), one, b, type, ldb, a, type, lda, zero, c, type,
@@ -144,8 +151,9 @@ void* DeviceBuffers::add(size_t bytes, const char* what) {
   return p;
 }
 
-// 0x3c in every byte is a small normal float (0.0115) and double (1.5e-18):
-// GEMM operands that are neither zeros nor denormals, without a host copy.
+// 0x3c in every byte is a small normal float (0.0115), double (1.5e-18),
+// bfloat16 (0.0115) and float16 (1.06): GEMM operands that are neither zeros
+// nor denormals, without a host copy.
 constexpr int kSmallValueByte = 0x3c;
 
 bool time_device_copy(const CudaRuntime& runtime, double bytes, int warmup, int repeats,

@@ -34,7 +34,8 @@ class CudaRuntime {
   bool copy_on_device(void* dst, const void* src, size_t bytes) const;
   bool fill_bytes(void* ptr, int value, size_t bytes) const;
   bool synchronize() const;
-  // Row-major C = op(A) op(B) in the dtype's precision (TF32 when allowed).
+  // Row-major C = op(A) op(B) in the dtype's precision (TF32 when allowed;
+  // F16 and BF16 on tensor cores with float32 accumulation).
   bool gemm(npairs_dtype dtype, bool tf32, const Gemm& g, const void* a, const void* b,
             void* c) const;
 

@@ -6,7 +6,10 @@
 //   CUDA: R = M in {4096, 16384, 32768}, D = 512, float32
 // each with similarity input (loss + dL/dS) and embeddings input (loss +
 // dL/dA + dL/dP), int32 labels with min(R, M)/2 classes (each label twice),
-// the default options (SUM_OVER_BATCH_SIZE, temperature 1).
+// the default options (SUM_OVER_BATCH_SIZE, temperature 1). --dtype f16 and
+// bf16 round the same float data to 16 bits (every floating array of the call
+// is then in that dtype); a case the library answers UNSUPPORTED for (16-bit
+// floats on the CPU backend) is skipped with its reason, not failed.
 //
 // For each case it reports the median (and minimum) time of npairs_loss +
 // npairs_context_synchronize over --repeats calls after --warmup untimed ones,
@@ -18,9 +21,9 @@
 //  - GEMMs:   the same GEMMs alone (shapes and order as the library's) through
 //             the same BLAS: cblas on the CPU, cuBLAS on CUDA (dlopen()ed; the
 //             ceiling is skipped without it). "x GEMMs" = time / GEMM time.
-//  - unfused: (CPU only) the loss and gradients computed the way a framework
-//             does, one pass per op (unfused_cpu.cpp); checked against the
-//             library (loss, and sampled gradient entries).
+//  - unfused: (CPU only, f32 and f64) the loss and gradients computed the way
+//             a framework does, one pass per op (unfused_cpu.cpp); checked
+//             against the library (loss, and sampled gradient entries).
 // Effective GB/s counts the bytes above; GFLOP/s counts the GEMMs (2 m n k).
 //
 // Memory on CUDA: "host" passes host pointers, which the library stages
@@ -47,6 +50,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "bench_case.hpp"
@@ -62,7 +66,7 @@ namespace {
 
 struct Args {
   std::string backend = "auto";  // auto | cpu | cuda
-  std::string dtype = "f32";     // f32 | f64
+  npairs_dtype dtype = NPAIRS_F32;
   std::string input = "both";    // similarity | embeddings | both
   std::string targets = "labels";
   std::string grads = "input";   // none | input | similarity | embeddings | all
@@ -88,7 +92,8 @@ void usage(const char* argv0) {
       "                              (default CPU 1024,2048,4096; CUDA 4096,16384,32768)\n"
       "  --cols M                    positives (default R)\n"
       "  --dim D                     embedding width (default CPU 256, CUDA 512)\n"
-      "  --dtype f32|f64             floating type (default f32)\n"
+      "  --dtype f32|f64|f16|bf16    floating type of every floating array (default f32;\n"
+      "                              f16 and bf16 on CUDA only)\n"
       "  --input similarity|embeddings|both   logits given (default both)\n"
       "  --targets labels|multilabels         int32 labels, or multi-hot rows (default labels)\n"
       "  --classes K                 labels: distinct labels (default min(R,M)/2);\n"
@@ -179,7 +184,7 @@ int parse_args(int argc, char** argv, Args* a) {
     if (key == "--backend") {
       ok = one_of(a->backend = value, {"auto", "cpu", "cuda"});
     } else if (key == "--dtype") {
-      ok = one_of(a->dtype = value, {"f32", "f64"});
+      ok = dtype_from_name(value, &a->dtype);
     } else if (key == "--input") {
       ok = one_of(a->input = value, {"similarity", "embeddings", "both"});
     } else if (key == "--targets") {
@@ -254,7 +259,7 @@ std::vector<CaseSpec> make_cases(const Args& a, npairs_backend backend) {
       for (bool on_device : device_memory) {
         CaseSpec s;
         s.backend = backend;
-        s.dtype = a.dtype == "f64" ? NPAIRS_F64 : NPAIRS_F32;
+        s.dtype = a.dtype;
         s.input = input;
         s.targets = a.targets == "multilabels" ? Targets::multilabels : Targets::labels;
         s.rows = R;
@@ -285,7 +290,8 @@ struct Check {
 
 struct CaseResult {
   CaseSpec spec;
-  std::string error;  // empty when the case ran
+  std::string error;        // empty when the case ran or was unsupported
+  std::string unsupported;  // the library's message when it answered UNSUPPORTED
   Stats library;
   double loss = 0;
   bool has_copy = false, has_gemms = false, has_unfused = false;
@@ -340,6 +346,12 @@ bool mirror_on_device(const CudaRuntime& cuda, const CaseArrays& host, DeviceBuf
   return true;
 }
 
+template <class T>
+double value_of(T v, npairs_dtype dtype) {
+  if constexpr (std::is_same_v<T, HalfBits>) return from_half_bits(v, dtype);
+  else return double(v);
+}
+
 // Lets the previous phase's idle worker threads (OpenBLAS's spin for about
 // 2^28 cycles after a GEMM, OpenMP's for a while after a parallel region) go
 // to sleep, so that they do not take cores from the next measurement.
@@ -369,38 +381,44 @@ CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& se
   const npairs_problem problem = make_problem(spec, arrays);
   npairs_gradients grads = make_gradients(arrays);
   settle();
+  npairs_status status = NPAIRS_OK;
   const bool timed = time_runs(settings.warmup, settings.repeats, [&] {
-    return check(npairs_loss(ctx, &options, &problem, nullptr, arrays.ptr[kLoss], &grads),
-                 "npairs_loss") &&
+    status = npairs_loss(ctx, &options, &problem, nullptr, arrays.ptr[kLoss], &grads);
+    return status != NPAIRS_ERROR_UNSUPPORTED && check(status, "npairs_loss") &&
            check(npairs_context_synchronize(ctx), "npairs_context_synchronize");
   }, &result.library);
   if (!timed) {
-    result.error = npairs_last_error();
+    if (status == NPAIRS_ERROR_UNSUPPORTED) result.unsupported = npairs_last_error();
+    else result.error = npairs_last_error();
     return result;
   }
   if (spec.device_memory && !cuda->download(&data.loss, arrays.ptr[kLoss], sizeof(T), "cudaMemcpy(loss)")) {
     result.error = "loss download";
     return result;
   }
-  result.loss = double(data.loss);
+  result.loss = value_of(data.loss, spec.dtype);
   if (!settings.baselines) return result;
 
   const bool has_gemms = !library_gemms(spec).empty();
   if (spec.backend == NPAIRS_BACKEND_CPU) {
-    settle();
-    result.copy = time_host_copy(bytes_moved(spec), settings.threads, settings.warmup, settings.repeats);
-    result.has_copy = true;
-    settle();
-    if (has_gemms) result.gemms = time_cpu_gemms<T>(spec, settings.warmup, settings.repeats);
-    result.has_gemms = has_gemms;
-    settle();
-    UnfusedCpu<T> unfused(spec, data, settings.threads);
-    time_runs(settings.warmup, settings.repeats, [&] {
-      unfused.run();
-      return true;
-    }, &result.unfused);
-    result.has_unfused = true;
-    result.check = compare(spec, data, unfused);
+    // The CPU baselines exist in float and double only (the CPU backend
+    // answers UNSUPPORTED for 16-bit floats, so those cases end above).
+    if constexpr (!std::is_same_v<T, HalfBits>) {
+      settle();
+      result.copy = time_host_copy(bytes_moved(spec), settings.threads, settings.warmup, settings.repeats);
+      result.has_copy = true;
+      settle();
+      if (has_gemms) result.gemms = time_cpu_gemms<T>(spec, settings.warmup, settings.repeats);
+      result.has_gemms = has_gemms;
+      settle();
+      UnfusedCpu<T> unfused(spec, data, settings.threads);
+      time_runs(settings.warmup, settings.repeats, [&] {
+        unfused.run();
+        return true;
+      }, &result.unfused);
+      result.has_unfused = true;
+      result.check = compare(spec, data, unfused);
+    }
   } else if (!spec.device_memory) {
     result.skipped = "no ceilings for host pointers (the time includes the library's copies)";
   } else {
@@ -428,8 +446,9 @@ std::string case_label(const CaseSpec& s) {
 
 void print_progress(size_t index, size_t count, const CaseResult& r) {
   std::fprintf(stderr, "npairs_bench: [%zu/%zu] %s: ", index + 1, count, case_label(r.spec).c_str());
-  if (!r.error.empty()) {
-    std::fprintf(stderr, "FAILED (%s)\n", r.error.c_str());
+  if (!r.error.empty() || !r.unsupported.empty()) {
+    std::fprintf(stderr, "%s (%s)\n", r.error.empty() ? "skipped" : "FAILED",
+                 (r.error.empty() ? r.unsupported : r.error).c_str());
     return;
   }
   std::fprintf(stderr, "%.3f ms", r.library.median_ms);
@@ -460,6 +479,10 @@ void print_table(const std::vector<CaseResult>& results) {
                 s.input == Input::embeddings ? std::to_string(s.dim).c_str() : "-", memory);
     if (!r.error.empty()) {
       std::printf("FAILED: %s\n", r.error.c_str());
+      continue;
+    }
+    if (!r.unsupported.empty()) {
+      std::printf("skipped, UNSUPPORTED: %s\n", r.unsupported.c_str());
       continue;
     }
     const double ms = r.library.median_ms, flops = gemm_flops(s);
@@ -573,8 +596,11 @@ bool write_json(const std::string& path, const Machine& m, const Settings& setti
     json.field("tf32", s.allow_tf32);
     json.key("error");
     if (r.error.empty()) json.null(); else json.value(r.error);
-    const double ms = r.library.median_ms, bytes = bytes_moved(s), flops = gemm_flops(s);
-    write_stats(json, "library_ms", r.library, r.error.empty());
+    json.key("unsupported");
+    if (r.unsupported.empty()) json.null(); else json.value(r.unsupported);
+    const bool ran = r.error.empty() && r.unsupported.empty();
+    const double ms = ran ? r.library.median_ms : NAN, bytes = bytes_moved(s), flops = gemm_flops(s);
+    write_stats(json, "library_ms", r.library, ran);
     json.field("loss", r.loss);
     json.field("bytes", bytes);
     json.field("gemm_flop", flops);
@@ -666,10 +692,11 @@ int run(const Args& a, const std::string& command) {
   std::fflush(stdout);
 
   std::vector<CaseResult> results;
+  const CudaRuntime* on_gpu = cuda ? &runtime : nullptr;
   for (size_t i = 0; i < cases.size(); ++i) {
-    results.push_back(cases[i].dtype == NPAIRS_F64
-                          ? run_case<double>(cases[i], ctx, settings, cuda ? &runtime : nullptr)
-                          : run_case<float>(cases[i], ctx, settings, cuda ? &runtime : nullptr));
+    results.push_back(cases[i].is_half()            ? run_case<HalfBits>(cases[i], ctx, settings, on_gpu)
+                      : cases[i].dtype == NPAIRS_F64 ? run_case<double>(cases[i], ctx, settings, on_gpu)
+                                                     : run_case<float>(cases[i], ctx, settings, on_gpu));
     print_progress(i, cases.size(), results.back());
   }
   print_table(results);

@@ -6,6 +6,10 @@ are converted with NumPy. CUDA arrays are read without copying through
 (``__dlpack__``/``__dlpack_device__``); when one needs a cast or a contiguous
 copy, and for the outputs, the array's own library is used (PyTorch, CuPy,
 Numba; for other DLPack producers CuPy, then PyTorch, when importable).
+
+NumPy has no bfloat16: such arrays carry the dtype :data:`BFLOAT16`, their
+host copies and casts are PyTorch tensors (only PyTorch and DLPack producers
+hand bfloat16 over), and their outputs are PyTorch tensors.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ _CUDA_DEVICE_TYPES = (KDL_CUDA, KDL_CUDA_MANAGED)
 _EMPTY = ctypes.c_double(0.0)
 EMPTY_PTR = ctypes.addressof(_EMPTY)
 
+# Stands for bfloat16 where a NumPy dtype is expected: 2 bytes, and unequal to
+# every NumPy number type.
+BFLOAT16 = np.dtype([("bfloat16", "<u2")])
+
+
+def dtype_name(dtype):
+    """'float32', 'int64', ..., and 'bfloat16' for BFLOAT16."""
+    return "bfloat16" if dtype == BFLOAT16 else str(dtype)
+
 
 def family(obj):
     """The top-level module of obj's type: 'numpy', 'torch', 'cupy', ..."""
@@ -36,6 +49,10 @@ def family(obj):
 
 def is_torch(obj):
     return family(obj) == "torch" and hasattr(obj, "is_cuda") and hasattr(obj, "detach")
+
+
+def _is_torch_bfloat16(obj):
+    return is_torch(obj) and str(obj.dtype) == "torch.bfloat16"
 
 
 class Array:
@@ -110,7 +127,13 @@ class Array:
 
 
 def host(name, obj, dtype=None):
-    """Wraps a host object as a C-contiguous NumPy array (of dtype if given)."""
+    """Wraps a host object as a C-contiguous NumPy array (of dtype if given).
+
+    With bfloat16 on either side, PyTorch casts, and a bfloat16 result is a
+    torch tensor (see _host_bfloat16).
+    """
+    if (dtype is not None and np.dtype(dtype) == BFLOAT16) or _is_torch_bfloat16(obj):
+        return _host_bfloat16(name, obj, dtype)
     fam = "numpy"
     if is_torch(obj):
         fam = "torch"
@@ -128,6 +151,25 @@ def host(name, obj, dtype=None):
     if dtype is not None or not a.flags.c_contiguous:
         a = np.ascontiguousarray(a, dtype=dtype)
     return Array(name, a, a.ctypes.data, a.shape, a.dtype, None, None, None, fam, a)
+
+
+def _host_bfloat16(name, obj, dtype):
+    """host() for a torch.bfloat16 tensor, or a cast to BFLOAT16, through PyTorch."""
+    import torch
+
+    if is_torch(obj):
+        t = obj.detach()
+    else:
+        try:  # float64: a type PyTorch reads, exact for float16/32 values
+            t = torch.from_numpy(np.array(obj, dtype=np.float64))
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"{name} is not an array of numbers ({e})") from None
+    if dtype is not None:
+        t = t.to(_torch_dtype(torch, dtype))
+    t = t.contiguous()
+    if t.dtype != torch.bfloat16:
+        return host(name, t)
+    return Array(name, t, t.data_ptr(), t.shape, BFLOAT16, None, None, None, "torch", t)
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +253,7 @@ _capsule_is_valid.restype = ctypes.c_int
 _capsule_is_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 _DL_CODES = {0: "i", 1: "u", 2: "f", 6: "b"}
+_DL_BFLOAT = 4
 
 
 def parse_dlpack_capsule(name, capsule):
@@ -224,9 +267,16 @@ def parse_dlpack_capsule(name, capsule):
     managed = DLManagedTensor.from_address(_capsule_get_pointer(capsule, b"dltensor"))
     t = managed.dl_tensor
     code, bits, lanes = t.dtype.code, t.dtype.bits, t.dtype.lanes
-    if lanes != 1 or code not in _DL_CODES or bits % 8:
+    dtype = None
+    if (code, bits, lanes) == (_DL_BFLOAT, 16, 1):
+        dtype = BFLOAT16
+    elif lanes == 1 and code in _DL_CODES and bits % 8 == 0:
+        try:
+            dtype = np.dtype("?") if code == 6 else np.dtype(f"{_DL_CODES[code]}{bits // 8}")
+        except TypeError:  # no NumPy type of that size, e.g. 8-bit floats
+            pass
+    if dtype is None:
         raise InvalidDTypeError(f"{name}: unsupported DLPack dtype (code {code}, bits {bits}, lanes {lanes})")
-    dtype = np.dtype("?") if code == 6 else np.dtype(f"{_DL_CODES[code]}{bits // 8}")
     shape = tuple(t.shape[i] for i in range(t.ndim))
     strides = None
     if t.strides:
@@ -247,6 +297,16 @@ def parse_dlpack(name, obj, device):
     return Array(name, obj, ptr, shape, dtype, strides, int(ordinal), 1, family(obj), (obj, capsule))
 
 
+def _torch_cuda_array(name, t):
+    """Array of a CUDA tensor; bfloat16 ones from the tensor itself (PyTorch's
+    __cuda_array_interface__ has no bfloat16)."""
+    if str(t.dtype) != "torch.bfloat16":
+        return parse_cuda_array_interface(name, t, t.__cuda_array_interface__)
+    strides = None if t.is_contiguous() else tuple(s * t.element_size() for s in t.stride())
+    return Array(name, t, t.data_ptr() if t.numel() else 0, t.shape, BFLOAT16, strides, t.device.index or 0, None,
+                 "torch", t)
+
+
 # ---------------------------------------------------------------------------
 # Dispatch
 
@@ -263,10 +323,9 @@ def wrap(name, obj):
             try:
                 if hasattr(t, "resolve_conj"):
                     t = t.resolve_conj()
-                iface = t.__cuda_array_interface__
-            except (TypeError, RuntimeError, AttributeError) as e:
+                a = _torch_cuda_array(name, t)
+            except (TypeError, RuntimeError, AttributeError, KeyError) as e:
                 raise InvalidDTypeError(f"{name}: cannot read the CUDA tensor of dtype {t.dtype} ({e})") from None
-            a = parse_cuda_array_interface(name, t, iface)
             a.device = t.device.index if t.device.index is not None else 0
             a.stream = None  # torch gives no stream: the current one is used (see stream_of)
             return a
@@ -288,6 +347,8 @@ def wrap(name, obj):
 
 def _torch_dtype(torch, dtype):
     return {
+        np.dtype("float16"): torch.float16,
+        BFLOAT16: torch.bfloat16,
         np.dtype("float32"): torch.float32,
         np.dtype("float64"): torch.float64,
         np.dtype("int32"): torch.int32,
@@ -304,18 +365,18 @@ def convert_cuda(a, dtype):
         import torch
 
         t = a.obj.to(_torch_dtype(torch, dtype)).contiguous()
-        out = parse_cuda_array_interface(a.name, t, t.__cuda_array_interface__)
-    elif a.fam == "cupy":
+        out = _torch_cuda_array(a.name, t)
+    elif a.fam == "cupy" and dtype != BFLOAT16:  # CuPy has no bfloat16
         import cupy
 
         with cupy.cuda.Device(a.device):
             c = cupy.ascontiguousarray(a.obj, dtype=dtype)
         out = parse_cuda_array_interface(a.name, c, c.__cuda_array_interface__)
     else:
-        what = "C-contiguous" if a.dtype == dtype else f"of dtype {dtype}"
+        what = "C-contiguous" if a.dtype == dtype else f"of dtype {dtype_name(dtype)}"
         raise InvalidArgumentError(
             f"{a.name}: a CUDA array of type {type(a.obj).__module__}.{type(a.obj).__name__} must be {what} "
-            f"(got dtype {a.dtype}, shape {a.shape}, strides {a.strides}); convert it first"
+            f"(got dtype {dtype_name(a.dtype)}, shape {a.shape}, strides {a.strides}); convert it first"
         )
     out.device, out.stream, out.fam = a.device, a.stream, a.fam
     out.shape, out.strides = a.shape, None  # keeps a [n, 1] -> [n] view; the copy is C-contiguous
@@ -327,8 +388,9 @@ def empty_like_family(ref, name, shape, dtype):
     shape = tuple(shape)
     dtype = np.dtype(dtype)
     fam = ref.fam
-    if fam not in ("torch", "cupy", "numba"):
-        for candidate in ("cupy", "torch"):
+    # Other producers' outputs are made by CuPy or PyTorch; bfloat16 ones by PyTorch only.
+    if fam not in ("torch", "cupy", "numba") or (dtype == BFLOAT16 and fam != "torch"):
+        for candidate in ("torch",) if dtype == BFLOAT16 else ("cupy", "torch"):
             try:
                 __import__(candidate)
                 fam = candidate
@@ -361,8 +423,8 @@ def empty_like_family(ref, name, shape, dtype):
 
 
 def empty_host(ref, name, shape, dtype):
-    """A new host array: a torch tensor when ref came from torch, else NumPy."""
-    if ref is not None and ref.fam == "torch":
+    """A new host array: a torch tensor when ref came from torch (or for bfloat16), else NumPy."""
+    if (ref is not None and ref.fam == "torch") or np.dtype(dtype) == BFLOAT16:
         import torch
 
         obj = torch.empty(tuple(shape), dtype=_torch_dtype(torch, dtype))

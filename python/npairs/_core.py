@@ -140,19 +140,36 @@ def non_negative_float(name, value):
     return v
 
 
-_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+# The library's floating dtypes; float16 and bfloat16 on CUDA only (a CPU
+# context answers UNSUPPORTED).
+_DTYPE_CODES = {
+    np.dtype("float32"): _lib.F32,
+    np.dtype("float64"): _lib.F64,
+    np.dtype("float16"): _lib.F16,
+    _arrays.BFLOAT16: _lib.BF16,
+}
 _LABEL_INTS = (np.dtype("int32"), np.dtype("int64"))
 
 
 def _logits_dtype(a):
-    """float32/float64 kept; host integers and booleans become float64."""
-    if a.dtype in _FLOATS:
+    """float16/bfloat16/float32/float64 kept; host integers and booleans become float64."""
+    if a.dtype in _DTYPE_CODES:
         return a.dtype
     if a.dtype.kind in "biu" and not a.on_cuda:
         return np.dtype("float64")
     raise InvalidDTypeError(
-        f"{a.name} has dtype {a.dtype}; libnpairs computes in float32 or float64 (cast it first)"
+        f"{a.name} has dtype {_arrays.dtype_name(a.dtype)}; libnpairs computes in float16, bfloat16, float32 "
+        "or float64 (cast it first)"
     )
+
+
+def _promote(a, b):
+    """NumPy's type promotion, and PyTorch's for bfloat16, which NumPy lacks:
+    bfloat16 with float16 or float32 gives float32, with float64 float64."""
+    if _arrays.BFLOAT16 not in (a, b):
+        return np.result_type(a, b)
+    other = b if a == _arrays.BFLOAT16 else a
+    return other if other == _arrays.BFLOAT16 else np.result_type(other, np.float32)
 
 
 def _label_dtype(a):
@@ -166,11 +183,13 @@ def _label_dtype(a):
         if v.size == 0 or (np.all(np.isfinite(v)) and np.all(v == np.round(v)) and np.all(np.abs(v) < 2.0**63)):
             return np.dtype("int64")
         raise InvalidDTypeError(f"{a.name} must hold integer class labels; it has non-integer {a.dtype} values")
-    raise InvalidDTypeError(f"{a.name} must hold integer class labels (int32 or int64), got dtype {a.dtype}")
+    raise InvalidDTypeError(
+        f"{a.name} must hold integer class labels (int32 or int64), got dtype {_arrays.dtype_name(a.dtype)}"
+    )
 
 
 def _real_dtype_ok(a):
-    if a.dtype.kind not in "biuf":
+    if a.dtype.kind not in "biuf" and a.dtype != _arrays.BFLOAT16:
         raise InvalidDTypeError(f"{a.name} must be real numbers, got dtype {a.dtype}")
 
 
@@ -243,7 +262,7 @@ def _prepare(
         if A.shape[1] == 0:
             raise InvalidArgumentError(f"{A.name} and {P.name} must have at least one column (dim > 0)")
         R, M, D = A.shape[0], P.shape[0], A.shape[1]
-        dtype = np.result_type(_logits_dtype(A), _logits_dtype(P))
+        dtype = _promote(_logits_dtype(A), _logits_dtype(P))
         logits = [A, P]
     else:
         S = _arrays.wrap(names["similarity"], similarity)
@@ -307,15 +326,16 @@ def _prepare(
     p.multilabel = multilabel
     p.targets_dtype = np.dtype(targets_dtype)
 
-    # Weights and upstream gradient.
+    # Weights and upstream gradient. Broadcast scalars are made in float64 and
+    # cast to dtype with the other inputs (NumPy has no bfloat16).
     W = None
     if sample_weight is not None:
         if _is_scalar_like(sample_weight):
-            sample_weight = np.full((R,), float(sample_weight), dtype=dtype)
+            sample_weight = np.full((R,), float(sample_weight))
         W = _arrays.wrap(names["sample_weight"], sample_weight)
         _real_dtype_ok(W)
         if W.ndim == 0:
-            W = _arrays.host(W.name, np.full((R,), float(W.obj), dtype=dtype))
+            W = _arrays.host(W.name, np.full((R,), float(W.obj)))
         if W.ndim == 2 and W.shape[1] == 1:
             W.reshape_view((W.shape[0],))
         if W.shape != (R,):
@@ -328,7 +348,7 @@ def _prepare(
         _real_dtype_ok(G)
         if p.reduction == _lib.REDUCTION_NONE:
             if G.ndim == 0:
-                G = _arrays.host(G.name, np.full((R,), float(G.obj), dtype=dtype))
+                G = _arrays.host(G.name, np.full((R,), float(G.obj)))
             if G.shape != (R,):
                 raise InvalidArgumentError(f"grad_loss must have shape [{R}] with reduction='none', got {_shape_str(G.shape)}")
         elif G.size != 1:
@@ -470,7 +490,7 @@ def compute(
     lib.npairs_problem_init(ctypes.byref(prob))
     prob.rows = p.R
     prob.cols = p.M
-    prob.dtype = _lib.F32 if p.dtype == np.float32 else _lib.F64
+    prob.dtype = _DTYPE_CODES[p.dtype]
     if p.multilabel:
         prob.multilabels = p.T.pointer()
         prob.column_multilabels = p.C.pointer() if p.C is not None else None
@@ -537,8 +557,9 @@ def npairs_loss(
       y_true: integer class labels of the rows, shape [R] or [R, 1]
         (int32/int64 kept; other integers, booleans and integral floats
         become int64).
-      y_pred: similarity matrix [R, M] (float32 or float64, kept), e.g.
-        ``a @ p.T``; its logits are ``y_pred / temperature``.
+      y_pred: similarity matrix [R, M] (float32 or float64; float16, or
+        torch.bfloat16, on the CUDA backend; kept), e.g. ``a @ p.T``; its
+        logits are ``y_pred / temperature``.
       sample_weight: None, a scalar, or one weight per row ([R] or [R, 1]).
       reduction: 'sum_over_batch_size' (default, also 'auto'), 'sum' or 'none'.
       temperature: > 0.
@@ -628,7 +649,8 @@ def npairs_embeddings_loss(
 
     Args:
       labels: [R] integer labels, or an [R, K] multi-hot matrix.
-      anchors: [R, D]; positives: [M, D] (float32/float64).
+      anchors: [R, D]; positives: [M, D] (float32/float64; float16 or
+        torch.bfloat16 on the CUDA backend; mixed types promote).
       multilabel: whether labels are multi-hot; None infers it (2-D with
         more than one column).
       column_labels: labels (or multi-hot rows) of the positives when they

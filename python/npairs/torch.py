@@ -7,6 +7,8 @@ in one library call; backward scales the saved gradients by ``grad_output``
 (for reduction 'none' it asks the library again with ``grad_loss =
 grad_output``). CPU tensors are passed without copying through NumPy views,
 CUDA tensors through ``__cuda_array_interface__`` on the current stream.
+float16 and bfloat16 tensors are computed on CUDA (on the CPU they raise
+UnsupportedError), with outputs and gradients in the same dtype.
 
 Gradients flow to the similarity (or the anchors and positives) and to
 ``sample_weight``; labels and multi-hot targets are constants. Double

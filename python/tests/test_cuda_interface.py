@@ -103,8 +103,8 @@ def test_cuda_shapes_checked_in_python():
 
 
 def test_cuda_dtypes_checked_in_python():
-    with pytest.raises(npairs.InvalidDTypeError, match="y_pred.*float16"):
-        npairs.npairs_loss(np.array([0, 1]), FakeCudaArray((2, 2), "<f2"))
+    with pytest.raises(npairs.InvalidDTypeError, match="y_pred.*complex64"):
+        npairs.npairs_loss(np.array([0, 1]), FakeCudaArray((2, 2), "<c8"))
     with pytest.raises(npairs.InvalidDTypeError, match="y_true"):
         npairs.npairs_loss(FakeCudaArray((2,), "<f4"), FakeCudaArray((2, 2)))
 
@@ -171,9 +171,12 @@ def test_parse_dlpack_cuda_array():
     assert x.streams == [1] and _arrays.stream_of(a) is None
 
 
-def test_dlpack_bfloat16_rejected():
-    with pytest.raises(npairs.InvalidDTypeError, match="y_pred"):
-        _arrays.wrap("y_pred", FakeDLPackCudaArray((2, 2), code=4, bits=16))
+def test_dlpack_dtypes():
+    assert _arrays.wrap("y_pred", FakeDLPackCudaArray((2, 2), code=4, bits=16)).dtype == _arrays.BFLOAT16
+    assert _arrays.wrap("y_pred", FakeDLPackCudaArray((2, 2), code=2, bits=16)).dtype == np.float16
+    for code, bits in [(4, 32), (2, 8), (5, 64), (2, 12)]:  # bfloat32, float8, complex, 12 bits: none of ours
+        with pytest.raises(npairs.InvalidDTypeError, match=f"y_pred.*code {code}, bits {bits}"):
+            _arrays.wrap("y_pred", FakeDLPackCudaArray((2, 2), code=code, bits=bits))
 
 
 @no_cuda
@@ -254,6 +257,17 @@ def test_cuda_route_similarity(fake_cuda, dtype):
     assert fake_cuda.calls == [(_lib.BACKEND_CUDA, 2)]
     loss = npairs.npairs_loss(_fake_view(labels, device=2), _fake_view(S, device=2), 0.5, reduction="none")
     np.testing.assert_array_equal(loss, expected_none)
+
+
+def test_cuda_route_float16_reaches_the_library(fake_cuda):
+    # The CPU context standing in answers UNSUPPORTED for NPAIRS_F16: the
+    # float16 arrays went through the CUDA route unconverted.
+    from npairs import _lib
+
+    S = np.eye(3, dtype=np.float16)
+    with pytest.raises(npairs.UnsupportedError, match="F16"):
+        npairs.npairs_loss(_fake_view(np.arange(3), device=1), _fake_view(S, device=1), 0.5, return_grad=True)
+    assert fake_cuda.calls == [(_lib.BACKEND_CUDA, 1)]
 
 
 def test_cuda_route_embeddings_with_host_labels(fake_cuda):

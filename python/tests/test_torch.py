@@ -182,7 +182,7 @@ def test_errors_surface_as_npairs_errors():
     with pytest.raises(npairs.InvalidArgumentError, match="reg_lambda"):
         nt.NpairsEmbeddingsLoss(reduction="none")
     with pytest.raises(npairs.InvalidDTypeError, match="similarity"):
-        nt.NpairsLoss()(labels, (a @ b.T).half())
+        nt.NpairsLoss()(labels, (a @ b.T).to(torch.complex64))
 
 
 def test_module_repr():
