@@ -377,6 +377,33 @@ TEST(Cuda, RowWithoutPositiveLeavesOutputsUntouched) {
 #endif
 }
 
+// R = 0 with column multi-labels: they are still checked, as on the CPU.
+TEST(Cuda, NoRowsStillChecksColumnMultilabels) {
+  NPT_REQUIRE_CUDA();
+  const double dummy[2] = {0, 0};
+  const double column_multilabels[3 * 2] = {1, 0, 0, -1, 1, 1};
+  npairs_problem p;
+  npairs_problem_init(&p);
+  p.rows = 0;
+  p.cols = 3;
+  p.dtype = NPAIRS_F64;
+  p.multilabels = dummy;
+  p.column_multilabels = column_multilabels;
+  p.num_classes = 2;
+  p.similarity = dummy;
+  npt::Array loss(NPAIRS_F64, 1);
+  loss.poison();
+  for (npairs_backend backend : {NPAIRS_BACKEND_CPU, NPAIRS_BACKEND_CUDA}) {
+    npt::Context ctx(backend, 0);
+    ASSERT_NPAIRS_OK(ctx.status());
+    EXPECT_EQ(npairs_loss(ctx.get(), nullptr, &p, nullptr, loss.data(), nullptr), NPAIRS_ERROR_INVALID_VALUE)
+        << "backend " << backend;
+    EXPECT_NE(std::string(npairs_last_error()).find("problem.column_multilabels row 1"), std::string::npos)
+        << npairs_last_error();
+    EXPECT_TRUE(loss.is_poison(0));
+  }
+}
+
 // Device allocation failure: R = M = 2^19 float32 embeddings (a few MB of
 // host inputs) need a 1 TiB logits workspace, more than any GPU has. The call
 // fails with OUT_OF_MEMORY, a message and untouched outputs, and the context
