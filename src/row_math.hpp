@@ -41,18 +41,24 @@ NPAIRS_HD RowStats<T> row_stats_empty() {
   return RowStats<T>{-T(INFINITY), T(0), T(0), T(0)};
 }
 
-// Adds one element z <= s.max (with target weight q) without moving the max:
-// the whole step when the max of the row is known beforehand. The equality
-// test keeps a row that starts with -inf from computing exp(-inf - -inf) =
-// NaN; the 1 it adds is scaled to 0 as soon as a finite element raises the max.
+// Adds one element z <= s.max (with target weight q) without moving the max,
+// given e = row_exp(z - s.max): the whole step when the max of the row is
+// known beforehand, and a caller that keeps e for the gradient computes it
+// once. The equality test keeps a row that starts with -inf from adding
+// exp(-inf - -inf) = NaN; the 1 it adds is scaled to 0 as soon as a finite
+// element raises the max.
 template <class T>
-NPAIRS_HD void row_stats_accumulate(RowStats<T>& s, T z, T q) {
+NPAIRS_HD void row_stats_accumulate_exp(RowStats<T>& s, T z, T q, T e) {
   // Branch-free (selects, not jumps) so that CPU loops over it vectorize.
-  const T e = row_exp(z - s.max);
   const T gap = q * (s.max - z);
   s.sum_exp += (z == s.max) ? T(1) : e;
   s.pos += q;
   s.pos_gap += (q != T(0)) ? gap : T(0);
+}
+
+template <class T>
+NPAIRS_HD void row_stats_accumulate(RowStats<T>& s, T z, T q) {
+  row_stats_accumulate_exp(s, z, q, row_exp(z - s.max));
 }
 
 // Adds one element in a single pass over the row, raising the max as needed.
@@ -107,10 +113,16 @@ NPAIRS_HD RowGradCoeffs<T> row_grad_coeffs(const RowStats<T>& s, T scale) {
   return RowGradCoeffs<T>{s.max, T(1) / s.sum_exp, T(1) / s.pos, scale};
 }
 
-// dL/dS_ij = scale * (softmax(z)_j - q_j / pos).
+// dL/dS_ij = scale * (softmax(z)_j - q_j / pos), given e = row_exp(z - c.max)
+// (e.g. kept from the statistics pass, so that each element costs one exp).
+template <class T>
+NPAIRS_HD T row_grad_from_exp(const RowGradCoeffs<T>& c, T e, T q) {
+  return c.scale * (e * c.inv_sum_exp - q * c.inv_pos);
+}
+
 template <class T>
 NPAIRS_HD T row_grad(const RowGradCoeffs<T>& c, T z, T q) {
-  return c.scale * (row_exp(z - c.max) * c.inv_sum_exp - q * c.inv_pos);
+  return row_grad_from_exp(c, row_exp(z - c.max), q);
 }
 
 }  // namespace npairs

@@ -2,6 +2,7 @@
 // CPU backend and the CUDA kernels use, against the independent reference.
 #include "row_math.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -46,23 +47,28 @@ double rtol_of() {
   return sizeof(T) == 4 ? 2e-6 : 1e-14;
 }
 
+// A random row of 1 to max_length logits and target weights (30% of them
+// positive), with at least one positive column; returns its length.
+template <class T>
+std::size_t random_row(npt::Rng& rng, int max_length, std::vector<T>& z, std::vector<T>& q) {
+  const auto n = static_cast<std::size_t>(rng.integer(1, max_length));
+  z.resize(n);
+  q.resize(n);
+  for (std::size_t j = 0; j < n; ++j) {
+    z[j] = static_cast<T>(5 * rng.normal());
+    q[j] = static_cast<T>(rng.bernoulli(0.3) ? rng.uniform(0.5, 2) : 0.0);
+  }
+  if (q[0] == T(0)) q[0] = T(1);
+  return n;
+}
+
 TYPED_TEST(RowMath, RowLossMatchesReference) {
   using T = TypeParam;
   npt::Rng rng(1);
   for (int trial = 0; trial < 20; ++trial) {
-    const std::size_t n = static_cast<std::size_t>(rng.integer(1, 50));
-    std::vector<T> z(n), q(n);
-    std::vector<double> zd(n), qd(n);
-    for (std::size_t j = 0; j < n; ++j) {
-      z[j] = static_cast<T>(5 * rng.normal());
-      q[j] = static_cast<T>(rng.bernoulli(0.3) ? rng.uniform(0.5, 2) : 0.0);
-      zd[j] = z[j];
-      qd[j] = q[j];
-    }
-    if (q[0] == T(0)) {
-      q[0] = T(1);
-      qd[0] = 1;
-    }
+    std::vector<T> z, q;
+    const std::size_t n = random_row(rng, 50, z, q);
+    const std::vector<double> zd(z.begin(), z.end()), qd(q.begin(), q.end());
     const double expected = reference_row_loss(zd, qd);
     const double got = static_cast<double>(npairs::row_loss(stats_of(z, q, 0, n)));
     EXPECT_NEAR(got, expected, rtol_of<T>() * (std::fabs(expected) + 10)) << "trial " << trial;
@@ -154,6 +160,42 @@ TYPED_TEST(RowMath, GradientIsSoftmaxMinusTargets) {
     total += got;
   }
   EXPECT_NEAR(total, 0.0, rtol_of<T>());  // softmax and targets both sum to 1
+}
+
+// row_grad_from_exp, fed e = row_exp(z - max) as the CPU row pass keeps it,
+// against the gradient computed in long double from z and q alone.
+TYPED_TEST(RowMath, GradientFromExpMatchesLongDouble) {
+  using T = TypeParam;
+  npt::Rng rng(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<T> z, q;
+    const std::size_t n = random_row(rng, 60, z, q);
+    const T scale = static_cast<T>(rng.uniform(-2, 2));
+    const auto c = npairs::row_grad_coeffs(stats_of(z, q, 0, n), scale);
+
+    long double max = -INFINITY, sum_exp = 0, pos = 0;
+    for (std::size_t j = 0; j < n; ++j) {
+      max = std::max(max, static_cast<long double>(z[j]));
+      pos += q[j];
+    }
+    for (std::size_t j = 0; j < n; ++j) sum_exp += std::exp(z[j] - max);
+    for (std::size_t j = 0; j < n; ++j) {
+      const long double expected = scale * (std::exp(z[j] - max) / sum_exp - q[j] / pos);
+      const T got = npairs::row_grad_from_exp(c, npairs::row_exp(z[j] - c.max), q[j]);
+      EXPECT_NEAR(static_cast<double>(got), static_cast<double>(expected),
+                  rtol_of<T>() * std::fabs(static_cast<double>(scale)))
+          << "trial " << trial << ", column " << j;
+      // row_grad is this helper with its own exp: the same bits.
+      EXPECT_EQ(got, npairs::row_grad(c, z[j], q[j]));
+    }
+  }
+  // A column at -inf (e = 0) without target weight has no gradient; the
+  // row's only other column takes the whole softmax and target: 0 too.
+  const T inf = std::numeric_limits<T>::infinity();
+  const std::vector<T> z = {-inf, T(3)}, q = {T(0), T(1)};
+  const auto c = npairs::row_grad_coeffs(stats_of(z, q, 0, 2), T(0.5));
+  EXPECT_EQ(npairs::row_grad_from_exp(c, T(0), T(0)), T(0));
+  EXPECT_EQ(npairs::row_grad_from_exp(c, T(1), T(1)), T(0));
 }
 
 }  // namespace
