@@ -12,28 +12,21 @@
 
 namespace npairs::cuda {
 
+template <class Compute, cudaDataType kDataType>
+struct DtypeInfo {
+  using compute = Compute;
+  static constexpr cudaDataType data_type = kDataType;
+};
 template <class T>
 struct DtypeTraits;
 template <>
-struct DtypeTraits<float> {
-  using compute = float;
-  static constexpr cudaDataType data_type = CUDA_R_32F;
-};
+struct DtypeTraits<float> : DtypeInfo<float, CUDA_R_32F> {};
 template <>
-struct DtypeTraits<double> {
-  using compute = double;
-  static constexpr cudaDataType data_type = CUDA_R_64F;
-};
+struct DtypeTraits<double> : DtypeInfo<double, CUDA_R_64F> {};
 template <>
-struct DtypeTraits<__half> {
-  using compute = float;
-  static constexpr cudaDataType data_type = CUDA_R_16F;
-};
+struct DtypeTraits<__half> : DtypeInfo<float, CUDA_R_16F> {};
 template <>
-struct DtypeTraits<__nv_bfloat16> {
-  using compute = float;
-  static constexpr cudaDataType data_type = CUDA_R_16BF;
-};
+struct DtypeTraits<__nv_bfloat16> : DtypeInfo<float, CUDA_R_16BF> {};
 
 template <class T>
 using compute_t = typename DtypeTraits<T>::compute;
