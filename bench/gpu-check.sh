@@ -108,7 +108,7 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
   step emb-f32 30 "$bench" "${target_case[@]}" --json "$out/emb-f32.json"
   step emb-tf32 30 "$bench" "${target_case[@]}" --tf32 --json "$out/emb-tf32.json"
   step emb-bf16 30 "$bench" "${target_case[@]}" --dtype bf16 --json "$out/emb-bf16.json"
-  step tests 90 ctest --test-dir build/gpu --output-on-failure -j 4 -LE large
+  step tests 90 ctest --test-dir build/gpu --output-on-failure -j 8 -LE large
   # memcheck over the device-memory cases in float32 and bfloat16 (4- and
   # 2-byte rows, misaligned ones too), a user stream and invalid targets,
   # but not the many-row (grid*) cases: about a minute. The allocation-
