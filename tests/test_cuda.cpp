@@ -6,6 +6,7 @@
 // Every output is poisoned first. All tests skip without a GPU.
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "cuda_util.hpp"
@@ -170,25 +171,22 @@ std::vector<CudaCase> make_cases() {
   return cases;
 }
 
-// The same values in an array whose data starts `guard` elements into its
-// buffer: an odd guard moves it off 16-byte alignment.
+// The same elements, bit for bit (poison included), in an array whose data
+// starts `guard` elements into its poisoned buffer: an odd guard moves it off
+// 16-byte alignment.
 npt::Array with_guard(const npt::Array& a, std::size_t guard) {
   npt::Array moved(a.dtype(), a.size(), guard);
   moved.poison();
-  for (std::size_t k = 0; k < a.size(); ++k) moved.set(k, a.get(k));
+  if (a.size() > 0) std::memcpy(moved.data(), a.data(), a.size() * npt::dtype_size(a.dtype()));
   return moved;
 }
 
-// Prepares outputs (poisoned; for in-place dS a poisoned-guard copy of S).
+// Prepares outputs (poisoned; for in-place dS a copy of S with poisoned
+// guards), dS misaligned when the case says so.
 npt::Outputs make_outputs(const CudaCase& c, const npt::Inputs& in) {
   npt::Outputs out(in, !c.loss_null, c.want_similarity || c.in_place, c.want_anchors, c.want_positives);
-  if (c.in_place) {
-    npt::Array s(c.spec.dtype, in.similarity.size());
-    s.poison();
-    for (std::size_t k = 0; k < s.size(); ++k) s.set(k, in.similarity.get(k));
-    out.grad_similarity = s;
-  }
-  if (c.misaligned) out.grad_similarity = with_guard(out.grad_similarity, npt::Array::kGuard + 1);
+  const std::size_t guard = npt::Array::kGuard + (c.misaligned ? 1 : 0);
+  if (c.in_place || c.misaligned) out.grad_similarity = with_guard(c.in_place ? in.similarity : out.grad_similarity, guard);
   return out;
 }
 
