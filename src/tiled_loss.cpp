@@ -46,10 +46,11 @@ TilePlan plan_tiles(const Task& task, std::size_t limit, const WorkspaceModel& b
         largest_fitting(all_cols, [&](int64_t cols) { return bytes(rows, cols) <= limit; });
     if (col_tile >= 1) return TilePlan{rows, col_tile, bytes(rows, col_tile)};
   }
+  const std::size_t smallest = std::min(bytes(1, all_cols), bytes(1, 1));
   fail(NPAIRS_ERROR_OUT_OF_MEMORY,
        "the context's workspace limit (" + std::to_string(limit) +
-           " bytes) is below the smallest workspace this call can use (" +
-           std::to_string(bytes(1, 1)) + " bytes)");
+           " bytes) is below the smallest workspace this call can use (" + std::to_string(smallest) +
+           " bytes)");
 }
 
 void run_tiled(const Task& task, const TilePlan& plan, TileOps& ops) {
