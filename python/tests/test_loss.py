@@ -355,3 +355,56 @@ def test_contexts_are_cached_per_thread_and_reproducible():
     for loss, grad in results:
         assert loss == expected[0]
         assert np.array_equal(grad, expected[1])
+
+
+# ---------------------------------------------------------------------------
+# Threads and cached workspace
+
+
+def test_thread_count_reaches_the_library(thread_settings):
+    labels, S, _, _ = _backend_case()
+    try:
+        npairs.set_num_threads(1)
+        assert npairs.get_num_threads() == 1
+        npairs.npairs_loss(labels, S)
+        assert thread_settings == [1]
+        npairs.npairs_loss(labels, S, threads=2)  # per call
+        npairs.NpairsLoss(threads=3)(labels, S)
+        assert thread_settings == [1, 2, 3]
+    finally:
+        npairs.set_num_threads(0)
+    npairs.npairs_loss(labels, S)
+    assert thread_settings[-1] == 0  # back to every core
+
+
+def test_empty_cache_destroys_every_threads_contexts(monkeypatch):
+    import threading
+
+    from npairs import _core, _lib
+
+    lib = _lib.load()
+    real = lib.npairs_context_destroy
+    destroyed = []
+    monkeypatch.setattr(lib, "npairs_context_destroy", lambda h: (destroyed.append(getattr(h, "value", h)), real(h))[1])
+    labels, S, ref_loss, _ = _backend_case()
+    npairs.npairs_loss(labels, S)
+    here = _core.context(_lib.BACKEND_CPU, 0)
+    others = []
+    ready, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        npairs.npairs_loss(labels, S)
+        others.append(_core.context(_lib.BACKEND_CPU, 0))
+        ready.set()
+        done.wait()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    ready.wait()
+    handles = {here.handle.value, others[0].handle.value}
+    del here, others[:]
+    npairs.empty_cache()
+    done.set()
+    t.join()
+    assert handles <= set(destroyed)  # the workspace of both threads' contexts is freed
+    assert_matches(npairs.npairs_loss(labels, S, temperature=0.9), ref_loss, np.float64)  # a fresh context works
