@@ -11,6 +11,11 @@ PyTorch, TensorFlow, OpenMP and OpenBLAS never compete):
                   tensors (through __cuda_array_interface__) on a GPU
   npairs-torch    npairs.torch.NpairsLoss / NpairsEmbeddingsLoss(reg_lambda=0)
                   with torch.autograd.grad, as in a PyTorch training step
+  npairs-torch-none      the same with reduction='none' (per-row losses,
+                  backward of their sum)
+  npairs-torch-weighted  the same (default reduction) with a sample_weight
+                  that requires grad, dL/dw included
+                  (both are to stay within 1.3x of npairs-torch: issue 16)
   torch-eager     logits = S (or A @ P.T); F.cross_entropy(logits, T) with T
                   the row-normalised label-equality matrix, built per call;
                   torch.autograd.grad
@@ -67,7 +72,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SYSTEMS = ["npairs", "npairs-torch", "torch-eager", "torch-compile", "tfa-eager", "tfa-function", "torch-gemms"]
+SYSTEMS = ["npairs", "npairs-torch", "npairs-torch-none", "npairs-torch-weighted", "torch-eager", "torch-compile",
+           "tfa-eager", "tfa-function", "torch-gemms"]
+VARIANTS = ["npairs-torch-none", "npairs-torch-weighted"]  # timed against npairs-torch
 INPUTS = ["similarity", "embeddings"]
 
 
@@ -109,7 +116,7 @@ class Runner:
         if system.startswith("npairs"):
             os.environ.setdefault("NPAIRS_LIBRARY", os.path.join(REPO, "build", "release", "libnpairs.so"))
             sys.path.insert(0, os.path.join(REPO, "python"))
-        if system.startswith("torch") or system == "npairs-torch" or device == "cuda":
+        if system.startswith("torch") or system.startswith("npairs-torch") or device == "cuda":
             import torch
 
             self.torch = torch
@@ -186,16 +193,30 @@ class Runner:
 
         return call
 
-    def _npairs_torch(self, input_kind, labels, data):
+    def _npairs_torch(self, input_kind, labels, data, reduction="sum_over_batch_size", weighted=False):
         import npairs.torch as nt
 
+        torch = self.torch
         lab, ts = self._tensors(labels, data, grad=True)
+        weight = torch.ones(len(labels), device=self.device, requires_grad=True) if weighted else None
+        extra = [weight] if weighted else []
+
+        def total(loss):  # 'none': the backward of the per-row losses' mean, the default's value
+            return loss.sum() / loss.shape[0] if reduction == "none" else loss
+
         if input_kind == "similarity":
-            module = nt.NpairsLoss()
-            return self._autograd_call(lambda: module(lab, ts["similarity"]), [ts["similarity"]])
-        module = nt.NpairsEmbeddingsLoss(reg_lambda=0.0)
-        return self._autograd_call(lambda: module(lab, ts["anchors"], ts["positives"]),
-                                   [ts["anchors"], ts["positives"]])
+            module = nt.NpairsLoss(reduction=reduction)
+            return self._autograd_call(lambda: total(module(lab, ts["similarity"], weight)),
+                                       [ts["similarity"]] + extra)
+        module = nt.NpairsEmbeddingsLoss(reg_lambda=0.0, reduction=reduction)
+        return self._autograd_call(lambda: total(module(lab, ts["anchors"], ts["positives"], weight)),
+                                   [ts["anchors"], ts["positives"]] + extra)
+
+    def _npairs_torch_none(self, input_kind, labels, data):
+        return self._npairs_torch(input_kind, labels, data, reduction="none")
+
+    def _npairs_torch_weighted(self, input_kind, labels, data):
+        return self._npairs_torch(input_kind, labels, data, weighted=True)
 
     def _torch_loss(self, input_kind):
         torch = self.torch
@@ -378,6 +399,12 @@ def print_table(results, systems, args):
                     ratio = f" ({m / base:5.2f}x)" if base else " " * 9
                     cells.append(f"{m:>{width}.3f}{ratio}")
             print(f"{label:<22}" + "".join(cells))
+    for s in [s for s in VARIANTS if s in shown and "npairs-torch" in shown]:
+        for input_kind in args.inputs:
+            for rows in args.rows:
+                m, base = medians.get((s, input_kind, rows)), medians.get(("npairs-torch", input_kind, rows))
+                if m and base:
+                    print(f"{s} {input_kind} R={rows}: {m / base:.2f}x npairs-torch's time (target <= 1.3x)")
     bad = [r for r in results if r.get("loss_rel_diff", 0) > 1e-4 or r.get("grad_norm_rel_diff", 0) > 1e-3]
     for r in bad:
         print(f"CHECK: {r['system']} {r['input']} R={r['rows']}: loss differs by {r['loss_rel_diff']:.2e}, "

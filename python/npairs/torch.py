@@ -4,9 +4,11 @@
 similarity) and ``NpairsEmbeddingsLoss`` (labels + anchors + positives, with
 tf.contrib's optional L2 term). The forward pass computes the loss and its
 gradients in one library call, and backward only scales them by
-``grad_output``: it never calls the library again (for reduction 'none' the
+``grad_output``: it does not call the library again (for reduction 'none' the
 forward pass keeps dL/dS for a unit upstream gradient; backward scales its
-rows and, for embeddings, multiplies it by the positives and anchors). A
+rows in place and, for embeddings, multiplies it by the positives and
+anchors; only a second backward through a retained graph asks the library
+again). A
 ``sample_weight`` that requires grad costs no extra call either: the same
 call returns the unweighted row losses (dL/dw_i is proportional to them).
 
@@ -55,7 +57,7 @@ class _Config:
 
 
 def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, *, want_grads, reduction=None,
-          reg_lambda=None, weights_as_grad_loss=False):
+          reg_lambda=None, weights_as_grad_loss=False, grad_loss=None):
     names = {"targets": "multilabels", "column_targets": "column_multilabels"} if cfg.multilabel else {}
     return _core.compute(
         targets=targets,
@@ -66,6 +68,7 @@ def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, 
         anchors=anchors,
         positives=positives,
         sample_weight=weight,
+        grad_loss=grad_loss,
         reduction=cfg.reduction if reduction is None else reduction,
         temperature=cfg.temperature,
         reg_lambda=cfg.reg_lambda if reg_lambda is None else reg_lambda,
@@ -76,6 +79,16 @@ def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, 
         host_half_as_float32=True,
         weights_as_grad_loss=weights_as_grad_loss,
     )
+
+
+def _rows(logits):
+    """The row count of a 2-D logits input (checked by the library call that follows; 0 if it has none)."""
+    shape = getattr(logits, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) > 0 else 0
+
+
+def _detached(x):
+    return x.detach() if torch.is_tensor(x) else x
 
 
 def _tensor(x, like):
@@ -97,15 +110,17 @@ class NpairsFunction(torch.autograd.Function):
         rows = None
         if weight_grad:
             # One call gives the unweighted row losses (for dL/dw) and the
-            # gradients of sum_i w_i loss_i; the reduction and the L2 term are
-            # applied here, as SPEC section 1 defines them.
-            rows, grads = _call(cfg, targets, column_targets, weight, similarity, anchors, positives,
-                                want_grads=want, reduction="none", reg_lambda=0.0, weights_as_grad_loss=True)
-            w = weight.detach().reshape(-1).to(rows.dtype)
-            r = 1.0 / max(rows.shape[0], 1) if cfg.reduction == "sum_over_batch_size" else 1.0
+            # gradients of sum_i r w_i loss_i (r: the reduction's factor, as
+            # the library's upstream gradient); the reduction and the L2 term
+            # are applied here, as SPEC section 1 defines them.
+            w = weight.detach()
+            r = 1.0 / max(_rows(similarity if anchors is None else anchors), 1) \
+                if cfg.reduction == "sum_over_batch_size" else 1.0
+            rows, grads = _call(cfg, targets, column_targets, w * r if r != 1.0 else w, similarity, anchors,
+                                positives, want_grads=want, reduction="none", reg_lambda=0.0,
+                                weights_as_grad_loss=True)
+            w = w.reshape(-1).to(device=rows.device, dtype=rows.dtype)
             loss = rows * w if none else (rows * w).sum() * r
-            if r != 1.0:
-                grads = {name: grad.mul_(r) for name, grad in grads.items()}
             if cfg.reg_lambda > 0 and not none:
                 loss = loss + _add_l2_term(cfg.reg_lambda, _tensor(anchors, loss), positives, grads)
         else:
@@ -115,11 +130,20 @@ class NpairsFunction(torch.autograd.Function):
         ctx.scale = 1.0 / max(rows.shape[0], 1) if rows is not None and cfg.reduction == "sum_over_batch_size" \
             else 1.0
         ctx.dtypes = {name: x.dtype for name, x in inputs.items() if torch.is_tensor(x)}
-        ctx.weight_meta = (weight.shape, weight.dtype) if weight_grad else None
+        ctx.weight_meta = (weight.shape, weight.dtype, weight.device) if weight_grad else None
         saved = [grads.get(n) for n in ("similarity", "anchors", "positives")] + [rows]
-        if none and cfg.embeddings and wanted:
+        ctx.unit_dS = None
+        if none and wanted:
             dS = grads["similarity"]
-            saved[1:3] = [_tensor(anchors, dS), _tensor(positives, dS)]  # backward multiplies dS by them
+            if cfg.embeddings:
+                saved[1:3] = [_tensor(anchors, dS), _tensor(positives, dS)]  # backward multiplies dS by them
+            else:
+                # Scaled in place by the first backward (no new R x M array), so
+                # kept outside the saved tensors, whose versions autograd checks;
+                # a second backward (retain_graph=True) asks the library again.
+                saved[0] = None
+                ctx.unit_dS = dS
+                ctx.recompute = (cfg, targets, column_targets, _detached(weight), _detached(similarity))
         ctx.save_for_backward(*saved)
         return loss
 
@@ -131,14 +155,20 @@ class NpairsFunction(torch.autograd.Function):
         out = {"similarity": None, "anchors": None, "positives": None}
         grad_weight = None
         if ctx.none:
-            if ctx.wanted:
-                dS = similarity * grad_output.to(similarity.dtype).reshape(-1, 1)
-                if "similarity" in ctx.wanted:
-                    out["similarity"] = dS
+            if ctx.wanted and similarity is not None:  # embeddings: the upstream gradient scales rows of D values
+                g = grad_output.to(similarity.dtype).reshape(-1, 1)
                 if "anchors" in ctx.wanted:
-                    out["anchors"] = dS @ positives.to(dS.dtype)
+                    out["anchors"] = g * (similarity @ positives.to(g.dtype))
                 if "positives" in ctx.wanted:
-                    out["positives"] = dS.T @ anchors.to(dS.dtype)
+                    out["positives"] = similarity.T @ (g * anchors.to(g.dtype))
+            elif ctx.wanted and ctx.unit_dS is not None:
+                out["similarity"] = ctx.unit_dS.mul_(grad_output.to(ctx.unit_dS.dtype).reshape(-1, 1))
+                ctx.unit_dS = None
+            elif ctx.wanted:
+                cfg, targets, column_targets, weight, logits = ctx.recompute
+                _, grads = _call(cfg, targets, column_targets, weight, logits, None, None, want_grads=("similarity",),
+                                 grad_loss=grad_output.detach().contiguous())
+                out["similarity"] = grads["similarity"]
             if rows is not None:
                 grad_weight = grad_output * rows
         else:
@@ -155,8 +185,9 @@ class NpairsFunction(torch.autograd.Function):
             if grad is not None:
                 out[name] = grad.to(ctx.dtypes[name])
         if grad_weight is not None:  # back to the weights' own shape: [R], [R, 1] or a broadcast scalar
-            shape, dtype = ctx.weight_meta
-            grad_weight = (grad_weight.sum() if len(shape) == 0 else grad_weight).reshape(shape).to(dtype)
+            shape, dtype, device = ctx.weight_meta
+            grad_weight = (grad_weight.sum() if len(shape) == 0 else grad_weight).reshape(shape)
+            grad_weight = grad_weight.to(device=device, dtype=dtype)
         return None, None, None, grad_weight, out["similarity"], out["anchors"], out["positives"]
 
 

@@ -463,3 +463,56 @@ def test_cpu_autocast_bfloat16_trains():
     assert ea.dtype == torch.bfloat16 and loss.dtype == torch.bfloat16
     loss.backward()
     assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
+
+
+# ---------------------------------------------------------------------------
+# The README's recipes
+
+
+def test_recipe_pytorch_metric_learning():
+    g = torch.Generator().manual_seed(27)
+    lab = torch.arange(6).repeat_interleave(2)[torch.tensor([2, 3, 0, 1, 10, 11, 4, 5, 8, 9, 6, 7])]
+    emb = torch.randn(12, 5, dtype=torch.float64, generator=g)
+    ours = nt.NpairsEmbeddingsLoss()(lab[0::2], F.normalize(emb[0::2]), F.normalize(emb[1::2]))
+    # pytorch_metric_learning's NPairsLoss on such a batch: normalised dot products of its
+    # positive pairs, cross-entropy against the pairs' identity.
+    a, p = F.normalize(emb[0::2]), F.normalize(emb[1::2])
+    match(ours, F.cross_entropy(a @ p.T, torch.arange(6)))
+
+
+def test_recipe_open_clip():
+    g = torch.Generator().manual_seed(28)
+    image = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g))
+    text = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g))
+    logit_scale = torch.tensor(14.3, dtype=torch.float64, requires_grad=True)
+    logits = logit_scale * image @ text.T
+    labels = torch.arange(7)
+    loss_fn = nt.NpairsLoss()
+    ours = (loss_fn(labels, logits) + loss_fn(labels, logits.T)) / 2
+    (ours_scale,) = torch.autograd.grad(ours, logit_scale, retain_graph=True)  # ref reuses logits
+    ref = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2  # open_clip's ClipLoss
+    (ref_scale,) = torch.autograd.grad(ref, logit_scale)
+    match(ours, ref.detach())
+    match(ours_scale, ref_scale)
+
+
+@pytest.mark.parametrize("inputs", ["similarity", "embeddings"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_none_reduction_backward_twice_through_a_retained_graph(inputs, weighted):
+    labels, a, b, w = make(seed=29)
+    w.requires_grad_(weighted)
+    a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    a2, b2 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    if inputs == "similarity":
+        ours = nt.NpairsLoss(reduction="none")(labels, a1 @ b1.T, w)
+        ref = eager(labels, a2 @ b2.T, torch.eye(b.shape[0], dtype=a.dtype), weight=w, reduction="none")
+    else:
+        ours = nt.NpairsEmbeddingsLoss(reduction="none")(labels, a1, b1, w)
+        ref = eager(labels, a2, b2, weight=w, reduction="none")
+    gen = torch.Generator().manual_seed(30)
+    for _ in range(2):  # different upstream gradients; the second backward cannot reuse the first's buffer
+        up = torch.randn(ours.shape, dtype=ours.dtype, generator=gen)
+        ours.backward(up, retain_graph=True)
+        ref.backward(up, retain_graph=True)
+        match(a1.grad, a2.grad)
+        match(b1.grad, b2.grad)
