@@ -23,8 +23,8 @@ def pytest_configure(config):
         _lib.load()
     except npairs.LibraryNotFoundError as e:
         hint = "" if os.environ.get(_lib.ENV_VAR) else (
-            f"\n{_lib.ENV_VAR} is not set: build libnpairs (cmake -S . -B build && cmake --build build) "
-            f"and run with {_lib.ENV_VAR}=build/libnpairs.so"
+            f"\n{_lib.ENV_VAR} is not set: build libnpairs (cmake --preset release && cmake --build --preset release) "
+            f"and run with {_lib.ENV_VAR}=build/release/libnpairs.so"
         )
         raise pytest.UsageError(f"npairs tests need libnpairs: {e}{hint}") from None
 

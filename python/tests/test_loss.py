@@ -1,5 +1,7 @@
 """npairs' functions against the independent NumPy reference (SPEC section 1)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -408,3 +410,21 @@ def test_empty_cache_destroys_every_threads_contexts(monkeypatch):
     t.join()
     assert handles <= set(destroyed)  # the workspace of both threads' contexts is freed
     assert_matches(npairs.npairs_loss(labels, S, temperature=0.9), ref_loss, np.float64)  # a fresh context works
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc")
+def test_empty_cache_returns_the_documented_workspace():
+    # README, "Memory": a CPU embeddings call without dL/dS keeps R * M logits (float64 here);
+    # 2100^2 * 8 bytes is above glibc's largest mmap threshold, so freeing it returns it to the system.
+    R, page = 2100, os.sysconf("SC_PAGE_SIZE")
+
+    def resident():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    rng = np.random.default_rng(43)
+    A = rng.standard_normal((R, 4))
+    npairs.npairs_embeddings_loss(np.arange(R), A, A, return_grads=True)
+    before = resident()
+    npairs.empty_cache()
+    assert before - resident() >= 0.95 * R * R * 8
