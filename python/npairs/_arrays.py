@@ -156,15 +156,20 @@ def _host_bfloat16(name, obj, dtype):
 
 
 def _host_torch(name, t, dtype):
-    """host() of a CPU tensor: cast and made contiguous by PyTorch, only where needed (never through NumPy)."""
+    """host() of a CPU tensor: cast and made contiguous by PyTorch, only where needed (never through NumPy).
+
+    Without dtype (wrap(), before the dtype wanted is known) the tensor is
+    only viewed, its strides kept, so that the conversion copies it once.
+    """
     import torch
 
     t = t.detach()
     if t.is_conj():
         t = t.resolve_conj()
-    if dtype is not None:
-        t = t.to(_torch_dtype(torch, dtype))
-    t = t.contiguous()
+    if dtype is None:
+        strides = None if t.is_contiguous() else tuple(s * t.element_size() for s in t.stride())
+        return Array(name, t, t.data_ptr(), t.shape, numpy_dtype(name, t.dtype), strides, None, None, "torch", t)
+    t = t.to(_torch_dtype(torch, dtype)).contiguous()
     return Array(name, t, t.data_ptr(), t.shape, numpy_dtype(name, t.dtype), None, None, None, "torch", t)
 
 

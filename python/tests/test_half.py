@@ -129,8 +129,10 @@ def test_bfloat16_tensors_are_read_in_place():
     t = torch.ones(3, 4, dtype=torch.bfloat16)
     a = _arrays.wrap("x", t)
     assert a.dtype == _arrays.BFLOAT16 and a.ptr == t.data_ptr() and a.shape == (3, 4) and not a.on_cuda
-    c = _arrays.wrap("x", t.T)  # not contiguous: copied
-    assert c.shape == (4, 3) and c.ptr != t.data_ptr() and torch.equal(c.obj, t.T)
+    c = _arrays.wrap("x", t.T)  # not contiguous: viewed, then copied once by the conversion
+    assert c.shape == (4, 3) and not c.c_contiguous()
+    converted = _arrays.host("x", c.obj, _arrays.BFLOAT16)
+    assert converted.ptr != t.data_ptr() and converted.obj.is_contiguous() and torch.equal(converted.obj, t.T)
     assert _arrays.dtype_name(a.dtype) == "bfloat16"
 
 
