@@ -30,8 +30,9 @@ PyTorch, TensorFlow, OpenMP and OpenBLAS never compete):
 Cases: similarity input (loss + dL/dS) and embeddings input (loss + dL/dA +
 dL/dP), R = M rows, int64 labels with R/2 classes (each twice), float32,
 the default reduction (mean over rows), temperature 1. Each figure is the
-median of --repeats calls after --warmup untimed ones; CUDA calls are
-followed by torch.cuda.synchronize(). Every system's loss and gradient norms
+median of --repeats calls after --warmup untimed ones (with --rounds N, the
+median of N such medians, every system run in turn in each round); CUDA
+calls are followed by torch.cuda.synchronize(). Every system's loss and gradient norms
 are checked against npairs'.
 
 Running it (CPU; Python 3.9-3.11, which tensorflow-addons needs):
@@ -368,6 +369,27 @@ def run_worker(system, args):
     return {"versions": {}, "error": why, "results": []}
 
 
+def combine_rounds(rounds):
+    """One record per case: the median of the rounds' medians (round_medians_ms keeps each)."""
+    by_case = {}
+    for results in rounds:
+        for r in results:
+            by_case.setdefault((r["system"], r["input"], r["rows"]), []).append(r)
+    combined = []
+    for recs in by_case.values():
+        timed = [r for r in recs if "median_ms" in r]
+        if not timed:
+            combined.append(recs[0])
+            continue
+        rec = dict(timed[0])
+        rec["round_medians_ms"] = [r["median_ms"] for r in timed]
+        rec["median_ms"] = statistics.median(rec["round_medians_ms"])
+        rec["min_ms"] = min(r["min_ms"] for r in timed)
+        rec["times_ms"] = [t for r in timed for t in r["times_ms"]]
+        combined.append(rec)
+    return combined
+
+
 def check_against(results, reference="npairs"):
     """Each result's loss and gradient norms, relative to npairs' on the same case."""
     ref = {(r["input"], r["rows"]): r for r in results if r["system"] == reference and "loss" in r}
@@ -399,12 +421,19 @@ def print_table(results, systems, args):
                     ratio = f" ({m / base:5.2f}x)" if base else " " * 9
                     cells.append(f"{m:>{width}.3f}{ratio}")
             print(f"{label:<22}" + "".join(cells))
+    by_case = {(r["system"], r["input"], r["rows"]): r for r in results}
     for s in [s for s in VARIANTS if s in shown and "npairs-torch" in shown]:
         for input_kind in args.inputs:
             for rows in args.rows:
                 m, base = medians.get((s, input_kind, rows)), medians.get(("npairs-torch", input_kind, rows))
                 if m and base:
-                    print(f"{s} {input_kind} R={rows}: {m / base:.2f}x npairs-torch's time (target <= 1.3x)")
+                    line = f"{s} {input_kind} R={rows}: {m / base:.2f}x npairs-torch's time (target <= 1.3x)"
+                    pairs = zip(by_case[(s, input_kind, rows)].get("round_medians_ms", []),
+                                by_case[("npairs-torch", input_kind, rows)].get("round_medians_ms", []))
+                    ratios = [a / b for a, b in pairs]
+                    if len(ratios) > 1:  # each round's two figures were taken minutes apart at most
+                        line += f"; median of the rounds' ratios {statistics.median(ratios):.2f}x"
+                    print(line)
     bad = [r for r in results if r.get("loss_rel_diff", 0) > 1e-4 or r.get("grad_norm_rel_diff", 0) > 1e-3]
     for r in bad:
         print(f"CHECK: {r['system']} {r['input']} R={r['rows']}: loss differs by {r['loss_rel_diff']:.2e}, "
@@ -454,6 +483,9 @@ def main():
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per system")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every system this many times, in turn; each figure is then the median of the rounds' "
+                        "medians (so that a load that comes and goes hits every system alike)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--plot", help="write a PNG plot here (matplotlib)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -482,8 +514,9 @@ def main():
     # the running worker on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.datetime.now(datetime.timezone.utc)
-    workers = {s: run_worker(s, args) for s in systems}
-    results = [r for w in workers.values() for r in w["results"]]
+    rounds = [{s: run_worker(s, args) for s in systems} for _ in range(args.rounds)]
+    workers = rounds[0]
+    results = combine_rounds([[r for w in round_workers.values() for r in w["results"]] for round_workers in rounds])
     check_against(results)
     print_table(results, systems, args)
     for s, w in workers.items():
@@ -506,7 +539,7 @@ def main():
         "command": shlex.join([sys.executable] + sys.argv),
         "machine": machine,
         "settings": {"device": args.device, "rows": args.rows, "dim": args.dim, "inputs": args.inputs,
-                     "repeats": args.repeats, "warmup": args.warmup},
+                     "repeats": args.repeats, "warmup": args.warmup, "rounds": args.rounds},
         "systems": {s: {"versions": w["versions"], "error": w.get("error")} for s, w in workers.items()},
         "results": results,
     }
