@@ -22,8 +22,8 @@ class _LossBase:
     _defaults = {}
 
     def __init__(self, name, reduction, temperature, backend, threads):
-        name_of = _core.reduction_name(reduction)
-        self.reduction = name_of if str(reduction).lower() != "auto" else "auto"
+        canonical = _core.reduction_name(reduction)
+        self.reduction = canonical if str(reduction).lower() != "auto" else "auto"
         self.temperature = _core.positive_float("temperature", temperature)
         _core.backend_code(backend)
         self.backend = str(backend).lower()

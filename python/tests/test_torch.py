@@ -320,7 +320,8 @@ def test_top_level_api_hands_autograd_tensors_to_npairs_torch():
     labels, a, b, w = make(seed=19, multilabel=False)
     multi = make(seed=19, multilabel=True)[0]
     cases = [
-        (lambda s, x, y: npairs.NpairsLoss(temperature=0.7)(labels, s, w), lambda s, x, y: nt.NpairsLoss(0.7)(labels, s, w)),
+        (lambda s, x, y: npairs.NpairsLoss(temperature=0.7)(labels, s, w),
+         lambda s, x, y: nt.NpairsLoss(0.7)(labels, s, w)),
         (lambda s, x, y: npairs.npairs_loss(labels, s, reduction="sum"),
          lambda s, x, y: nt.npairs_loss(labels, s, reduction="sum")),
         (lambda s, x, y: npairs.NpairsMultilabelLoss()(multi, s), lambda s, x, y: nt.NpairsMultilabelLoss()(multi, s)),
