@@ -8,13 +8,22 @@ Loss classes: :class:`NpairsLoss`, :class:`NpairsMultilabelLoss`,
 
 The shared library is loaded at first use from ``$NPAIRS_LIBRARY``, else
 next to this package, else through the system loader (see ``npairs._lib``).
+
+Threads: CPU calls use :func:`get_num_threads` threads (set with
+:func:`set_num_threads`; 0, the default, means every core), or ``threads=``
+per call; ``npairs.torch`` follows ``torch.get_num_threads()``. Memory: each
+thread's contexts keep the largest workspace their calls needed until
+:func:`empty_cache` releases it.
 """
 
 from ._core import (
     backend_available,
+    empty_cache,
+    get_num_threads,
     npairs_embeddings_loss,
     npairs_loss,
     npairs_multilabel_loss,
+    set_num_threads,
 )
 from .errors import (
     BackendUnavailableError,
@@ -62,9 +71,12 @@ __all__ = [
     "OutOfMemoryError",
     "UnsupportedError",
     "backend_available",
+    "empty_cache",
+    "get_num_threads",
     "library_path",
     "library_version",
     "npairs_embeddings_loss",
     "npairs_loss",
     "npairs_multilabel_loss",
+    "set_num_threads",
 ]
