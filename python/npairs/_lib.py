@@ -119,6 +119,8 @@ _SIGNATURES = {
     "npairs_context_set_stream": (npairs_status, [npairs_context, ctypes.c_void_p]),
     "npairs_context_set_threads": (npairs_status, [npairs_context, ctypes.c_int32]),
     "npairs_context_synchronize": (npairs_status, [npairs_context]),
+    "npairs_context_set_workspace_limit": (npairs_status, [npairs_context, ctypes.c_size_t]),
+    "npairs_context_reserve": (npairs_status, [npairs_context, ctypes.c_size_t]),
     "npairs_options_init": (None, [ctypes.POINTER(Options)]),
     "npairs_problem_init": (None, [ctypes.POINTER(Problem)]),
     "npairs_gradients_init": (None, [ctypes.POINTER(Gradients)]),
@@ -131,6 +133,16 @@ _SIGNATURES = {
             ctypes.c_void_p,
             ctypes.c_void_p,
             ctypes.POINTER(Gradients),
+        ],
+    ),
+    "npairs_workspace_size": (
+        npairs_status,
+        [
+            npairs_context,
+            ctypes.POINTER(Options),
+            ctypes.POINTER(Problem),
+            ctypes.POINTER(Gradients),
+            ctypes.POINTER(ctypes.c_size_t),
         ],
     ),
 }
