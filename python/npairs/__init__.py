@@ -13,17 +13,21 @@ Threads: CPU calls use :func:`get_num_threads` threads (set with
 :func:`set_num_threads`; 0, the default, means every core), or ``threads=``
 per call; ``npairs.torch`` follows ``torch.get_num_threads()``. Memory: each
 thread's contexts keep the largest workspace their calls needed until
-:func:`empty_cache` releases it.
+:func:`empty_cache` releases it; :func:`set_workspace_limit` (or
+``workspace_limit=`` per call; 0, the default, means none) caps it, and a
+call that needs more is computed in pieces that fit.
 """
 
 from ._core import (
     backend_available,
     empty_cache,
     get_num_threads,
+    get_workspace_limit,
     npairs_embeddings_loss,
     npairs_loss,
     npairs_multilabel_loss,
     set_num_threads,
+    set_workspace_limit,
 )
 from .errors import (
     BackendUnavailableError,
@@ -73,10 +77,12 @@ __all__ = [
     "backend_available",
     "empty_cache",
     "get_num_threads",
+    "get_workspace_limit",
     "library_path",
     "library_version",
     "npairs_embeddings_loss",
     "npairs_loss",
     "npairs_multilabel_loss",
     "set_num_threads",
+    "set_workspace_limit",
 ]

@@ -59,6 +59,7 @@ class Context:
         self.backend = kind.value
         self._stream = None
         self._threads = 0  # the library's default: every core
+        self._workspace_limit = 0  # the library's default: none
         self._finalizer = weakref.finalize(self, _destroy, lib, handle, self.backend == _lib.BACKEND_CUDA)
 
     def set_stream(self, stream):
@@ -70,6 +71,11 @@ class Context:
         if threads != self._threads:
             check(_lib.load().npairs_context_set_threads(self.handle, threads))
             self._threads = threads
+
+    def set_workspace_limit(self, limit):
+        if limit != self._workspace_limit:
+            check(_lib.load().npairs_context_set_workspace_limit(self.handle, limit))
+            self._workspace_limit = limit
 
     def synchronize(self):
         check(_lib.load().npairs_context_synchronize(self.handle))
@@ -152,6 +158,38 @@ def set_num_threads(threads):
 def get_num_threads():
     """The CPU thread count of calls that pass no threads= (0: every core)."""
     return _threads
+
+
+# The workspace limit of calls that give none, in bytes: 0 means no limit.
+_workspace_limit = 0
+_SIZE_BITS = 8 * ctypes.sizeof(ctypes.c_size_t)
+
+
+def workspace_limit_bytes(value, name="workspace_limit"):
+    """A workspace limit: an integer number of bytes, 0 to SIZE_MAX (0: no limit)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**_SIZE_BITS:
+        raise InvalidArgumentError(
+            f"{name} must be an integer number of bytes, at least 0 (0: no limit) and below 2**{_SIZE_BITS}, "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def set_workspace_limit(limit):
+    """Sets the workspace limit, in bytes, of calls that pass no workspace_limit= (0, the default: none).
+
+    A call whose scratch memory would exceed it is computed in pieces that
+    fit (SPEC section 4); one whose smallest piece does not fit raises
+    OutOfMemoryError. It caps the library's own scratch memory only, not the
+    inputs and outputs.
+    """
+    global _workspace_limit
+    _workspace_limit = workspace_limit_bytes(limit)
+
+
+def get_workspace_limit():
+    """The workspace limit, in bytes, of calls that pass no workspace_limit= (0: none)."""
+    return _workspace_limit
 
 
 # ---------------------------------------------------------------------------
@@ -552,6 +590,7 @@ def compute(
     reg_lambda=0.0,
     backend="auto",
     threads=None,
+    workspace_limit=None,
     want_loss=True,
     want_grads=(),
     names=None,
@@ -562,6 +601,7 @@ def compute(
 
     embeddings: whether the logits are anchors and positives (None: when no
     similarity is given). threads: CPU threads (None: get_num_threads()).
+    workspace_limit: bytes of library workspace (None: get_workspace_limit()).
     host_half_as_float32: compute 16-bit host inputs in float32 and return
     outputs in their 16-bit type, instead of raising. weights_as_grad_loss
     (with reduction='none', no grad_loss): the loss rows come back
@@ -570,6 +610,7 @@ def compute(
     Returns (loss or None, {name: gradient}).
     """
     threads = _threads if threads is None else threads_count(threads)
+    workspace_limit = _workspace_limit if workspace_limit is None else workspace_limit_bytes(workspace_limit)
     all_names = {
         "targets": "labels",
         "column_targets": "column_labels",
@@ -600,6 +641,7 @@ def compute(
     ctx = context(p.backend, p.device)
     if ctx.backend == _lib.BACKEND_CPU:
         ctx.set_threads(threads)
+    ctx.set_workspace_limit(workspace_limit)
     lib = _lib.load()
 
     opts = _lib.Options()
@@ -684,6 +726,7 @@ def npairs_loss(
     column_labels=None,
     backend="auto",
     threads=None,
+    workspace_limit=None,
     return_grad=False,
     grad_loss=None,
 ):
@@ -704,6 +747,10 @@ def npairs_loss(
       backend: 'auto' (CUDA for CUDA arrays, else CPU), 'cpu' or 'cuda'.
       threads: CPU threads for this call; None: :func:`npairs.get_num_threads`
         (0: every core).
+      workspace_limit: bytes of scratch memory the library may use for this
+        call; None: :func:`npairs.get_workspace_limit` (0: no limit). A call
+        that needs more is computed in pieces that fit; one whose smallest
+        piece does not fit raises OutOfMemoryError.
       return_grad: also return dL/dy_pred.
       grad_loss: upstream gradient (a scalar, or [R] with reduction='none');
         None means ones.
@@ -717,7 +764,7 @@ def npairs_loss(
       differentiable.
     """
     return _similarity_loss(False, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss)
 
 
 def npairs_multilabel_loss(
@@ -730,6 +777,7 @@ def npairs_multilabel_loss(
     column_labels=None,
     backend="auto",
     threads=None,
+    workspace_limit=None,
     return_grad=False,
     grad_loss=None,
 ):
@@ -745,18 +793,19 @@ def npairs_multilabel_loss(
     arguments and the result are as for :func:`npairs_loss`.
     """
     return _similarity_loss(True, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss)
 
 
 def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                     threads, return_grad, grad_loss):
+                     threads, workspace_limit, return_grad, grad_loss):
     """The shared body of npairs_loss and npairs_multilabel_loss."""
     if not return_grad and _autograd_wanted(y_pred, sample_weight):
         from . import torch as nt
 
         loss = nt.npairs_multilabel_loss if multilabel else nt.npairs_loss
         return loss(y_true, y_pred, sample_weight, reduction=reduction, temperature=temperature, backend=backend,
-                    threads=threads, **{"column_multilabels" if multilabel else "column_labels": column_labels})
+                    threads=threads, workspace_limit=workspace_limit,
+                    **{"column_multilabels" if multilabel else "column_labels": column_labels})
     loss, grads = compute(
         targets=y_true,
         column_targets=column_labels,
@@ -769,6 +818,7 @@ def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         temperature=temperature,
         backend=backend,
         threads=threads,
+        workspace_limit=workspace_limit,
         want_grads=("similarity",) if return_grad else (),
         names={"targets": "y_true", "similarity": "y_pred"},
     )
@@ -788,6 +838,7 @@ def npairs_embeddings_loss(
     multilabel=None,
     backend="auto",
     threads=None,
+    workspace_limit=None,
     return_grads=False,
     grad_loss=None,
 ):
@@ -820,7 +871,8 @@ def npairs_embeddings_loss(
 
         return nt.npairs_embeddings_loss(labels, anchors, positives, sample_weight, column_labels=column_labels,
                                          reg_lambda=reg_lambda, temperature=temperature, reduction=reduction,
-                                         multilabel=multilabel, backend=backend, threads=threads)
+                                         multilabel=multilabel, backend=backend, threads=threads,
+                                         workspace_limit=workspace_limit)
     loss, grads = compute(
         targets=labels,
         column_targets=column_labels,
@@ -835,6 +887,7 @@ def npairs_embeddings_loss(
         reg_lambda=reg_lambda,
         backend=backend,
         threads=threads,
+        workspace_limit=workspace_limit,
         want_grads=("anchors", "positives") if return_grads else (),
     )
     return (loss, (grads["anchors"], grads["positives"])) if return_grads else loss

@@ -15,7 +15,9 @@ call returns the unweighted row losses (dL/dw_i is proportional to them).
 CPU tensors reach the library without copying when contiguous (else
 ``.contiguous()`` copies them), CUDA tensors through
 ``__cuda_array_interface__`` on the current stream. CPU calls use
-``torch.get_num_threads()`` threads. float16 and bfloat16 tensors are
+``torch.get_num_threads()`` threads (or ``threads=``), and at most
+``npairs.get_workspace_limit()`` bytes of library workspace (or
+``workspace_limit=``; 0: no limit), streaming a call that needs more. float16 and bfloat16 tensors are
 computed on CUDA in their own type; on the CPU (e.g. under
 ``torch.autocast("cpu", dtype=torch.bfloat16)``) in float32, with the loss
 and gradients returned in the 16-bit type.
@@ -43,9 +45,11 @@ _DOUBLE_BACKWARD = (
 
 
 class _Config:
-    __slots__ = ("multilabel", "embeddings", "reduction", "temperature", "reg_lambda", "backend", "threads")
+    __slots__ = ("multilabel", "embeddings", "reduction", "temperature", "reg_lambda", "backend", "threads",
+                 "workspace_limit")
 
-    def __init__(self, multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads=None):
+    def __init__(self, multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads=None,
+                 workspace_limit=None):
         self.multilabel = bool(multilabel)
         self.embeddings = embeddings
         self.reduction = _core.reduction_name(reduction)
@@ -54,6 +58,7 @@ class _Config:
         self.backend = backend
         _core.backend_code(backend)
         self.threads = None if threads is None else _core.threads_count(threads)
+        self.workspace_limit = None if workspace_limit is None else _core.workspace_limit_bytes(workspace_limit)
 
 
 def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, *, want_grads, reduction=None,
@@ -74,6 +79,7 @@ def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, 
         reg_lambda=cfg.reg_lambda if reg_lambda is None else reg_lambda,
         backend=cfg.backend,
         threads=torch.get_num_threads() if cfg.threads is None else cfg.threads,
+        workspace_limit=cfg.workspace_limit,
         want_grads=want_grads,
         names=names,
         host_half_as_float32=True,
@@ -215,62 +221,74 @@ def _weight(sample_weight, like):
 
 
 def npairs_loss(labels, similarity, sample_weight=None, *, column_labels=None, reduction="sum_over_batch_size",
-                temperature=1.0, backend="auto", threads=None):
+                temperature=1.0, backend="auto", threads=None, workspace_limit=None):
     """Differentiable N-pairs loss of [R] integer labels and an [R, M] similarity.
 
-    threads: CPU threads (None: torch.get_num_threads()).
+    threads: CPU threads (None: torch.get_num_threads()). workspace_limit:
+    bytes of library workspace (None: npairs.get_workspace_limit(); 0: no
+    limit).
     """
-    cfg = _Config(False, False, reduction, temperature, 0.0, backend, threads)
+    cfg = _Config(False, False, reduction, temperature, 0.0, backend, threads, workspace_limit)
     return NpairsFunction.apply(cfg, labels, column_labels, _weight(sample_weight, similarity), similarity, None, None)
 
 
 def npairs_multilabel_loss(multilabels, similarity, sample_weight=None, *, column_multilabels=None,
-                           reduction="sum_over_batch_size", temperature=1.0, backend="auto", threads=None):
+                           reduction="sum_over_batch_size", temperature=1.0, backend="auto", threads=None,
+                           workspace_limit=None):
     """Differentiable multi-label N-pairs loss of an [R, K] multi-hot matrix and an [R, M] similarity."""
-    cfg = _Config(True, False, reduction, temperature, 0.0, backend, threads)
+    cfg = _Config(True, False, reduction, temperature, 0.0, backend, threads, workspace_limit)
     return NpairsFunction.apply(cfg, multilabels, column_multilabels, _weight(sample_weight, similarity),
                                 similarity, None, None)
 
 
 def npairs_embeddings_loss(labels, anchors, positives, sample_weight=None, *, column_labels=None, reg_lambda=0.0,
                            temperature=1.0, reduction="sum_over_batch_size", multilabel=None, backend="auto",
-                           threads=None):
+                           threads=None, workspace_limit=None):
     """Differentiable N-pairs loss of anchors [R, D] and positives [M, D].
 
     reg_lambda adds tf.contrib's L2 term (0.002 reproduces tf.contrib's
     npairs_loss; the default 0 adds none).
     """
-    cfg = _Config(_core.is_multilabel(labels, multilabel), True, reduction, temperature, reg_lambda, backend, threads)
+    cfg = _Config(_core.is_multilabel(labels, multilabel), True, reduction, temperature, reg_lambda, backend, threads,
+                  workspace_limit)
     return NpairsFunction.apply(cfg, labels, column_labels, _weight(sample_weight, anchors), None, anchors, positives)
+
+
+def _limit_repr(workspace_limit):
+    """The extra_repr part of a module's workspace limit: none when it follows the package-level setting."""
+    return "" if workspace_limit is None else f", workspace_limit={workspace_limit}"
 
 
 class NpairsLoss(nn.Module):
     """``NpairsLoss(temperature=1.0, reduction='sum_over_batch_size')(labels, similarity)``.
 
     reduction: 'sum_over_batch_size' (also 'mean'/'auto'), 'sum' or 'none'.
+    workspace_limit: bytes of library workspace per call (None:
+    npairs.get_workspace_limit(); 0: no limit).
     """
 
-    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto"):
+    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto", workspace_limit=None):
         super().__init__()
-        self._cfg = _Config(False, False, reduction, temperature, 0.0, backend)
+        self._cfg = _Config(False, False, reduction, temperature, 0.0, backend, workspace_limit=workspace_limit)
         self.temperature = self._cfg.temperature
         self.reduction = self._cfg.reduction
         self.backend = backend
+        self.workspace_limit = self._cfg.workspace_limit
 
     def forward(self, labels, similarity, sample_weight=None, column_labels=None):
         return NpairsFunction.apply(self._cfg, labels, column_labels, _weight(sample_weight, similarity),
                                     similarity, None, None)
 
     def extra_repr(self):
-        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"temperature={self.temperature}, reduction={self.reduction!r}" + _limit_repr(self.workspace_limit)
 
 
 class NpairsMultilabelLoss(NpairsLoss):
     """``NpairsMultilabelLoss(...)(multilabels, similarity)`` with [R, K] multi-hot targets."""
 
-    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto"):
-        super().__init__(temperature, reduction, backend)
-        self._cfg = _Config(True, False, reduction, temperature, 0.0, backend)
+    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto", workspace_limit=None):
+        super().__init__(temperature, reduction, backend, workspace_limit)
+        self._cfg = _Config(True, False, reduction, temperature, 0.0, backend, workspace_limit=workspace_limit)
 
     def forward(self, multilabels, similarity, sample_weight=None, column_multilabels=None):
         return super().forward(multilabels, similarity, sample_weight, column_multilabels)
@@ -285,18 +303,21 @@ class NpairsEmbeddingsLoss(nn.Module):
     """
 
     def __init__(self, reg_lambda=0.0, temperature=1.0, reduction="sum_over_batch_size", multilabel=False,
-                 backend="auto"):
+                 backend="auto", workspace_limit=None):
         super().__init__()
-        self._cfg = _Config(bool(multilabel), True, reduction, temperature, reg_lambda, backend)
+        self._cfg = _Config(bool(multilabel), True, reduction, temperature, reg_lambda, backend,
+                            workspace_limit=workspace_limit)
         self.reg_lambda = self._cfg.reg_lambda
         self.temperature = self._cfg.temperature
         self.reduction = self._cfg.reduction
         self.multilabel = bool(multilabel)
         self.backend = backend
+        self.workspace_limit = self._cfg.workspace_limit
 
     def forward(self, labels, anchors, positives, sample_weight=None, column_labels=None):
         return NpairsFunction.apply(self._cfg, labels, column_labels, _weight(sample_weight, anchors), None,
                                     anchors, positives)
 
     def extra_repr(self):
-        return f"reg_lambda={self.reg_lambda}, temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"reg_lambda={self.reg_lambda}, temperature={self.temperature}, reduction={self.reduction!r}" + \
+            _limit_repr(self.workspace_limit)
