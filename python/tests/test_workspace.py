@@ -63,13 +63,16 @@ def workspace_of(call, limit=None):
 
 
 def case(kind, dtype, *, columns):
-    """Inputs (in dtype) and the float64 reference of a streamed call; kind: 'labels', 'multilabels'
-    (embeddings inputs) or 'multilabels-similarity'."""
+    """(targets, column targets or None, anchors, positives, weights) in dtype, and the reference's
+    target matrix T. kind: 'labels' or 'multilabels' (the embeddings form), 'multilabels-similarity'
+    (the similarity form, S = anchors @ positives.T). columns: M != R, with column targets."""
     rng = np.random.default_rng(seed("workspace", kind, columns))
     cols = M if columns else R
     multilabel = kind.startswith("multilabels")
-    draw = (lambda n: random_multilabels(rng, n, CLASSES, 0.15)) if multilabel else \
-        (lambda n: random_labels(rng, n, CLASSES))
+
+    def draw(n):
+        return random_multilabels(rng, n, CLASSES, 0.15) if multilabel else random_labels(rng, n, CLASSES)
+
     targets = draw(R)
     column_targets = None
     if columns:
@@ -79,8 +82,7 @@ def case(kind, dtype, *, columns):
     A = (rng.standard_normal((R, D)) * 0.7).astype(dtype)
     P = (rng.standard_normal((cols, D)) * 0.7).astype(dtype)
     weights = (rng.random(R) + 0.5).astype(dtype)
-    T = targets_from_multilabels(targets, column_targets) if multilabel else targets_from_labels(targets,
-                                                                                                  column_targets)
+    T = (targets_from_multilabels if multilabel else targets_from_labels)(targets, column_targets)
     return targets, column_targets, A, P, weights, T
 
 
@@ -98,8 +100,7 @@ def test_streamed_matches_reference(library_calls, dtype, kind, reduction, colum
     tau = 0.35
     similarity = kind.endswith("similarity")
     if similarity:
-        S = A.astype(np.float64) @ P.astype(np.float64).T
-        S = S.astype(dtype)
+        S = (A.astype(np.float64) @ P.astype(np.float64).T).astype(dtype)
         expected_loss, expected_dS, _, _ = loss_and_grads(T, S=S, temperature=tau, weights=weights,
                                                           reduction=reduction)
         unlimited = npairs.npairs_multilabel_loss(targets, S, weights, reduction=reduction, temperature=tau,
