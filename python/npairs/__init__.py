@@ -29,6 +29,7 @@ from .errors import (
     UnsupportedError,
 )
 from .losses import NpairsEmbeddingsLoss, NpairsLoss, NpairsMultilabelLoss
+from ._config import show_config
 
 __version__ = "1.0.0"
 
@@ -67,4 +68,5 @@ __all__ = [
     "npairs_embeddings_loss",
     "npairs_loss",
     "npairs_multilabel_loss",
+    "show_config",
 ]

@@ -138,6 +138,7 @@ _SIGNATURES = {
 _lock = threading.Lock()
 _lib = None
 _path = None
+_origin = None
 
 
 def _candidates():
@@ -181,7 +182,7 @@ def load():
     Raises LibraryNotFoundError (an NpairsError and an OSError) when no
     usable libnpairs is found.
     """
-    global _lib, _path
+    global _lib, _path, _origin
     if _lib is not None:
         return _lib
     with _lock:
@@ -206,7 +207,7 @@ def load():
                     f"version {version // 10000}; this package needs {SUPPORTED_MAJOR}.x"
                 )
                 continue
-            _lib, _path = lib, name
+            _lib, _path, _origin = lib, name, what
             return lib
         raise LibraryNotFoundError(
             "libnpairs (the shared library behind the npairs package) could not be loaded. "
@@ -220,6 +221,12 @@ def library_path():
     """The name or path the library was loaded from (loads it if needed)."""
     load()
     return _path
+
+
+def library_origin():
+    """How the library was found, e.g. 'next to the package: PATH' (loads it if needed)."""
+    load()
+    return _origin
 
 
 def last_error():
