@@ -71,17 +71,16 @@ def _library():
         return [("library", f"not loaded: {e}")], None
     path = loaded_file(lib.npairs_version_number) or _lib.library_path()
     lines = [("library", f"{path} (libnpairs {lib.npairs_version_string().decode()}; {_lib.library_origin()})")]
-    config = None
-    config_file = os.path.join(os.path.dirname(path), BUILD_CONFIG_NAME)
     try:
-        with open(config_file, encoding="utf-8") as f:
+        with open(os.path.join(os.path.dirname(path), BUILD_CONFIG_NAME), encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError) as e:
+        config = None
         lines.append(("build", f"unknown: no readable {BUILD_CONFIG_NAME} beside the library ({e})"))
+    else:
+        build = config["build_type"] or "no build type"
+        lines.append(("build", f"{build}, {config['cxx_compiler']}, OpenMP {config['openmp'] or '?'}"))
     cuda_usable = bool(lib.npairs_backend_available(_lib.BACKEND_CUDA))
-    if config is not None:
-        lines.append(("build", f"{config['build_type'] or 'no build type'}, {config['cxx_compiler']}, "
-                               f"OpenMP {config['openmp'] or '?'}"))
     if config is None:
         cuda = "usable" if cuda_usable else "not usable now"
     elif not config["cuda_backend"]:
@@ -91,8 +90,8 @@ def _library():
     lines.append(("backends", f"cpu: usable; cuda: {cuda}"))
     lines.append(("BLAS", _blas(config)))
     if config is not None and config["cuda_backend"]:
-        lines.append(("CUDA build", f"toolkit {config['cuda_toolkit']}, architectures "
-                                    f"{', '.join(config['cuda_architectures'])}"))
+        architectures = ", ".join(config["cuda_architectures"])
+        lines.append(("CUDA build", f"toolkit {config['cuda_toolkit']}, architectures {architectures}"))
     return lines, config
 
 

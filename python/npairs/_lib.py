@@ -3,7 +3,8 @@
 The shared library is found lazily, at the first call that needs it:
 
 1. the path in the environment variable ``NPAIRS_LIBRARY``;
-2. a ``libnpairs.so*`` (``libnpairs*.dylib``, ``npairs.dll``) next to this file;
+2. a ``libnpairs.so*`` (``libnpairs*.dylib``, ``npairs.dll``) next to this file,
+   where ``pip install .`` (pyproject.toml) puts the one it builds;
 3. the system loader: ``libnpairs.so.1``, then whatever
    ``ctypes.util.find_library("npairs")`` returns.
 
@@ -211,9 +212,9 @@ def load():
             return lib
         raise LibraryNotFoundError(
             "libnpairs (the shared library behind the npairs package) could not be loaded. "
-            f"Set {ENV_VAR} to the path of libnpairs.so, copy libnpairs.so* next to "
-            f"{pathlib.Path(__file__).resolve().parent}, or install it where the system loader "
-            "finds it. Tried:\n" + "\n".join(tried)
+            "Install the package with `pip install .` at the repository root (it builds the library "
+            f"into the package), set {ENV_VAR} to the path of a libnpairs.so, or install the library "
+            "where the system loader finds it. Tried:\n" + "\n".join(tried)
         )
 
 

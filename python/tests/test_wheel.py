@@ -54,9 +54,15 @@ def _environment(**extra):
     return env
 
 
+def _launch(args, cwd, **extra_env):
+    """Runs args in cwd under _environment(extra_env); its output and status."""
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=_environment(**extra_env), check=False,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def _run(args, cwd, **extra_env):
-    done = subprocess.run([str(a) for a in args], cwd=cwd, env=_environment(**extra_env), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    """Runs args as _launch does; its output, once it has exited 0."""
+    done = _launch(args, cwd, **extra_env)
     assert done.returncode == 0, f"{' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout[-6000:]}"
     return done.stdout
 
@@ -68,8 +74,7 @@ def installed(tmp_path_factory):
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=_not_in_a_clone, symlinks=True)
     venv = work / "venv"
-    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    made = _launch([sys.executable, "-m", "venv", venv], cwd=work)
     if made.returncode != 0 and "ensurepip" in made.stdout:
         pytest.skip(f"{sys.executable} cannot make a venv (Debian: apt-get install python3-venv): "
                     f"{made.stdout.strip()}")
@@ -118,8 +123,7 @@ def test_npairs_library_overrides_the_bundled_library(installed, tmp_path):
     out = json.loads(_run([python, "-c", EXAMPLE], cwd=tmp_path, NPAIRS_LIBRARY=this_library))
     assert out["library"] == this_library and abs(out["loss"] - TFA_VALUE) <= 1e-12 * TFA_VALUE, out
     missing = tmp_path / "no" / "libnpairs.so"
-    failed = subprocess.run([str(python), "-c", EXAMPLE], cwd=tmp_path, env=_environment(NPAIRS_LIBRARY=str(missing)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    failed = _launch([python, "-c", EXAMPLE], cwd=tmp_path, NPAIRS_LIBRARY=str(missing))
     assert failed.returncode != 0
     assert "LibraryNotFoundError" in failed.stdout and f"$NPAIRS_LIBRARY={missing}" in failed.stdout, failed.stdout
 
