@@ -120,15 +120,16 @@ def _runs_on(architectures, major, minor):
             return None
         number, specific, kind = int(m[1]), m[2], m[3]
         # Binary code runs on the same major version at an equal or higher minor one ("a": that one
-        # only); PTX is compiled by the driver for any device at least as new.
-        if kind != "virtual" and number // 10 == major and (number == capability or (not specific and number < capability)):
-            binary.append(f"sm_{number}{specific}")
+        # only; "f": the family); PTX is compiled by the driver for any device at least as new.
+        binary_runs = number // 10 == major and (number == capability or (specific != "a" and number < capability))
+        if kind != "virtual" and binary_runs:
+            binary.append((number, f"sm_{number}{specific}"))
         if kind != "real" and not specific and number <= capability:
-            ptx.append(f"compute_{number}")
+            ptx.append((number, f"compute_{number}"))
     if binary:
-        return f"runs {max(binary)} code"
+        return f"runs {max(binary)[1]} code"
     if ptx:
-        return f"runs {max(ptx)} PTX, compiled by the driver"
+        return f"runs {max(ptx)[1]} PTX, compiled by the driver"
     return "no code built for it: the CUDA backend cannot run there"
 
 
