@@ -3,8 +3,8 @@
 # PyTorch (>= 2.4, used on the CPU: torch.compile, torch.library.custom_op),
 # NumPy and pytest. CTest's python-pypi test runs the Python suite in it.
 # Idempotent: a venv made for the same requirements whose packages import is
-# kept as it is (about 2 s); otherwise it is made anew (about 70 s and 5.4 GB
-# from a cold pip cache: PyPI's torch wheel brings its CUDA libraries).
+# kept as it is (a few seconds); otherwise it is made anew (70 to 150 s on a
+# 2-core machine, 5.4 GB: PyPI's torch wheel brings its CUDA libraries).
 #
 # Usage: bash .ci/python-venv.sh [VENV]
 set -euo pipefail
