@@ -42,6 +42,7 @@ from .errors import (
     UnsupportedError,
 )
 from .losses import NpairsEmbeddingsLoss, NpairsLoss, NpairsMultilabelLoss
+from ._config import show_config
 
 __version__ = "1.0.0"
 
@@ -85,4 +86,5 @@ __all__ = [
     "npairs_multilabel_loss",
     "set_num_threads",
     "set_workspace_limit",
+    "show_config",
 ]
