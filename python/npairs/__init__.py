@@ -44,11 +44,11 @@ from .errors import (
 from .losses import NpairsEmbeddingsLoss, NpairsLoss, NpairsMultilabelLoss
 from ._config import show_config
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 
 def library_version():
-    """The loaded libnpairs' version string, e.g. '1.0.0' (loads the library)."""
+    """The loaded libnpairs' version string, e.g. '1.1.0' (loads the library)."""
     from . import _lib
 
     return _lib.load().npairs_version_string().decode()
