@@ -249,4 +249,7 @@ inline double default_rtol(npairs_dtype dtype) {
   }
 }
 
+// The unit roundoff of float32 (2^-24) and float64 (2^-53).
+inline double unit_roundoff(npairs_dtype dtype) { return dtype == NPAIRS_F32 ? 0x1p-24 : 0x1p-53; }
+
 }  // namespace npt
