@@ -121,8 +121,8 @@ MUTANTS = [
          replace="row = -1;",
          why="negative column multi-labels accepted"),
     dict(id="cpu-l2-grad-loss-ignored", file="src/cpu_backend.cpp",
-         find="T(0.5 * t.reg_lambda * double(g) / double(count))",
-         replace="T(0.5 * t.reg_lambda / double(count))",
+         find="const T g = l2 && grad_loss ? grad_loss[0] : T(1);",
+         replace="const T g = T(1);",
          why="the L2 gradient ignores the upstream gradient"),
     # --- src/row_math.hpp and src/cpu_rows.inc: the row math ---
     dict(id="rowmath-merge-drops-gap-shift", file="src/row_math.hpp",
