@@ -1,7 +1,6 @@
 // SPEC section 1's check value: A = P = [[1,1],[1,-1],[-1,1],[-1,-1]],
 // labels [0,0,1,1], default reduction -> 1.253856022085945.
 #include <cmath>
-#include <cstring>
 
 #include "reference.hpp"
 #include "test_util.hpp"
