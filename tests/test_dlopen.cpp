@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <npairs/npairs.h>
 
+#include "test_util.hpp"  // only its header-only constants: this binary does not link the library
+
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
@@ -85,22 +87,20 @@ TEST(Dlopen, CheckValueThroughFunctionPointers) {
   EXPECT_EQ(version(), static_cast<uint32_t>(NPAIRS_VERSION_NUMBER));
   npairs_context ctx = nullptr;
   ASSERT_EQ(create(NPAIRS_BACKEND_CPU, 0, &ctx), NPAIRS_OK) << last_error();
-  const double emb[8] = {1, 1, 1, -1, -1, 1, -1, -1};
-  const int32_t labels[4] = {0, 0, 1, 1};
   npairs_problem p;
   problem_init(&p);
   p.rows = 4;
   p.dtype = NPAIRS_F64;
-  p.labels = labels;
+  p.labels = npt::kCheckLabels32;
   p.label_dtype = NPAIRS_I32;
-  p.anchors = emb;
-  p.positives = emb;
+  p.anchors = npt::kCheckPoints;
+  p.positives = npt::kCheckPoints;
   p.dim = 2;
   npairs_options o;
   options_init(&o);
   double loss = NAN;
   EXPECT_EQ(loss_fn(ctx, &o, &p, nullptr, &loss, nullptr), NPAIRS_OK) << last_error();
-  EXPECT_NEAR(loss, 1.253856022085945, 1e-15);
+  EXPECT_NEAR(loss, npt::kCheckValue, 1e-15);
   EXPECT_EQ(destroy(ctx), NPAIRS_OK);
 }
 

@@ -40,8 +40,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
   return ::testing::AssertionFailure() << "message \"" << msg << "\" does not name " << needle;
 }
 
-// A valid baseline (R = 4, float64, labels [0,0,1,1], similarity or
-// embeddings) that each test breaks in one way.
+// A valid baseline (SPEC's check problem: float64, its similarity, its
+// embeddings or its one-hot multilabels) that each test breaks in one way.
 class Errors : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -52,7 +52,7 @@ class Errors : public ::testing::Test {
     prob_.dtype = NPAIRS_F64;
     prob_.labels = labels_;
     prob_.label_dtype = NPAIRS_I64;
-    prob_.similarity = sim_;
+    prob_.similarity = sim_.data();
     npairs_gradients_init(&grads_);
     grads_.similarity = dS_.data();
   }
@@ -70,25 +70,17 @@ class Errors : public ::testing::Test {
     prob_.num_classes = 2;
   }
 
-  // Poisons every output, calls npairs_loss with a struct whose struct_size
-  // may differ from sizeof (the struct is copied into a larger zeroed buffer
-  // when needed), and checks the status, message and untouched outputs.
+  // Calls npairs_loss (with structs whose struct_size may differ from
+  // sizeof: the callers copy them into larger zeroed buffers when needed)
+  // and checks the status, a one-line message naming one of `names`, and
+  // every output untouched.
   void expect_error(npairs_status want, std::initializer_list<const char*> names,
                     const npairs_options* opts, const npairs_problem* prob, npairs_gradients* grads,
                     npairs_context ctx_override = nullptr, bool use_ctx_override = false) {
-    loss_.poison();
-    dS_.poison();
-    dA_.poison();
-    dP_.poison();
-    const auto before = snapshot();
-    const npairs_status st = npairs_loss(use_ctx_override ? ctx_override : ctx_.get(), opts, prob, nullptr,
-                                         loss_.data(), grads);
-    const std::string msg = npairs_last_error();
-    EXPECT_EQ(st, want) << "got " << npairs_status_string(st) << " (" << msg << ")";
-    EXPECT_FALSE(msg.empty());
-    EXPECT_TRUE(mentions_any(msg, names));
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one sentence, one line: " << msg;
-    EXPECT_TRUE(before == snapshot()) << "an output was written on failure";
+    const npairs_context ctx = use_ctx_override ? ctx_override : ctx_.get();
+    EXPECT_TRUE(npt::fails_leaving_untouched(
+        [&] { return npairs_loss(ctx, opts, prob, nullptr, loss_.data(), grads); }, {&loss_, &dS_, &dA_, &dP_}, want));
+    EXPECT_TRUE(mentions_any(npairs_last_error(), names));
   }
   void expect_error(npairs_status want, std::initializer_list<const char*> names) {
     expect_error(want, names, &opts_, &prob_, &grads_);
@@ -99,24 +91,20 @@ class Errors : public ::testing::Test {
     return npairs_loss(ctx_.get(), &opts_, &prob_, nullptr, loss_.data(), &grads_);
   }
 
-  std::vector<std::vector<unsigned char>> snapshot() const {
-    return {loss_.bytes(), dS_.bytes(), dA_.bytes(), dP_.bytes()};
-  }
-
   npt::Context ctx_{NPAIRS_BACKEND_CPU};
   npairs_options opts_{};
   npairs_problem prob_{};
   npairs_gradients grads_{};
-  int64_t labels_[4] = {0, 0, 1, 1};
-  double sim_[16] = {2, 0, 0, -2, 0, 2, -2, 0, 0, -2, 2, 0, -2, 0, 0, 2};
-  double emb_[8] = {1, 1, 1, -1, -1, 1, -1, -1};
-  double onehot_[8] = {1, 0, 1, 0, 0, 1, 0, 1};
+  const int64_t* labels_ = npt::kCheckLabels;
+  const std::vector<double> sim_ = npt::check_similarity();
+  const double* emb_ = npt::kCheckPoints;
+  const double* onehot_ = npt::kCheckOneHot;
   npt::Array loss_{NPAIRS_F64, 8}, dS_{NPAIRS_F64, 64}, dA_{NPAIRS_F64, 16}, dP_{NPAIRS_F64, 16};
 };
 
 TEST_F(Errors, BaselineIsValid) {
   ASSERT_NPAIRS_OK(call());
-  EXPECT_NEAR(loss_.get(0), 1.253856022085945, 1e-15);
+  EXPECT_NEAR(loss_.get(0), npt::kCheckValue, 1e-15);
   use_embeddings();
   ASSERT_NPAIRS_OK(call());
   use_multilabels();
@@ -131,7 +119,7 @@ TEST_F(Errors, NullContextAndProblem) {
 TEST_F(Errors, NullOptionsMeansDefaults) {
   loss_.poison();
   ASSERT_NPAIRS_OK(npairs_loss(ctx_.get(), nullptr, &prob_, nullptr, loss_.data(), nullptr));
-  EXPECT_NEAR(loss_.get(0), 1.253856022085945, 1e-15);
+  EXPECT_NEAR(loss_.get(0), npt::kCheckValue, 1e-15);
 }
 
 // struct_size: below the published size -> INVALID_ARGUMENT; larger with a
@@ -157,7 +145,7 @@ TEST_F(Errors, OptionsStructSize) {
   Grown<npairs_options> zero_tail(opts_, 64);
   loss_.poison();
   ASSERT_NPAIRS_OK(npairs_loss(ctx_.get(), zero_tail.get(), &prob_, nullptr, loss_.data(), nullptr));
-  EXPECT_NEAR(loss_.get(0), 1.253856022085945, 1e-15);
+  EXPECT_NEAR(loss_.get(0), npt::kCheckValue, 1e-15);
   Grown<npairs_options> dirty_tail(opts_, 64);
   dirty_tail.bytes[sizeof(npairs_options) + 10] = 1;
   expect_error(NPAIRS_ERROR_UNSUPPORTED, {"struct_size", "options"}, dirty_tail.get(), &prob_, &grads_);
@@ -174,7 +162,7 @@ TEST_F(Errors, ProblemStructSize) {
   Grown<npairs_problem> zero_tail(prob_, 64);
   loss_.poison();
   ASSERT_NPAIRS_OK(npairs_loss(ctx_.get(), &opts_, zero_tail.get(), nullptr, loss_.data(), nullptr));
-  EXPECT_NEAR(loss_.get(0), 1.253856022085945, 1e-15);
+  EXPECT_NEAR(loss_.get(0), npt::kCheckValue, 1e-15);
   Grown<npairs_problem> dirty_tail(prob_, 64);
   dirty_tail.bytes[sizeof(npairs_problem) + 63] = 0x80;
   expect_error(NPAIRS_ERROR_UNSUPPORTED, {"struct_size", "problem"}, &opts_, dirty_tail.get(), &grads_);
@@ -296,6 +284,100 @@ TEST_F(Errors, TargetsBothOrNeither) {
   // Column labels alone are not row targets.
   prob_.column_labels = labels_;
   expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"problem.labels", "problem.multilabels"});
+}
+
+// Column targets of the other kind: labels with column_multilabels, and
+// multilabels with column_labels (whatever cols is).
+TEST_F(Errors, MixedColumnTargets) {
+  for (int64_t cols : {0, 4}) {
+    SCOPED_TRACE(cols);
+    prob_.cols = cols;
+    prob_.column_multilabels = onehot_;
+    prob_.num_classes = 2;
+    expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"problem.column_multilabels"});
+    EXPECT_TRUE(mentions_any(npairs_last_error(), {"problem.labels"}));
+    prob_.column_multilabels = nullptr;
+    prob_.num_classes = 0;
+    use_multilabels();
+    prob_.column_labels = labels_;
+    expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"problem.column_labels"});
+    EXPECT_TRUE(mentions_any(npairs_last_error(), {"problem.multilabels"}));
+    prob_.column_labels = nullptr;
+    ASSERT_NPAIRS_OK(call());  // the baseline without the mix is valid
+    prob_.multilabels = nullptr;
+    prob_.num_classes = 0;
+    prob_.labels = labels_;
+    prob_.label_dtype = NPAIRS_I64;
+  }
+}
+
+// Sizes whose products overflow the library's indexing (int64 element
+// counts kept below INT64_MAX / 16), each below INT_MAX so that only this
+// rule applies, and sizes above INT_MAX, which the CPU backend cannot hand
+// to BLAS: NPAIRS_ERROR_UNSUPPORTED before anything is read. The pointers
+// are dummies (nothing is allocated): a negative first multi-label entry, so
+// that a library that skipped the check would fail reading the data with
+// NPAIRS_ERROR_INVALID_VALUE instead of touching gigabytes.
+TEST_F(Errors, SizesTooLargeToIndex) {
+  const int64_t big = int64_t(1) << 30;  // big * big = 2^60 > INT64_MAX / 16
+  const double negative_first[4] = {-1, 1, 1, 1};
+  double dummy[4] = {};
+  struct Case {
+    const char* what;
+    int64_t rows, cols, dim, classes;
+  };
+  for (const Case& c : {Case{"rows x cols", big, big, 0, 1}, Case{"rows x num_classes", big, 1, 0, big},
+                        Case{"rows x dim", big, 1, big, 1}, Case{"cols x dim", 1, big, big, 1},
+                        Case{"cols x num_classes", 1, big, 0, big}}) {
+    SCOPED_TRACE(c.what);
+    npairs_problem p;
+    npairs_problem_init(&p);
+    p.rows = c.rows;
+    p.cols = c.cols;
+    p.dtype = NPAIRS_F64;
+    p.multilabels = negative_first;
+    p.column_multilabels = c.rows == c.cols ? nullptr : negative_first;
+    p.num_classes = c.classes;
+    if (c.dim > 0) {
+      p.anchors = p.positives = dummy;
+      p.dim = c.dim;
+    } else {
+      p.similarity = dummy;
+    }
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    expect_error(NPAIRS_ERROR_UNSUPPORTED, {"too large"}, &opts_, &p, &g);
+  }
+}
+
+// Sizes above INT_MAX whose products are fine: the CPU backend says it
+// cannot do them (its BLAS takes int sizes) rather than passing a negative
+// int to BLAS. Labels and embeddings: R = M = 4 real rows, a width of 2^31.
+TEST_F(Errors, CpuBackendSizesAboveIntMax) {
+  const int64_t above = int64_t(1) << 31;
+  use_embeddings();
+  prob_.dim = above;
+  grads_.similarity = nullptr;
+  expect_error(NPAIRS_ERROR_UNSUPPORTED, {"2^31-1"});
+  EXPECT_TRUE(mentions_any(npairs_last_error(), {"CPU backend"}));
+  // K = 2^31 multi-labels (their first entry negative: see above).
+  const double negative_first[4] = {-1, 1, 1, 1};
+  use_multilabels();
+  prob_.multilabels = negative_first;
+  prob_.num_classes = above;
+  prob_.dim = 2;
+  expect_error(NPAIRS_ERROR_UNSUPPORTED, {"2^31-1"});
+  // R = 2^31 rows against M = 1 column: the labels of row 0 have no
+  // positive, which a library without the guard reports.
+  const int64_t column_label[1] = {7};
+  prob_.multilabels = nullptr;
+  prob_.num_classes = 0;
+  prob_.labels = labels_;
+  prob_.label_dtype = NPAIRS_I64;
+  prob_.column_labels = column_label;
+  prob_.rows = above;
+  prob_.cols = 1;
+  expect_error(NPAIRS_ERROR_UNSUPPORTED, {"2^31-1"});
 }
 
 TEST_F(Errors, LogitsBothOrNeither) {
@@ -470,7 +552,7 @@ TEST_F(Errors, ContextStillUsableAfterErrors) {
   expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"options.temperature"});
   opts_.temperature = 1;
   ASSERT_NPAIRS_OK(call());
-  EXPECT_NEAR(loss_.get(0), 1.253856022085945, 1e-15);
+  EXPECT_NEAR(loss_.get(0), npt::kCheckValue, 1e-15);
 }
 
 // ---------------------------------------------------------------------------

@@ -12,67 +12,21 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// A similarity problem with explicit row and column labels (int64).
-struct SimProblem {
-  npairs_dtype dtype = NPAIRS_F32;
-  int64_t R = 0, M = 0;
-  npt::Array S, labels, column_labels, weights, grad_loss;
-  npairs_reduction reduction = NPAIRS_REDUCTION_NONE;
-  double temperature = 1.0;
-  bool use_weights = false, use_grad_loss = false;
+// A similarity problem with explicit values and the NONE reduction.
+npt::Inputs rows_problem(npairs_dtype dtype, int64_t rows, int64_t cols, const std::vector<double>& s,
+                         const std::vector<int64_t>& labels, const std::vector<int64_t>& column_labels) {
+  npt::Inputs in = npt::similarity_inputs(dtype, rows, cols, s, labels, column_labels);
+  in.spec.reduction = NPAIRS_REDUCTION_NONE;
+  return in;
+}
 
-  SimProblem(npairs_dtype dt, int64_t rows, int64_t cols, const std::vector<double>& s,
-             const std::vector<int64_t>& l, const std::vector<int64_t>& c)
-      : dtype(dt), R(rows), M(cols), S(dt, s.size()), labels(NPAIRS_I64, l.size()), column_labels(NPAIRS_I64, c.size()) {
-    for (std::size_t k = 0; k < s.size(); ++k) S.set(k, s[k]);
-    for (std::size_t k = 0; k < l.size(); ++k) labels.set_int(k, l[k]);
-    for (std::size_t k = 0; k < c.size(); ++k) column_labels.set_int(k, c[k]);
-  }
-  npairs_problem problem() const {
-    npairs_problem p;
-    npairs_problem_init(&p);
-    p.rows = R;
-    p.cols = M;
-    p.dtype = dtype;
-    p.labels = labels.data();
-    p.column_labels = column_labels.data();
-    p.label_dtype = NPAIRS_I64;
-    p.similarity = S.data();
-    p.sample_weight = use_weights ? weights.data() : nullptr;
-    return p;
-  }
-  ref::Problem reference() const {
-    ref::Problem p;
-    p.rows = R;
-    p.cols = M;
-    p.labels = labels.int_values();
-    p.column_labels = column_labels.int_values();
-    p.similarity = S.values();
-    p.reduction = npt::to_ref(reduction);
-    p.temperature = temperature;
-    if (use_weights) p.sample_weight = weights.values();
-    if (use_grad_loss) p.grad_loss = grad_loss.values();
-    return p;
-  }
-  // Runs the loss (NONE: [R]) and dS; both arrays poisoned first.
-  npairs_status run(npt::Array& loss, npt::Array& dS) const {
-    loss = npt::Array(dtype, reduction == NPAIRS_REDUCTION_NONE ? static_cast<std::size_t>(R) : 1);
-    dS = npt::Array(dtype, static_cast<std::size_t>(R * M));
-    loss.poison();
-    dS.poison();
-    npt::Context ctx(NPAIRS_BACKEND_CPU);
-    if (ctx.status() != NPAIRS_OK) return ctx.status();
-    const npairs_problem p = problem();
-    npairs_options o;
-    npairs_options_init(&o);
-    o.reduction = reduction;
-    o.temperature = temperature;
-    npairs_gradients g;
-    npairs_gradients_init(&g);
-    g.similarity = dS.data();
-    return npairs_loss(ctx.get(), &o, &p, use_grad_loss ? grad_loss.data() : nullptr, loss.data(), &g);
-  }
-};
+// Runs the loss and dS of `in` on a CPU context into fresh poisoned outputs.
+npairs_status run(const npt::Inputs& in, npt::Outputs& out) {
+  out = npt::Outputs(in, true, true, false, false);
+  npt::Context ctx(NPAIRS_BACKEND_CPU);
+  if (ctx.status() != NPAIRS_OK) return ctx.status();
+  return npt::run_loss(ctx.get(), in, out);
+}
 
 bool all_finite(const std::vector<double>& v) {
   for (double x : v) {
@@ -103,28 +57,28 @@ class HugeLogits : public ::testing::TestWithParam<npairs_dtype> {
 // Rows [b, b], [-b, b], [b, -b], all with the target in column 0.
 TEST_P(HugeLogits, ExactFiniteAnswers) {
   const double b = big();
-  SimProblem sp(GetParam(), 3, 2, {b, b, -b, b, b, -b}, {0, 0, 0}, {0, 1});
-  npt::Array loss, dS;
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
-  EXPECT_TRUE(npt::fully_written("loss", loss));
-  EXPECT_NEAR(loss.get(0), std::log(2.0), rtol() * std::log(2.0)) << "row [b, b]";
-  EXPECT_NEAR(loss.get(1), 2 * b, rtol() * 2 * b) << "row [-b, b]";
-  EXPECT_NEAR(loss.get(2), 0.0, 1e-6) << "row [b, -b], target on the max";
-  EXPECT_TRUE(npt::fully_written("grads.similarity", dS));
-  EXPECT_TRUE(each_close("grads.similarity", dS.values(), {-0.5, 0.5, -1, 1, 0, 0}, rtol(), 1e-7));
+  npt::Inputs sp = rows_problem(GetParam(), 3, 2, {b, b, -b, b, b, -b}, {0, 0, 0}, {0, 1});
+  npt::Outputs out;
+  ASSERT_NPAIRS_OK(run(sp, out));
+  EXPECT_TRUE(npt::fully_written("loss", out.loss));
+  EXPECT_NEAR(out.loss.get(0), std::log(2.0), rtol() * std::log(2.0)) << "row [b, b]";
+  EXPECT_NEAR(out.loss.get(1), 2 * b, rtol() * 2 * b) << "row [-b, b]";
+  EXPECT_NEAR(out.loss.get(2), 0.0, rtol()) << "row [b, -b], target on the max";
+  EXPECT_TRUE(npt::fully_written("grads.similarity", out.grad_similarity));
+  EXPECT_TRUE(each_close("grads.similarity", out.grad_similarity.values(), {-0.5, 0.5, -1, 1, 0, 0}, rtol(), rtol()));
 }
 
 TEST_P(HugeLogits, ThroughTemperatureAndScalarReductions) {
   const double b = big() / 4;
   for (npairs_reduction red : {NPAIRS_REDUCTION_SUM, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE}) {
-    SimProblem sp(GetParam(), 3, 2, {b, b, -b, b, b, -b}, {0, 0, 0}, {0, 1});
-    sp.reduction = red;
-    sp.temperature = 0.5;  // z = 2 S
-    npt::Array loss, dS;
-    ASSERT_NPAIRS_OK(sp.run(loss, dS));
+    npt::Inputs sp = rows_problem(GetParam(), 3, 2, {b, b, -b, b, b, -b}, {0, 0, 0}, {0, 1});
+    sp.spec.reduction = red;
+    sp.spec.temperature = 0.5;  // z = 2 S
+    npt::Outputs out;
+    ASSERT_NPAIRS_OK(run(sp, out));
     const double expected = (std::log(2.0) + 4 * b) / (red == NPAIRS_REDUCTION_SUM ? 1.0 : 3.0);
-    EXPECT_NEAR(loss.get(0), expected, rtol() * expected) << npt::reduction_name(red);
-    EXPECT_TRUE(all_finite(dS.values()));
+    EXPECT_NEAR(out.loss.get(0), expected, rtol() * expected) << npt::reduction_name(red);
+    EXPECT_TRUE(all_finite(out.grad_similarity.values()));
   }
 }
 
@@ -140,13 +94,15 @@ TEST_P(HugeLogits, MixedRowsMatchLongDoubleReference) {
   std::vector<int64_t> rows(R), cols(M);
   for (int64_t& c : cols) c = rng.integer(0, 3);
   for (int64_t& l : rows) l = cols[static_cast<std::size_t>(rng.integer(0, M - 1))];
-  SimProblem sp(GetParam(), R, M, s, rows, cols);
-  npt::Array loss, dS;
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
+  npt::Inputs sp = rows_problem(GetParam(), R, M, s, rows, cols);
+  npt::Outputs out;
+  ASSERT_NPAIRS_OK(run(sp, out));
   const auto expected = ref::compute<long double>(sp.reference());
   ASSERT_TRUE(expected.valid);
-  EXPECT_TRUE(each_close("loss", loss.values(), npt::to_double(expected.loss), 1e-5, 1e-5));
-  EXPECT_TRUE(each_close("grads.similarity", dS.values(), npt::to_double(expected.grad_similarity), 1e-5, 1e-6));
+  const double tol = npt::default_rtol(GetParam());
+  EXPECT_TRUE(each_close("loss", out.loss.values(), npt::to_double(expected.loss), tol, tol));
+  EXPECT_TRUE(
+      each_close("grads.similarity", out.grad_similarity.values(), npt::to_double(expected.grad_similarity), tol, tol));
 }
 
 // Multilabel targets with huge logits: T = [1/3, 2/3, 0].
@@ -185,42 +141,42 @@ class NonFinite : public ::testing::TestWithParam<npairs_dtype> {};
 // -inf where the target weight is 0 contributes nothing, also as the first
 // element of a row.
 TEST_P(NonFinite, NegativeInfinityInZeroTargetColumn) {
-  SimProblem sp(GetParam(), 2, 3, {0, -kInf, 1, -kInf, 2, 0}, {0, 1}, {0, 1, 2});
-  npt::Array loss, dS;
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
+  npt::Inputs sp = rows_problem(GetParam(), 2, 3, {0, -kInf, 1, -kInf, 2, 0}, {0, 1}, {0, 1, 2});
+  npt::Outputs out;
+  ASSERT_NPAIRS_OK(run(sp, out));
   const double e = std::exp(1.0);
   const double tol = GetParam() == NPAIRS_F32 ? 1e-6 : 1e-15;
-  EXPECT_NEAR(loss.get(0), std::log(1 + e), tol * 2) << "row [0, -inf, 1], target 0";
-  EXPECT_NEAR(loss.get(1), std::log(1 + std::exp(-2.0)), tol) << "row [-inf, 2, 0], target 1";
-  const std::vector<double> ds = dS.values();
+  EXPECT_NEAR(out.loss.get(0), std::log(1 + e), tol * 2) << "row [0, -inf, 1], target 0";
+  EXPECT_NEAR(out.loss.get(1), std::log(1 + std::exp(-2.0)), tol) << "row [-inf, 2, 0], target 1";
+  const std::vector<double> ds = out.grad_similarity.values();
   EXPECT_TRUE(all_finite(ds));
   EXPECT_EQ(ds[1], 0.0);
   EXPECT_EQ(ds[3], 0.0);
   EXPECT_NEAR(ds[0], 1 / (1 + e) - 1, tol * 2);
   EXPECT_NEAR(ds[2], e / (1 + e), tol * 2);
 
-  sp.reduction = NPAIRS_REDUCTION_SUM;
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
-  EXPECT_TRUE(std::isfinite(loss.get(0)));
+  sp.spec.reduction = NPAIRS_REDUCTION_SUM;
+  ASSERT_NPAIRS_OK(run(sp, out));
+  EXPECT_TRUE(std::isfinite(out.loss.get(0)));
 }
 
 TEST_P(NonFinite, NaNInSimilarityPropagatesToItsRow) {
-  SimProblem sp(GetParam(), 3, 3, {1, 2, 3, 4, kNaN, 6, 7, 8, 9}, {0, 1, 2}, {0, 1, 2});
-  npt::Array loss, dS;
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
-  EXPECT_FALSE(std::isfinite(loss.get(1)));
-  EXPECT_TRUE(std::isfinite(loss.get(0)));
-  EXPECT_TRUE(std::isfinite(loss.get(2)));
+  npt::Inputs sp = rows_problem(GetParam(), 3, 3, {1, 2, 3, 4, kNaN, 6, 7, 8, 9}, {0, 1, 2}, {0, 1, 2});
+  npt::Outputs out;
+  ASSERT_NPAIRS_OK(run(sp, out));
+  EXPECT_FALSE(std::isfinite(out.loss.get(1)));
+  EXPECT_TRUE(std::isfinite(out.loss.get(0)));
+  EXPECT_TRUE(std::isfinite(out.loss.get(2)));
   const auto expected = ref::compute<double>(sp.reference());
-  EXPECT_NEAR(loss.get(0), expected.loss[0], 1e-5 * std::fabs(expected.loss[0]));
+  EXPECT_NEAR(out.loss.get(0), expected.loss[0], npt::default_rtol(GetParam()) * std::fabs(expected.loss[0]));
   bool row1_nonfinite = false;
-  for (std::size_t j = 3; j < 6; ++j) row1_nonfinite = row1_nonfinite || !std::isfinite(dS.get(j));
+  for (std::size_t j = 3; j < 6; ++j) row1_nonfinite = row1_nonfinite || !std::isfinite(out.grad_similarity.get(j));
   EXPECT_TRUE(row1_nonfinite) << "grads.similarity row 1 should carry the NaN";
 
   for (npairs_reduction red : {NPAIRS_REDUCTION_SUM, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE}) {
-    sp.reduction = red;
-    ASSERT_NPAIRS_OK(sp.run(loss, dS));
-    EXPECT_FALSE(std::isfinite(loss.get(0))) << npt::reduction_name(red);
+    sp.spec.reduction = red;
+    ASSERT_NPAIRS_OK(run(sp, out));
+    EXPECT_FALSE(std::isfinite(out.loss.get(0))) << npt::reduction_name(red);
   }
 }
 
@@ -229,31 +185,31 @@ TEST_P(NonFinite, InfinityInSimilarityGivesNonFiniteLoss) {
   for (std::size_t col : {0u, 1u}) {
     std::vector<double> s = {1, 2, 3};
     s[col] = kInf;
-    SimProblem sp(GetParam(), 1, 3, s, {0}, {0, 1, 2});
-    npt::Array loss, dS;
-    ASSERT_NPAIRS_OK(sp.run(loss, dS));
-    EXPECT_FALSE(std::isfinite(loss.get(0))) << "+inf in column " << col;
+    npt::Inputs sp = rows_problem(GetParam(), 1, 3, s, {0}, {0, 1, 2});
+    npt::Outputs out;
+    ASSERT_NPAIRS_OK(run(sp, out));
+    EXPECT_FALSE(std::isfinite(out.loss.get(0))) << "+inf in column " << col;
   }
 }
 
 TEST_P(NonFinite, NaNInWeightsOrUpstreamGradientPropagates) {
-  SimProblem sp(GetParam(), 2, 2, {1, 2, 3, 4}, {0, 1}, {0, 1});
-  sp.use_weights = true;
-  sp.weights = npt::Array(GetParam(), 2);
-  sp.weights.set(0, 1.0);
-  sp.weights.set(1, kNaN);
-  sp.reduction = NPAIRS_REDUCTION_SUM;
-  npt::Array loss, dS;
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
-  EXPECT_FALSE(std::isfinite(loss.get(0)));
+  npt::Inputs sp = rows_problem(GetParam(), 2, 2, {1, 2, 3, 4}, {0, 1}, {0, 1});
+  sp.spec.weights = true;
+  sp.sample_weight = npt::Array(GetParam(), 2);
+  sp.sample_weight.set(0, 1.0);
+  sp.sample_weight.set(1, kNaN);
+  sp.spec.reduction = NPAIRS_REDUCTION_SUM;
+  npt::Outputs out;
+  ASSERT_NPAIRS_OK(run(sp, out));
+  EXPECT_FALSE(std::isfinite(out.loss.get(0)));
 
-  sp.use_weights = false;
-  sp.use_grad_loss = true;
+  sp.spec.weights = false;
+  sp.spec.grad_loss = true;
   sp.grad_loss = npt::Array(GetParam(), 1);
   sp.grad_loss.set(0, kNaN);
-  ASSERT_NPAIRS_OK(sp.run(loss, dS));
-  EXPECT_TRUE(std::isfinite(loss.get(0)));
-  for (double x : dS.values()) EXPECT_FALSE(std::isfinite(x));
+  ASSERT_NPAIRS_OK(run(sp, out));
+  EXPECT_TRUE(std::isfinite(out.loss.get(0)));
+  for (double x : out.grad_similarity.values()) EXPECT_FALSE(std::isfinite(x));
 }
 
 TEST_P(NonFinite, NaNInEmbeddingsPropagates) {
@@ -354,6 +310,45 @@ TEST_P(EmptyBatch, ScalarReductionsGiveZero) {
       EXPECT_TRUE(dS.guards_intact());
       EXPECT_TRUE(dA.guards_intact());
       EXPECT_TRUE(dP.guards_intact());
+    }
+  }
+}
+
+// R = 0 with M > 0 columns (column targets): no logits, so dL/dP is zero,
+// and it must be written as zeros (the buffer is poisoned first), for labels
+// and multilabels and every reduction.
+TEST_P(EmptyBatch, NoRowsWithColumnsGivesZeroPositiveGradients) {
+  const npairs_dtype dt = GetParam();
+  npt::Context ctx(NPAIRS_BACKEND_CPU);
+  ASSERT_NPAIRS_OK(ctx.status());
+  for (bool multilabel : {false, true}) {
+    for (npairs_reduction red :
+         {NPAIRS_REDUCTION_NONE, NPAIRS_REDUCTION_SUM, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE}) {
+      SCOPED_TRACE(std::string(multilabel ? "multilabels " : "labels ") + npt::reduction_name(red));
+      npt::Spec s;
+      s.dtype = dt;
+      s.rows = 0;
+      s.cols = 5;
+      s.column_targets = true;
+      s.multilabel = multilabel;
+      s.embeddings = true;
+      s.dim = 3;
+      s.reduction = red;
+      s.seed = 40;
+      const npt::Inputs in = npt::make_inputs(s);
+      ASSERT_EQ(in.positives.size(), 15u);
+      npt::Outputs out(in, true, true, true, true);
+      ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
+      EXPECT_TRUE(npt::fully_written("grads.positives", out.grad_positives));
+      for (std::size_t k = 0; k < out.grad_positives.size(); ++k) {
+        EXPECT_EQ(out.grad_positives.get(k), 0.0) << "grads.positives[" << k << "]";
+      }
+      EXPECT_TRUE(out.grad_anchors.guards_intact());
+      EXPECT_TRUE(out.grad_similarity.guards_intact());
+      EXPECT_TRUE(npt::fully_written("loss", out.loss));
+      if (red != NPAIRS_REDUCTION_NONE) {
+        EXPECT_EQ(out.loss.get(0), 0.0);
+      }
     }
   }
 }

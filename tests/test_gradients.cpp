@@ -1,9 +1,12 @@
-// Central finite differences (float64) of the library's own loss against the
-// library's gradients dS, dA, dP: every reduction, labels and multilabels,
-// square and rectangular, with sample weights, temperature, the L2 term and
-// an upstream gradient g. The objective differentiated is g * loss (scalar
-// reductions) or sum_i g_i * loss_i (NONE).
+// Central finite differences (float64) against the library's gradients dS,
+// dA, dP: every reduction, labels and multilabels, square and rectangular,
+// with sample weights, temperature, the L2 term and an upstream gradient g.
+// The objective differentiated is g * loss (scalar reductions) or
+// sum_i g_i * loss_i (NONE), of the library's own loss (the gradient is the
+// derivative of what the library computes) and of the independent reference's
+// loss (so that a bug shared by the library's loss and gradient fails too).
 #include <cmath>
+#include <functional>
 #include <string>
 
 #include "test_util.hpp"
@@ -60,7 +63,7 @@ class FiniteDifferences : public ::testing::TestWithParam<GradCase> {
   }
 
   // The library's loss only (no gradients), weighted by the upstream g.
-  double objective(const npt::Inputs& in) {
+  double library_objective(const npt::Inputs& in) {
     npt::Outputs out(in, true, false, false, false);
     const npairs_problem p = in.problem();
     const npairs_options o = in.options();
@@ -70,8 +73,15 @@ class FiniteDifferences : public ::testing::TestWithParam<GradCase> {
     return f;
   }
 
+  // The same objective from the float64 reference (tests/reference.cpp).
+  static double reference_objective(const npt::Inputs& in) {
+    const ref::Problem p = in.reference();
+    return ref::upstream_objective(p, ref::compute<double>(p));
+  }
+
   // Compares d(objective)/d(array[k]) by central differences with `grad`.
-  void check(npt::Inputs& in, npt::Array npt::Inputs::*member, const npt::Array& grad, const char* what) {
+  void check(npt::Inputs& in, npt::Array npt::Inputs::*member, const npt::Array& grad, const char* what,
+             const std::function<double(const npt::Inputs&)>& objective) {
     ASSERT_EQ((in.*member).size(), grad.size());
     double scale = 0;
     for (double x : grad.values()) scale = std::max(scale, std::fabs(x));
@@ -86,6 +96,9 @@ class FiniteDifferences : public ::testing::TestWithParam<GradCase> {
       const double fd = (fp - fm) / (2 * h);
       EXPECT_NEAR(grad.get(k), fd, 1e-6 * (std::fabs(fd) + scale) + 1e-9) << what << "[" << k << "]";
     }
+  }
+  void check(npt::Inputs& in, npt::Array npt::Inputs::*member, const npt::Array& grad, const char* what) {
+    check(in, member, grad, what, [this](const npt::Inputs& x) { return library_objective(x); });
   }
 
   npt::Context ctx_{NPAIRS_BACKEND_CPU};
@@ -128,6 +141,22 @@ TEST_P(FiniteDifferences, EmbeddingsSimilarityGradient) {
     }
   }
   check(sim, &npt::Inputs::similarity, out.grad_similarity, "grads.similarity");
+}
+
+// The library's gradients against finite differences of the reference's loss.
+TEST_P(FiniteDifferences, EmbeddingsAgainstReferenceLoss) {
+  npt::Inputs in = npt::make_inputs(spec(true));
+  npt::Outputs out(in, false, false, true, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(ctx_.get(), in, out));
+  check(in, &npt::Inputs::anchors, out.grad_anchors, "grads.anchors", reference_objective);
+  check(in, &npt::Inputs::positives, out.grad_positives, "grads.positives", reference_objective);
+}
+
+TEST_P(FiniteDifferences, SimilarityAgainstReferenceLoss) {
+  npt::Inputs in = npt::make_inputs(spec(false));
+  npt::Outputs out(in, false, true, false, false);
+  ASSERT_NPAIRS_OK(npt::run_loss(ctx_.get(), in, out));
+  check(in, &npt::Inputs::similarity, out.grad_similarity, "grads.similarity", reference_objective);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, FiniteDifferences, ::testing::ValuesIn(grad_cases()),

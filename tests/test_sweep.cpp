@@ -6,6 +6,7 @@
 // and SweepCoverage checks that every value of every axis is exercised.
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <string>
 
@@ -147,6 +148,61 @@ const std::vector<SweepCase>& all_cases() {
   return cases;
 }
 
+// Every output of a problem (loss, dS, dA, dP), wanted or not, at its full
+// size, as slices of one poisoned block with Array::kGuard poisoned elements
+// between them. The library gets pointers to the wanted slices only, so a
+// write past the end of a wanted output, or to an output not asked for
+// (dA's place when only dP is wanted, the loss's when it is NULL), lands in
+// poison that untouched_except() finds.
+class OutputBlock {
+ public:
+  static constexpr std::size_t kLoss = 0, kSimilarity = 1, kAnchors = 2, kPositives = 3;
+  explicit OutputBlock(const npt::Inputs& in)
+      : size_{in.loss_count(), static_cast<std::size_t>(in.R * in.M), static_cast<std::size_t>(in.R * in.D),
+              static_cast<std::size_t>(in.M * in.D)} {
+    std::size_t at = 0;
+    for (std::size_t k = 0; k < 4; ++k) {
+      offset_[k] = at;
+      at += size_[k] + npt::Array::kGuard;
+    }
+    block_ = npt::Array(in.spec.dtype, at - npt::Array::kGuard);
+    block_.poison();
+  }
+  void* slice(std::size_t k) { return static_cast<unsigned char*>(block_.data()) + offset_[k] * elem(); }
+  // Copies slice k and kGuard elements on each side into `a`, an output
+  // Array of the slice's size (so that its guards are the block's).
+  void copy_out(std::size_t k, npt::Array& a) const {
+    ASSERT_EQ(a.size(), size_[k]);
+    std::memcpy(a.raw_bytes(), block_.bytes().data() + offset_[k] * elem(), a.bytes().size());
+  }
+  // Every element of the block outside the wanted slices is still poison.
+  ::testing::AssertionResult untouched_except(const bool (&wanted)[4]) const {
+    static const char* const names[4] = {"loss", "grads.similarity", "grads.anchors", "grads.positives"};
+    const auto g = static_cast<std::ptrdiff_t>(npt::Array::kGuard);
+    for (std::ptrdiff_t i = -g; i < static_cast<std::ptrdiff_t>(block_.size()) + g; ++i) {
+      int inside = -1;
+      for (std::size_t k = 0; k < 4; ++k) {
+        const auto lo = static_cast<std::ptrdiff_t>(offset_[k]);
+        if (i >= lo && i < lo + static_cast<std::ptrdiff_t>(size_[k])) inside = static_cast<int>(k);
+      }
+      if (inside >= 0 && wanted[inside]) continue;
+      if (!block_.is_poison(i)) {
+        return ::testing::AssertionFailure()
+               << "element " << i << " of the output block was written: "
+               << (inside >= 0 ? std::string("in the place of ") + names[inside] + ", not asked for"
+                               : std::string("between the outputs"));
+      }
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  std::size_t elem() const { return npt::dtype_size(block_.dtype()); }
+  std::size_t size_[4];
+  std::size_t offset_[4] = {};
+  npt::Array block_;
+};
+
 class Sweep : public ::testing::TestWithParam<SweepCase> {};
 
 TEST_P(Sweep, MatchesReference) {
@@ -166,7 +222,15 @@ TEST_P(Sweep, MatchesReference) {
     p.similarity = out.grad_similarity.data();
   }
   const npairs_options o = in.options();
-  npairs_gradients g = out.grads();
+  OutputBlock block(in);
+  const bool wanted[4] = {!c.loss_null, c.want_similarity && !c.in_place, c.want_anchors, c.want_positives};
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = c.in_place ? out.grad_similarity.data()
+                            : (c.want_similarity ? block.slice(OutputBlock::kSimilarity) : nullptr);
+  g.anchors = c.want_anchors ? block.slice(OutputBlock::kAnchors) : nullptr;
+  g.positives = c.want_positives ? block.slice(OutputBlock::kPositives) : nullptr;
+  void* loss = c.loss_null ? nullptr : block.slice(OutputBlock::kLoss);
   ASSERT_TRUE(!c.in_place || g.similarity == p.similarity);
   const bool pass_grads = out.any_grads() || c.empty_grads_struct;
 
@@ -176,21 +240,17 @@ TEST_P(Sweep, MatchesReference) {
   std::vector<std::vector<unsigned char>> before;
   for (const npt::Array* a : inputs) before.push_back(a->bytes());
 
-  ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), &o, &p, in.grad_loss_ptr(), out.loss_ptr(), pass_grads ? &g : nullptr));
+  ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), &o, &p, in.grad_loss_ptr(), loss, pass_grads ? &g : nullptr));
 
+  // The outputs not asked for, and the gaps between the outputs, stay poison.
+  EXPECT_TRUE(block.untouched_except(wanted));
+  if (wanted[OutputBlock::kLoss]) block.copy_out(OutputBlock::kLoss, out.loss);
+  if (wanted[OutputBlock::kSimilarity]) block.copy_out(OutputBlock::kSimilarity, out.grad_similarity);
+  if (wanted[OutputBlock::kAnchors]) block.copy_out(OutputBlock::kAnchors, out.grad_anchors);
+  if (wanted[OutputBlock::kPositives]) block.copy_out(OutputBlock::kPositives, out.grad_positives);
   const ref::Result<double> expected = ref::compute<double>(in.reference());
   npt::expect_matches_reference(in, out, expected, npt::default_rtol(c.spec.dtype));
   for (std::size_t k = 0; k < before.size(); ++k) EXPECT_EQ(before[k], inputs[k]->bytes()) << "input " << k << " changed";
-  // Outputs not asked for stay untouched.
-  if (c.loss_null) {
-    EXPECT_EQ(out.loss.first_unwritten(), 0) << "loss written although NULL";
-  }
-  if (!c.want_anchors) {
-    EXPECT_EQ(out.grad_anchors.first_unwritten(), out.grad_anchors.size() ? 0 : -1);
-  }
-  if (!c.want_positives) {
-    EXPECT_EQ(out.grad_positives.first_unwritten(), out.grad_positives.size() ? 0 : -1);
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, Sweep, ::testing::ValuesIn(all_cases()),

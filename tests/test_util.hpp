@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,6 +45,22 @@ double round_to_half(double v);
 double round_to_bfloat16(double v);
 const char* reduction_name(npairs_reduction reduction);
 ref::Reduction to_ref(npairs_reduction reduction);
+
+// SPEC section 1's check value, the one definition every test uses:
+// anchors = positives = kCheckPoints (4 x 2), labels [0, 0, 1, 1], the
+// default reduction. Header-only, so that test_dlopen (which does not link
+// the library) uses it too.
+inline constexpr double kCheckValue = 1.253856022085945;
+inline constexpr double kCheckPoints[8] = {1, 1, 1, -1, -1, 1, -1, -1};
+inline constexpr int64_t kCheckLabels[4] = {0, 0, 1, 1};
+inline constexpr int32_t kCheckLabels32[4] = {0, 0, 1, 1};
+inline constexpr double kCheckOneHot[8] = {1, 0, 1, 0, 0, 1, 0, 1};  // one-hot rows of kCheckLabels
+
+// The check problem over `embeddings` (kCheckPoints in the problem's dtype)
+// with `labels` of `label_dtype`; callers swap in other targets or logits.
+npairs_problem check_problem(npairs_dtype dtype, const void* labels, npairs_dtype label_dtype, const void* embeddings);
+// S = A A^T of kCheckPoints, computed here by its definition (row-major 4 x 4).
+std::vector<double> check_similarity();
 
 // A context that is destroyed at scope exit. status() tells whether
 // npairs_context_create succeeded.
@@ -177,6 +195,11 @@ struct Inputs {
 };
 Inputs make_inputs(const Spec& spec);
 
+// A similarity problem with the given values: S (R x M, row-major), row
+// labels [R] and column labels [M] (int64), the other options as in Spec.
+Inputs similarity_inputs(npairs_dtype dtype, int64_t rows, int64_t cols, const std::vector<double>& similarity,
+                         const std::vector<int64_t>& labels, const std::vector<int64_t>& column_labels);
+
 // A few-hundred-row rectangular embeddings problem with every option on
 // (column labels, weights, grad_loss, temperature, L2).
 Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed);
@@ -199,8 +222,13 @@ struct Outputs {
 // Calls npairs_loss on `ctx` with the inputs and outputs.
 npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out);
 
-// Poisons the outputs, calls run_loss, and checks that it returned `expected`
-// with a message from npairs_last_error() and every output bitwise untouched.
+// Poisons `outputs`, runs `call`, and checks that it returned `expected`
+// with a one-line message from npairs_last_error() and every output bitwise
+// untouched (guards included). The message stays in npairs_last_error().
+::testing::AssertionResult fails_leaving_untouched(const std::function<npairs_status()>& call,
+                                                   std::initializer_list<Array*> outputs, npairs_status expected);
+
+// fails_leaving_untouched for run_loss(ctx, in, out) and the four outputs.
 ::testing::AssertionResult fails_leaving_outputs_untouched(npairs_context ctx, const Inputs& in, Outputs& out,
                                                            npairs_status expected);
 
@@ -220,5 +248,8 @@ inline double default_rtol(npairs_dtype dtype) {
     default: return 1e-12;
   }
 }
+
+// The unit roundoff of float32 (2^-24) and float64 (2^-53).
+inline double unit_roundoff(npairs_dtype dtype) { return dtype == NPAIRS_F32 ? 0x1p-24 : 0x1p-53; }
 
 }  // namespace npt
