@@ -1,0 +1,37 @@
+// Tiles of columns (src/tiled_loss.hpp): dL/dS of one tile of logits from its
+// rows' final statistics (the running ones after the block's last tile).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "dtype.cuh"
+#include "row_kernel_plan.hpp"
+#include "row_math.hpp"
+
+namespace npairs::cuda {
+
+template <class T>
+struct TileRowGradientArgs {
+  using C = compute_t<T>;
+  const T* logits;            // [rows, cols], rows `ld` apart
+  int64_t ld;
+  LogitScale<C> logit_scale;  // z_ij = (logits[i * ld + j] * hi) * lo
+  int64_t rows;
+  int64_t cols;
+  const RowStats<C>* running;  // [rows]: the statistics of the whole rows
+  const T* sample_weight;      // [rows], or nullptr for ones
+  const T* grad_loss;          // [rows] or [1], or nullptr for ones
+  bool grad_loss_per_row;      // grad_loss is [rows] (reduction NONE)
+  C grad_factor;               // r / tau: multiplies g_i * w_i * (softmax - T)
+  T* grad;                     // [rows, cols], rows `ld` apart: dL/dS; may be `logits`
+};
+
+// grad[i * ld + j] = g_i w_i grad_factor (exp(z_ij - max_i) / sum_exp_i -
+// q_ij / pos_i), queued on `stream`. Targets as for launch_tile_row_stats.
+template <class T, class Targets>
+void launch_tile_row_gradient(const TileRowGradientArgs<T>& args, const Targets& targets,
+                              const DeviceLimits& limits, cudaStream_t stream);
+
+}  // namespace npairs::cuda

@@ -1,0 +1,192 @@
+// What the emulated kernel tests share: element types that report every
+// read and write (Tracked), arrays between guard zones, the tolerances of
+// each stored type, and a log that shows the first few of many failures.
+// Include after cuda_shim.hpp and dtype.cuh, before the kernel source.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// Counts, while a launch runs, the writes to each element of the arrays the
+// test watches, and the reads of an element of a watched array after it was
+// written (with dS in place of the logits: a logit read after it was
+// overwritten).
+namespace tracking {
+
+struct WatchedArray {
+  std::uintptr_t begin = 0;
+  std::size_t element_bytes = 1;
+  std::vector<int> writes;  // per element; empty when not watched
+
+  void watch(const void* data, std::size_t elements, std::size_t bytes_per_element) {
+    begin = reinterpret_cast<std::uintptr_t>(data);
+    element_bytes = bytes_per_element;
+    writes.assign(elements, 0);
+  }
+  // The element at p, or -1 when p is not in the array.
+  std::ptrdiff_t index(const void* p) const {
+    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
+    if (a < begin || a >= begin + writes.size() * element_bytes) return -1;
+    return std::ptrdiff_t((a - begin) / element_bytes);
+  }
+};
+
+inline WatchedArray watched[2];
+inline int64_t reads_after_write = 0;
+
+inline void clear() {
+  for (WatchedArray& array : watched) array = {};
+  reads_after_write = 0;
+}
+inline void on_read(const void* p) {
+  for (const WatchedArray& array : watched) {
+    const std::ptrdiff_t k = array.index(p);
+    if (k >= 0 && array.writes[std::size_t(k)] > 0) ++reads_after_write;
+  }
+}
+inline void on_write(const void* p) {
+  for (WatchedArray& array : watched) {
+    const std::ptrdiff_t k = array.index(p);
+    if (k >= 0) ++array.writes[std::size_t(k)];
+  }
+}
+
+}  // namespace tracking
+
+// S with every copy and assignment reported to `tracking`. Same size and
+// values as S, so the kernels compute exactly what they compute for S.
+template <class S>
+struct Tracked {
+  using Compute = npairs::cuda::compute_t<S>;
+  S value;
+
+  Tracked() = default;
+  explicit Tracked(Compute x) : value(npairs::cuda::from_compute<S>(x)) {}
+  Tracked(const Tracked& other) : value(other.value) { tracking::on_read(&other); }
+  Tracked& operator=(const Tracked& other) {
+    tracking::on_read(&other);
+    tracking::on_write(this);
+    value = other.value;
+    return *this;
+  }
+  explicit operator Compute() const { return npairs::cuda::to_compute(value); }
+};
+
+namespace npairs::cuda {
+template <class S>
+struct DtypeTraits<Tracked<S>> : DtypeTraits<S> {};
+}  // namespace npairs::cuda
+
+namespace emulated {
+
+using npairs::cuda::compute_t;
+
+// The element type a test type stores.
+template <class T>
+struct Stored {
+  using type = T;
+};
+template <class S>
+struct Stored<Tracked<S>> {
+  using type = S;
+};
+
+template <class T>
+double to_double(const T& x) {
+  return double(npairs::cuda::to_compute<T>(x));
+}
+template <class T>
+T from_double(double x) {
+  return npairs::cuda::from_compute<T>(compute_t<T>(x));
+}
+
+// The relative error of rounding to the stored type (0: outputs in the
+// compute type), and half the smallest subnormal (the error of a tiny value).
+template <class T>
+double unit_roundoff() {
+  using S = typename Stored<T>::type;
+  if constexpr (std::is_same_v<S, __half>) return std::ldexp(1.0, -11);
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) return std::ldexp(1.0, -8);
+  return 0;
+}
+template <class T>
+double subnormal_floor() {
+  using S = typename Stored<T>::type;
+  if constexpr (std::is_same_v<S, __half>) return std::ldexp(1.0, -25);
+  if constexpr (std::is_same_v<S, __nv_bfloat16>) return std::ldexp(1.0, -134);
+  return 0;
+}
+// The error of the kernels' float or double arithmetic, relative to the
+// row's scale.
+template <class T>
+double compute_tolerance() {
+  return std::is_same_v<compute_t<T>, double> ? 1e-12 : 1e-5;
+}
+
+// n elements of E between guard zones, starting 16-byte aligned or one element
+// past that.
+template <class E>
+class GuardedArray {
+ public:
+  static constexpr unsigned char kGuardByte = 0xA5;
+  static constexpr std::size_t kGuardBytes = 64;
+
+  GuardedArray(std::size_t n, bool misaligned)
+      : storage_(n * sizeof(E) + 2 * kGuardBytes + 32, kGuardByte), n_(n) {
+    const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(storage_.data());
+    const std::uintptr_t first = (start + kGuardBytes + 15) / 16 * 16 + (misaligned ? sizeof(E) : 0);
+    offset_ = first - start;
+  }
+  E* data() { return reinterpret_cast<E*>(storage_.data() + offset_); }
+  std::size_t size() const { return n_; }
+  unsigned char* bytes() { return storage_.data() + offset_; }
+  std::vector<unsigned char> copy_bytes() { return {bytes(), bytes() + n_ * sizeof(E)}; }
+  void fill_bytes(unsigned char b) { std::memset(bytes(), b, n_ * sizeof(E)); }
+  void assign_bytes(const std::vector<unsigned char>& b) { std::memcpy(bytes(), b.data(), b.size()); }
+  bool guards_intact() const {
+    for (std::size_t k = 0; k < storage_.size(); ++k)
+      if ((k < offset_ || k >= offset_ + n_ * sizeof(E)) && storage_[k] != kGuardByte) return false;
+    return true;
+  }
+
+ private:
+  std::vector<unsigned char> storage_;
+  std::size_t n_;
+  std::size_t offset_ = 0;
+};
+
+// Unwritten outputs read as NaN in every floating type.
+constexpr unsigned char kPoisonByte = 0xFF;
+
+inline uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 14695981039346656037ull;
+  for (char ch : s) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  return h;
+}
+
+// Reports the first few of many failures of one kind, then their count.
+class FailureLog {
+ public:
+  explicit FailureLog(std::string what) : what_(std::move(what)) {}
+  ~FailureLog() {
+    if (count_ > kShown) ADD_FAILURE() << count_ << " " << what_ << " in all";
+  }
+  void add(const std::string& message) {
+    if (++count_ <= kShown) ADD_FAILURE() << what_ << ": " << message;
+  }
+
+ private:
+  static constexpr int kShown = 5;
+  std::string what_;
+  int count_ = 0;
+};
+
+}  // namespace emulated
