@@ -17,7 +17,9 @@
 #include "l2_gradient.cuh"
 #include "row_loss_kernel.cuh"
 #include "scalar_loss.cuh"
+#include "streamed_loss.hpp"
 #include "sum_squares.cuh"
+#include "target_checks.hpp"
 #include "targets.cuh"
 #include "workspace.hpp"
 
@@ -33,9 +35,6 @@ int device_count() noexcept {
 }
 
 namespace {
-
-// The data checks' result slots: the first bad row found by each check.
-enum BadRowSlot : int { kNegativeMultilabel, kNegativeColumnMultilabel, kNoPositive, kBadRowSlots };
 
 struct CublasDeleter {
   void operator()(cublasHandle_t handle) const noexcept { (void)cublasDestroy(handle); }
@@ -64,26 +63,6 @@ void with_targets(const Task& task, const Buffer& labels, const Buffer& column_l
     f(LabelTargets<T, int64_t>{labels.as<const int64_t>(), column_labels.as<const int64_t>()});
   else
     f(LabelTargets<T, int32_t>{labels.as<const int32_t>(), column_labels.as<const int32_t>()});
-}
-
-// Throws INVALID_VALUE for the first failed data check, in argument order.
-void report_bad_rows(const Task& task, const long long* first_bad) {
-  if (first_bad[kNegativeMultilabel] != kNoBadRow)
-    fail(NPAIRS_ERROR_INVALID_VALUE, "problem.multilabels row " +
-                                         std::to_string(first_bad[kNegativeMultilabel]) +
-                                         " has a negative or NaN entry");
-  if (first_bad[kNegativeColumnMultilabel] != kNoBadRow)
-    fail(NPAIRS_ERROR_INVALID_VALUE, "problem.column_multilabels row " +
-                                         std::to_string(first_bad[kNegativeColumnMultilabel]) +
-                                         " has a negative or NaN entry");
-  if (first_bad[kNoPositive] != kNoBadRow) {
-    const std::string row = std::to_string(first_bad[kNoPositive]);
-    fail(NPAIRS_ERROR_INVALID_VALUE,
-         task.multilabel()
-             ? "problem.multilabels row " + row +
-                   " has no positive column (its targets share no class with any column)"
-             : "problem.labels row " + row + " has no positive column (no column label equals it)");
-  }
 }
 
 // Makes a device current for a scope, then the caller's again: a library
@@ -188,8 +167,8 @@ class CudaBackend final : public Backend {
       default:
         bytes = declared_bytes<__nv_bfloat16>(task);  // make_task admits no other dtype
     }
-    check_workspace_limit(bytes);
-    return bytes;
+    if (!streams(bytes)) return bytes;
+    return plan_streamed(task, workspace_limit_).bytes;
   }
 
   void synchronize() override {
@@ -235,15 +214,8 @@ class CudaBackend final : public Backend {
   void run(const Task& task);
   template <class T>
   static std::size_t declared_bytes(const Task& task);
-  // The CUDA backend computes a call whole: one that needs more workspace
-  // than the limit is not streamed yet (SPEC section 4) and fails.
-  void check_workspace_limit(std::size_t bytes) const {
-    if (workspace_limit_ != 0 && bytes > workspace_limit_) {
-      fail(NPAIRS_ERROR_UNSUPPORTED,
-           "the call needs " + std::to_string(bytes) + " bytes of device workspace, above the context's limit (" +
-               std::to_string(workspace_limit_) + " bytes), and the CUDA backend does not stream calls in pieces yet");
-    }
-  }
+  // A call whose whole workspace exceeds the limit goes to the streamed path.
+  bool streams(std::size_t whole_bytes) const { return workspace_limit_ != 0 && whole_bytes > workspace_limit_; }
   void zero_output(void* pointer, std::size_t size);
 
   DeviceRestorer caller_device_;  // first: destroyed after every other member
@@ -340,7 +312,11 @@ void CudaBackend::run(const Task& task) {
   CallLayout layout;
   CallArrays a;
   declare_arrays<T>(task, layout, a);
-  check_workspace_limit(layout.bytes());
+  if (streams(layout.bytes())) {
+    run_streamed(task, plan_streamed(task, workspace_limit_),
+                 StreamedContext{cublas, stream, limits_, &workspace_, bad_rows_host_.get()});
+    return;
+  }
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
 

@@ -1,0 +1,413 @@
+#include "streamed_loss.hpp"
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "cuda_check.hpp"
+#include "dtype.cuh"
+#include "error.hpp"
+#include "first_row_with_negative.cuh"
+#include "first_row_without_positive.cuh"
+#include "gemm.hpp"
+#include "l2_gradient.cuh"
+#include "row_loss_kernel.cuh"
+#include "row_math.hpp"
+#include "scalar_loss.cuh"
+#include "sum_squares.cuh"
+#include "target_checks.hpp"
+#include "targets.cuh"
+#include "tile_row_gradient.cuh"
+#include "tile_row_losses.cuh"
+#include "tile_row_stats.cuh"
+
+namespace npairs::cuda {
+namespace {
+
+std::size_t bytes(int64_t count, std::size_t element_size) {
+  return static_cast<std::size_t>(count) * element_size;
+}
+
+// A similarity input is read, and its dL/dS written, in place when both are
+// device memory; otherwise each piece goes through a tile in scratch (the
+// kernels read and write a tile with one row stride).
+struct Placement {
+  bool similarity_in_place = false;
+};
+Placement placement_of(const Task& task) {
+  Placement p;
+  p.similarity_in_place = task.similarity && is_device_memory(task.similarity) &&
+                          (!task.grad_similarity || is_device_memory(task.grad_similarity));
+  return p;
+}
+
+// A tile of logits in scratch: the embeddings' S, or a staged similarity.
+bool needs_logits_tile(const Task& task, const Placement& p) {
+  return task.embeddings() || !p.similarity_in_place;
+}
+
+// The arrays of a streamed call: the whole ones (staged when host memory) and
+// the scratch of one piece.
+struct StreamedArrays {
+  Buffer labels, column_labels, multilabels, column_multilabels, anchors, positives, sample_weight,
+      grad_loss;
+  Buffer loss, grad_anchors, grad_positives;
+  Buffer bad_rows, check_ones, check_column_sums, check_overlaps;
+  Buffer logits, gram, running, row_losses, l2_partials;
+};
+
+template <class T>
+void declare(const Task& task, const Placement& placement, int64_t row_block, int64_t col_tile,
+             CallLayout& layout, StreamedArrays& a) {
+  using C = compute_t<T>;
+  const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
+  const std::size_t value = sizeof(T), label = dtype_size(task.label_dtype);
+  const bool scalar = task.scalar_loss();
+  const int64_t loss_count = scalar ? 1 : R;
+  layout.input(a.labels, task.labels, bytes(R, label));
+  layout.input(a.multilabels, task.multilabels, bytes(R * K, value));
+  if (!task.shared_targets) {
+    layout.input(a.column_labels, task.column_labels, bytes(M, label));
+    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value));
+  }
+  layout.input(a.anchors, task.anchors, bytes(R * D, value));
+  layout.input(a.positives, task.positives, bytes(M * D, value));
+  layout.input(a.sample_weight, task.sample_weight, bytes(R, value));
+  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value));
+  layout.output(a.loss, task.loss, bytes(loss_count, value));
+  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value));
+  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value));
+
+  const bool check_targets = task.multilabel() || !task.shared_targets;
+  if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
+  if (task.multilabel()) {
+    layout.scratch(a.check_ones, bytes(M, value));
+    layout.scratch(a.check_column_sums, bytes(K, value));
+    layout.scratch(a.check_overlaps, bytes(R, value));
+  }
+  const int64_t tile = row_block * col_tile;
+  if (needs_logits_tile(task, placement)) layout.scratch(a.logits, bytes(tile, value));
+  if (task.multilabel()) layout.scratch(a.gram, bytes(tile, sizeof(C)));
+  if (col_tile < M) layout.scratch(a.running, bytes(row_block, sizeof(RowStats<C>)));
+  if (task.loss && scalar) layout.scratch(a.row_losses, bytes(R, sizeof(C)));
+  if (task.loss && scalar && task.reg_lambda > 0)
+    layout.scratch(a.l2_partials, 2 * kSumSquaresParts * sizeof(double));
+}
+
+template <class T>
+std::size_t streamed_bytes(const Task& task, const Placement& placement, int64_t row_block,
+                           int64_t col_tile) {
+  CallLayout layout;
+  StreamedArrays arrays;
+  declare<T>(task, placement, row_block, col_tile, layout, arrays);
+  return layout.bytes();
+}
+
+// The targets of a piece as the kernels read them (column labels offset to
+// the piece's first column, the piece's overlaps).
+template <class C, class F>
+void with_tile_targets(const Task& task, const StreamedArrays& a, const Tile& tile, F&& f) {
+  if (task.multilabel()) {
+    f(GramTargets<C>{a.gram.as<const C>(), tile.cols()});
+  } else if (task.label_dtype == NPAIRS_I64) {
+    f(LabelTargets<C, int64_t>{a.labels.as<const int64_t>() + tile.row_begin,
+                               a.column_labels.as<const int64_t>() + tile.col_begin});
+  } else {
+    f(LabelTargets<C, int32_t>{a.labels.as<const int32_t>() + tile.row_begin,
+                               a.column_labels.as<const int32_t>() + tile.col_begin});
+  }
+}
+
+// Every data check before any output is written. The multi-label normaliser
+// sum_j G_ij = Y_i . (sum_j Y'_j c) / c is checked without forming G: the
+// column sums are taken against a vector of one positive constant c, written
+// with cudaMemsetAsync as the bytes 0x3C (about 0.0115 in float, 1.5e-18 in
+// double: positive and normal), and a row whose result is 0 has no positive.
+template <class T>
+void check_targets(const Task& task, const StreamedArrays& a, const StreamedContext& ctx) {
+  using C = compute_t<T>;
+  const int64_t R = task.rows, M = task.cols, K = task.classes;
+  long long* first_bad = a.bad_rows.as<long long>();
+  NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), ctx.stream));
+  if constexpr (!std::is_same_v<T, C>) {
+    if (task.multilabel()) fail(NPAIRS_ERROR_INTERNAL, "16-bit multi-labels reached the streamed path");
+  } else if (task.multilabel()) {
+    launch_first_row_with_negative(a.multilabels.as<const T>(), R, K, first_bad + kNegativeMultilabel, ctx.stream);
+    if (!task.shared_targets)
+      launch_first_row_with_negative(a.column_multilabels.as<const T>(), M, K,
+                                     first_bad + kNegativeColumnMultilabel, ctx.stream);
+    if (R > 0) {
+      NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.check_ones.data, 0x3C, bytes(M, sizeof(T)), ctx.stream));
+      gemm_row_major<T>(ctx.cublas, false, true, false, K, 1, M, C(1), a.column_multilabels.as<const T>(),
+                        a.check_ones.as<const T>(), C(0), a.check_column_sums.as<T>());
+      gemm_row_major<T>(ctx.cublas, false, false, false, R, 1, K, C(1), a.multilabels.as<const T>(),
+                        a.check_column_sums.as<const T>(), C(0), a.check_overlaps.as<T>());
+      launch_first_row_without_positive(GramTargets<T>{a.check_overlaps.as<const T>(), 1}, R, 1,
+                                        first_bad + kNoPositive, ctx.stream);
+    }
+  } else {
+    with_tile_targets<C>(task, a, Tile{0, R, 0, M}, [&](const auto& targets) {
+      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, ctx.stream);
+    });
+  }
+  NPAIRS_CUDA_CHECK(cudaMemcpyAsync(ctx.bad_rows_host, first_bad, kBadRowSlots * sizeof(long long),
+                                    cudaMemcpyDeviceToHost, ctx.stream));
+  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  report_bad_rows(task, ctx.bad_rows_host);
+}
+
+// The work of one piece on the device.
+template <class T>
+class CudaTiles final : public TileOps {
+  using C = compute_t<T>;
+
+ public:
+  CudaTiles(const Task& task, const Placement& placement, const StreamedArrays& a, const StreamedContext& ctx)
+      : t_(task), p_(placement), a_(a), ctx_(ctx) {}
+
+  void load(const Tile& tile) override {
+    const int64_t K = t_.classes, D = t_.dim, M = t_.cols;
+    if (t_.multilabel()) {
+      // G = Y Y'^T, always in full precision: TF32 is for the logits only.
+      gemm_row_major<T, C>(ctx_.cublas, false, false, true, tile.rows(), tile.cols(), K, C(1),
+                           a_.multilabels.as<const T>() + tile.row_begin * K,
+                           a_.column_multilabels.as<const T>() + tile.col_begin * K, C(0), a_.gram.as<C>());
+    }
+    if (t_.embeddings()) {
+      gemm_row_major<T>(ctx_.cublas, allow_tf32(), false, true, tile.rows(), tile.cols(), D, C(1),
+                        a_.anchors.as<const T>() + tile.row_begin * D,
+                        a_.positives.as<const T>() + tile.col_begin * D, C(0), a_.logits.as<T>());
+    } else if (!p_.similarity_in_place) {
+      NPAIRS_CUDA_CHECK(cudaMemcpy2DAsync(a_.logits.data, bytes(tile.cols(), sizeof(T)),
+                                          static_cast<const T*>(t_.similarity) + tile.row_begin * M + tile.col_begin,
+                                          bytes(M, sizeof(T)), bytes(tile.cols(), sizeof(T)),
+                                          static_cast<std::size_t>(tile.rows()), cudaMemcpyDefault, ctx_.stream));
+    }
+  }
+
+  void whole_rows(const Tile& block) override {
+    const int64_t r0 = block.row_begin;
+    RowLossArgs<T> args{};
+    args.logits = logits_of(block).first;
+    args.logit_scale = static_cast<C>(1.0 / t_.temperature);
+    args.rows = block.rows();
+    args.cols = block.cols();
+    args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
+    args.grad_loss = grad_loss_of(r0);
+    args.grad_loss_per_row = !t_.scalar_loss();
+    args.grad_factor = grad_factor();
+    args.row_losses = t_.scalar_loss() ? nullptr : row_offset(a_.loss.as<T>(), r0);
+    args.row_losses_to_sum = row_offset(a_.row_losses.as<C>(), r0);
+    args.grad_logits = gradient_wanted() ? grad_of(block).first : nullptr;
+    with_tile_targets<C>(t_, a_, block, [&](const auto& targets) {
+      launch_row_loss(args, targets, ctx_.limits, ctx_.stream);
+    });
+    if (gradient_wanted()) download_grad(block);
+  }
+
+  void tile_stats(const Tile& tile) override {
+    const auto [logits, ld] = logits_of(tile);
+    TileRowStatsArgs<T> args{};
+    args.logits = logits;
+    args.ld = ld;
+    args.logit_scale = logit_scale<C>(t_.temperature);
+    args.rows = tile.rows();
+    args.cols = tile.cols();
+    args.running = a_.running.as<RowStats<C>>();
+    args.first = tile.col_begin == 0;
+    with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
+      launch_tile_row_stats(args, targets, ctx_.limits, ctx_.stream);
+    });
+  }
+
+  void finish_rows(const Tile& block) override {
+    const int64_t r0 = block.row_begin;
+    TileRowLossesArgs<T> args{};
+    args.running = a_.running.as<const RowStats<C>>();
+    args.rows = block.rows();
+    args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
+    args.row_losses = t_.scalar_loss() ? nullptr : row_offset(a_.loss.as<T>(), r0);
+    args.row_losses_to_sum = row_offset(a_.row_losses.as<C>(), r0);
+    launch_tile_row_losses(args, ctx_.limits, ctx_.stream);
+  }
+
+  void tile_gradient(const Tile& tile) override {
+    const int64_t r0 = tile.row_begin;
+    const auto [logits, ld] = logits_of(tile);
+    TileRowGradientArgs<T> args{};
+    args.logits = logits;
+    args.ld = ld;  // grad_of(tile) has the same stride
+    args.logit_scale = logit_scale<C>(t_.temperature);
+    args.rows = tile.rows();
+    args.cols = tile.cols();
+    args.running = a_.running.as<const RowStats<C>>();
+    args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
+    args.grad_loss = grad_loss_of(r0);
+    args.grad_loss_per_row = !t_.scalar_loss();
+    args.grad_factor = grad_factor();
+    args.grad = grad_of(tile).first;
+    with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
+      launch_tile_row_gradient(args, targets, ctx_.limits, ctx_.stream);
+    });
+    download_grad(tile);
+  }
+
+  void embedding_gradients(const Tile& tile) override {
+    const int64_t D = t_.dim;
+    const bool l2 = t_.reg_lambda > 0;
+    // dL/dS without r/tau when it is not an output: r/tau goes into alpha, so
+    // that 16-bit scratch keeps small entries (as the dense path does).
+    const C alpha = t_.grad_similarity ? C(1) : static_cast<C>(t_.reduction_factor() / t_.temperature);
+    const T* ds = a_.logits.as<const T>();
+    if (t_.grad_anchors) {
+      T* out = a_.grad_anchors.as<T>() + tile.row_begin * D;
+      const T* own = a_.anchors.as<const T>() + tile.row_begin * D;
+      const bool first = tile.col_begin == 0;
+      if (first && l2)
+        launch_l2_gradient(own, tile.rows() * D, 0.5 * t_.reg_lambda / double(t_.rows), a_.grad_loss.as<const T>(),
+                           out, ctx_.stream);
+      gemm_row_major<T>(ctx_.cublas, allow_tf32(), false, false, tile.rows(), D, tile.cols(), alpha, ds,
+                        a_.positives.as<const T>() + tile.col_begin * D, first && !l2 ? C(0) : C(1), out);
+    }
+    if (t_.grad_positives) {
+      T* out = a_.grad_positives.as<T>() + tile.col_begin * D;
+      const T* own = a_.positives.as<const T>() + tile.col_begin * D;
+      const bool first = tile.row_begin == 0;
+      if (first && l2)
+        launch_l2_gradient(own, tile.cols() * D, 0.5 * t_.reg_lambda / double(t_.cols), a_.grad_loss.as<const T>(),
+                           out, ctx_.stream);
+      gemm_row_major<T>(ctx_.cublas, allow_tf32(), true, false, tile.cols(), D, tile.rows(), alpha, ds,
+                        a_.anchors.as<const T>() + tile.row_begin * D, first && !l2 ? C(0) : C(1), out);
+    }
+  }
+
+ private:
+  template <class U>
+  static U* row_offset(U* pointer, int64_t row) {
+    return pointer ? pointer + row : nullptr;
+  }
+  bool allow_tf32() const { return (t_.flags & NPAIRS_FLAG_ALLOW_TF32) != 0; }
+  bool gradient_wanted() const { return t_.grad_similarity || t_.wants_embedding_grads(); }
+  const T* grad_loss_of(int64_t row) const {
+    const T* g = a_.grad_loss.as<const T>();
+    return t_.scalar_loss() ? g : row_offset(g, row);
+  }
+  C grad_factor() const {
+    return t_.grad_similarity ? static_cast<C>(t_.reduction_factor() / t_.temperature) : C(1);
+  }
+  // The piece's logits: the caller's device similarity in place (rows `M`
+  // apart), or the scratch tile (dense).
+  std::pair<const T*, int64_t> logits_of(const Tile& tile) const {
+    if (p_.similarity_in_place) {
+      return {static_cast<const T*>(t_.similarity) + tile.row_begin * t_.cols + tile.col_begin, t_.cols};
+    }
+    return {a_.logits.as<const T>(), tile.cols()};
+  }
+  // Where the piece's dL/dS is written: in place of the scratch logits
+  // (embeddings, whose GEMMs read it, or a staged similarity), or the
+  // caller's device dL/dS beside the similarity read in place.
+  std::pair<T*, int64_t> grad_of(const Tile& tile) const {
+    if (p_.similarity_in_place) {
+      return {static_cast<T*>(t_.grad_similarity) + tile.row_begin * t_.cols + tile.col_begin, t_.cols};
+    }
+    return {a_.logits.as<T>(), tile.cols()};
+  }
+  // Copies a piece of dL/dS written in scratch to the caller's buffer.
+  void download_grad(const Tile& tile) const {
+    if (!t_.grad_similarity || grad_of(tile).first != a_.logits.as<T>()) return;
+    const int64_t M = t_.cols;
+    NPAIRS_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<T*>(t_.grad_similarity) + tile.row_begin * M + tile.col_begin,
+                                        bytes(M, sizeof(T)), a_.logits.data, bytes(tile.cols(), sizeof(T)),
+                                        bytes(tile.cols(), sizeof(T)), static_cast<std::size_t>(tile.rows()),
+                                        cudaMemcpyDefault, ctx_.stream));
+  }
+
+  const Task& t_;
+  Placement p_;
+  const StreamedArrays& a_;
+  const StreamedContext& ctx_;
+};
+
+template <class T>
+TilePlan plan_typed(const Task& task, std::size_t limit) {
+  const Placement placement = placement_of(task);
+  return plan_tiles(task, limit, [&](int64_t rows, int64_t cols) {
+    return streamed_bytes<T>(task, placement, rows, cols);
+  });
+}
+
+template <class T>
+void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ctx) {
+  using C = compute_t<T>;
+  const int64_t R = task.rows, M = task.cols, D = task.dim;
+  const Placement placement = placement_of(task);
+  CallLayout layout;
+  StreamedArrays a;
+  declare<T>(task, placement, plan.row_block, plan.col_tile, layout, a);
+  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.stream));
+  layout.upload(ctx.stream);
+  if (task.shared_targets) {
+    a.column_labels = a.labels;
+    a.column_multilabels = a.multilabels;
+  }
+  if (task.multilabel() || !task.shared_targets) check_targets<T>(task, a, ctx);
+
+  if (R > 0) {
+    CudaTiles<T> ops(task, placement, a, ctx);
+    run_tiled(task, plan, ops);
+    if (task.loss && task.scalar_loss()) {
+      const bool l2 = task.reg_lambda > 0;
+      if (l2) {
+        launch_sum_squares(a.anchors.as<const T>(), R * D, a.l2_partials.as<double>(), ctx.stream);
+        launch_sum_squares(a.positives.as<const T>(), M * D, a.l2_partials.as<double>() + kSumSquaresParts,
+                           ctx.stream);
+      }
+      ScalarLossArgs<T> args{};
+      args.row_losses = a.row_losses.as<const C>();
+      args.rows = R;
+      args.reduction_factor = task.reduction_factor();
+      args.l2_partials = a.l2_partials.as<const double>();
+      args.l2_anchor_factor = 0.25 * task.reg_lambda / double(R);
+      args.l2_positive_factor = 0.25 * task.reg_lambda / double(M);
+      args.loss = a.loss.as<T>();
+      launch_scalar_loss(args, ctx.stream);
+    }
+  } else {
+    // R = 0: the scalar reductions give 0, and dL/dP (M x D) is zero.
+    if (task.loss && task.scalar_loss()) NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.loss.data, 0, sizeof(T), ctx.stream));
+    if (task.grad_positives)
+      NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_positives.data, 0, bytes(M * D, sizeof(T)), ctx.stream));
+  }
+  layout.download(ctx.stream);
+  const bool host_similarity = (task.similarity && !is_device_memory(task.similarity)) ||
+                               (task.grad_similarity && !is_device_memory(task.grad_similarity));
+  if (layout.uses_host_memory() || host_similarity) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+}
+
+template <class F>
+auto with_dtype(const Task& task, F&& f) {
+  switch (task.dtype) {
+    case NPAIRS_F32: return f(float{});
+    case NPAIRS_F64: return f(double{});
+    case NPAIRS_F16: return f(__half{});
+    default: return f(__nv_bfloat16{});  // make_task admits no other dtype
+  }
+}
+
+}  // namespace
+
+TilePlan plan_streamed(const Task& task, std::size_t limit) {
+  if (task.multilabel() && (task.dtype == NPAIRS_F16 || task.dtype == NPAIRS_BF16)) {
+    fail(NPAIRS_ERROR_UNSUPPORTED,
+         "a float16 or bfloat16 multi-label call above the context's workspace limit cannot be streamed by the "
+         "CUDA backend yet (raise the limit, or use float32)");
+  }
+  return with_dtype(task, [&](auto value) { return plan_typed<decltype(value)>(task, limit); });
+}
+
+void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context) {
+  with_dtype(task, [&](auto value) { run_typed<decltype(value)>(task, plan, context); });
+}
+
+}  // namespace npairs::cuda

@@ -1,0 +1,39 @@
+// The CUDA backend's streamed path (SPEC section 4): a call whose whole
+// workspace exceeds the context's limit runs in the pieces src/tiled_loss
+// plans, through the loop it runs, with cuBLAS for each piece's GEMMs, the
+// row kernel for blocks of whole rows and the tile kernels for tiles of
+// columns. Host arrays are staged: the embeddings, targets and small outputs
+// whole, a similarity input and its dL/dS output piece by piece.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "row_kernel_plan.hpp"
+#include "task.hpp"
+#include "tiled_loss.hpp"
+#include "workspace.hpp"
+
+namespace npairs::cuda {
+
+// What a streamed call uses of its context.
+struct StreamedContext {
+  cublasHandle_t cublas;
+  cudaStream_t stream;
+  DeviceLimits limits;
+  DeviceWorkspace* workspace;
+  long long* bad_rows_host;  // pinned, kBadRowSlots entries
+};
+
+// The pieces of `task` under `limit` with this path's workspace; throws
+// Error(OUT_OF_MEMORY) as plan_tiles does, and UNSUPPORTED for what this
+// path cannot stream (16-bit multi-labels).
+TilePlan plan_streamed(const Task& task, std::size_t limit);
+
+// Checks the targets (waiting for the device), then queues every piece.
+// Waits for the stream before returning when any array is host memory.
+void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context);
+
+}  // namespace npairs::cuda
