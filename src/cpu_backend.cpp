@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -130,7 +131,12 @@ void compute_typed(const Task& t, int threads, std::vector<double>& storage) {
 
   // 2. Workspace: row losses, the multi-label overlaps G, and the logits of
   // embeddings when the caller has no dL/dS buffer to compute them in.
-  const bool need_logits_buffer = t.embeddings() && t.grad_similarity == nullptr;
+  // 1/tau is formed in double: it overflows float for tau below ~3e-39 where
+  // S/tau may still be finite. Then the logits are scaled in double into a
+  // buffer (the dL/dS output when there is one) and the row pass scales by 1.
+  const double inv_tau = 1.0 / t.temperature;
+  const bool scale_logits = !std::isfinite(T(inv_tau));
+  const bool need_logits_buffer = (t.embeddings() || scale_logits) && t.grad_similarity == nullptr;
   Arena arena(storage);
   arena.reserve<T>(R);
   if (t.multilabel()) arena.reserve<T>(R * M);
@@ -149,13 +155,17 @@ void compute_typed(const Task& t, int threads, std::vector<double>& storage) {
 
   // 3. Logits z = S / tau. Embeddings: one GEMM with 1/tau folded into alpha,
   // into the dL/dS output when asked for (the row pass overwrites it in place).
-  const T inv_tau = T(1.0 / t.temperature);
   const T* logits = static_cast<const T*>(t.similarity);
-  T logit_scale = inv_tau;
+  T logit_scale = T(inv_tau);
   T* grad_out = static_cast<T*>(t.grad_similarity);
-  if (t.embeddings()) {
+  if (t.embeddings() || scale_logits) {
     T* buffer = need_logits_buffer ? arena.take<T>(R * M) : grad_out;
-    if (R > 0) gemm(false, true, R, M, D, inv_tau, anchors, D, positives, D, T(0), buffer, M);
+    if (t.embeddings() && R > 0)
+      gemm(false, true, R, M, D, scale_logits ? T(1) : T(inv_tau), anchors, D, positives, D, T(0), buffer, M);
+    if (scale_logits) {
+      const T* unscaled = t.embeddings() ? buffer : logits;
+      for (int64_t k = 0; k < R * M; ++k) buffer[k] = T(double(unscaled[k]) * inv_tau);
+    }
     logits = buffer;
     logit_scale = T(1);
     if (t.wants_embedding_grads()) grad_out = buffer;
