@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "call_plan.hpp"
 #include "cuda_backend.hpp"
 #include "cuda_check.hpp"
 #include "dtype.cuh"
@@ -133,6 +134,11 @@ class CudaBackend final : public Backend {
     cublasHandle_t handle = nullptr;
     NPAIRS_CUDA_CHECK(cublasCreate(&handle));
     cublas_.reset(handle);
+    // 16-bit GEMMs accumulate in float (SPEC): no split-K reduction in 16 bits.
+    NPAIRS_CUDA_CHECK(
+        cublasSetMathMode(handle, static_cast<cublasMath_t>(
+                                      CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     set_cublas_stream(stream_);
     cudaEvent_t event = nullptr;
     NPAIRS_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
@@ -153,12 +159,15 @@ class CudaBackend final : public Backend {
 
   npairs_backend kind() const override { return NPAIRS_BACKEND_CUDA; }
 
+  // Work queued by earlier calls may still use the workspace: the new stream
+  // waits for it (the event marks the end of the last call), even when the
+  // handle is the same: cudaStreamPerThread names another stream on another
+  // thread, and compute() repeats the wait for it (wait_for_earlier_calls).
+  // The legacy default stream (nullptr, cudaStreamLegacy) is one stream of
+  // the device for every thread.
   void set_stream(void* stream) override {
     const ScopedDevice current(device_);
     const auto next = static_cast<cudaStream_t>(stream);
-    if (next == stream_) return;
-    // Work queued by earlier calls may still use the workspace: the new
-    // stream waits for it (the event marks the end of the last call).
     NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(next, work_queued_.get(), 0));
     set_cublas_stream(next);
     stream_ = next;
@@ -166,14 +175,17 @@ class CudaBackend final : public Backend {
 
   void set_threads(int /*threads*/) override {}  // CPU contexts only
 
+  // Waits for the end of the last call (its event), not for the stream: the
+  // caller may have destroyed the stream already.
   void synchronize() override {
     const ScopedDevice current(device_);
-    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    NPAIRS_CUDA_CHECK(cudaEventSynchronize(work_queued_.get()));
   }
 
   void compute(const Task& task) override {
     const ScopedDevice current(device_);
     try {
+      wait_for_earlier_calls();
       switch (task.dtype) {
         case NPAIRS_F32:
           run<float>(task);
@@ -205,9 +217,20 @@ class CudaBackend final : public Backend {
     NPAIRS_CUDA_CHECK(
         cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), kCublasWorkspaceBytes));
   }
+  // The per-thread default stream is the calling thread's: calls from
+  // different threads of one context land on different streams, so each
+  // call's stream waits for the last call (except under capture, which
+  // cannot wait for work outside the graph).
+  void wait_for_earlier_calls() {
+    if (stream_ != cudaStreamPerThread) return;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture == cudaStreamCaptureStatusNone)
+      NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(stream_, work_queued_.get(), 0));
+  }
   template <class T>
   void run(const Task& task);
-  void zero_output(void* pointer, std::size_t size);
+  void zero_output(void* pointer, std::size_t size, const char* name);
 
   DeviceRestorer caller_device_;  // first: destroyed after every other member
   int device_;
@@ -220,9 +243,9 @@ class CudaBackend final : public Backend {
   DeviceWorkspace workspace_;
 };
 
-void CudaBackend::zero_output(void* pointer, std::size_t size) {
+void CudaBackend::zero_output(void* pointer, std::size_t size, const char* name) {
   if (!pointer || size == 0) return;
-  if (is_device_memory(pointer))
+  if (pointer_kind(pointer, device_, name) != MemoryKind::host)
     NPAIRS_CUDA_CHECK(cudaMemsetAsync(pointer, 0, size, stream_));
   else
     std::memset(pointer, 0, size);
@@ -245,28 +268,35 @@ void CudaBackend::run(const Task& task) {
 
   // Every array of the call: the caller's (in place when device memory) and
   // the scratch ones in the workspace.
-  CallLayout layout;
+  CallLayout layout(device_);
   Buffer labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives,
       sample_weight, grad_loss;
-  layout.input(labels, task.labels, bytes(R, label_size));
-  layout.input(multilabels, task.multilabels, bytes(R * K, value_size));
+  layout.input(labels, task.labels, bytes(R, label_size), "problem.labels");
+  layout.input(multilabels, task.multilabels, bytes(R * K, value_size), "problem.multilabels");
   if (!task.shared_targets) {
-    layout.input(column_labels, task.column_labels, bytes(M, label_size));
-    layout.input(column_multilabels, task.column_multilabels, bytes(M * K, value_size));
+    layout.input(column_labels, task.column_labels, bytes(M, label_size), "problem.column_labels");
+    layout.input(column_multilabels, task.column_multilabels, bytes(M * K, value_size),
+                 "problem.column_multilabels");
   }
-  layout.input(similarity, task.similarity, bytes(R * M, value_size));
-  layout.input(anchors, task.anchors, bytes(R * D, value_size));
-  layout.input(positives, task.positives, bytes(M * D, value_size));
-  layout.input(sample_weight, task.sample_weight, bytes(R, value_size));
-  layout.input(grad_loss, task.grad_loss, bytes(loss_count, value_size));
+  layout.input(similarity, task.similarity, bytes(R * M, value_size), "problem.similarity");
+  layout.input(anchors, task.anchors, bytes(R * D, value_size), "problem.anchors");
+  layout.input(positives, task.positives, bytes(M * D, value_size), "problem.positives");
+  layout.input(sample_weight, task.sample_weight, bytes(R, value_size), "problem.sample_weight");
+  layout.input(grad_loss, task.grad_loss, bytes(loss_count, value_size), "grad_loss");
 
   Buffer loss, grad_similarity, grad_anchors, grad_positives;
-  layout.output(loss, task.loss, bytes(loss_count, value_size));
-  layout.output(grad_similarity, task.grad_similarity, bytes(R * M, value_size));
-  layout.output(grad_anchors, task.grad_anchors, bytes(R * D, value_size));
-  layout.output(grad_positives, task.grad_positives, bytes(M * D, value_size));
+  layout.output(loss, task.loss, bytes(loss_count, value_size), "loss");
+  layout.output(grad_similarity, task.grad_similarity, bytes(R * M, value_size), "grads.similarity");
+  layout.output(grad_anchors, task.grad_anchors, bytes(R * D, value_size), "grads.anchors");
+  layout.output(grad_positives, task.grad_positives, bytes(M * D, value_size), "grads.positives");
 
-  Buffer bad_rows, gram, logits, row_losses, l2_partials;
+  // dL/dS = (r / tau) g_i w_i (softmax - T): where r / tau goes, and whether
+  // the embedding gradients' GEMMs read dS from a scratch array of their own.
+  const GradientScaling scaling =
+      plan_gradient_scaling(value_size, task.grad_similarity != nullptr,
+                            task.wants_embedding_grads(), task.reduction_factor() / task.temperature);
+
+  Buffer bad_rows, gram, logits, gemm_input, row_losses, l2_partials;
   // With shared single-label targets every row is its own positive.
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
@@ -275,6 +305,7 @@ void CudaBackend::run(const Task& task) {
   // Embedding logits are computed where dL/dS goes (then overwritten in place
   // by it), or in scratch when dL/dS is not an output.
   if (task.embeddings() && !task.grad_similarity) layout.scratch(logits, bytes(R * M, value_size));
+  if (scaling.separate_gemm_input) layout.scratch(gemm_input, bytes(R * M, value_size));
   if (scalar_loss) layout.scratch(row_losses, bytes(R, sizeof(C)));
   if (scalar_loss && l2) layout.scratch(l2_partials, 2 * kSumSquaresParts * sizeof(double));
 
@@ -314,8 +345,8 @@ void CudaBackend::run(const Task& task) {
   if (R == 0) {
     // The scalar reductions give 0 and every gradient is zero; only the
     // scalar loss and dL/dP (M x D) have elements.
-    if (scalar) zero_output(task.loss, value_size);
-    zero_output(task.grad_positives, bytes(M * D, value_size));
+    if (scalar) zero_output(task.loss, value_size, "loss");
+    zero_output(task.grad_positives, bytes(M * D, value_size), "grads.positives");
     return;
   }
 
@@ -331,27 +362,35 @@ void CudaBackend::run(const Task& task) {
   T* grad_logits = task.grad_similarity           ? grad_similarity.as<T>()
                    : task.wants_embedding_grads() ? logits.as<T>()
                                                   : nullptr;
-  // dL/dS = (r / tau) g_i w_i (softmax - T). When only the embedding
-  // gradients need it, r / tau goes into their GEMMs' alpha instead, so that
-  // 16-bit scratch keeps small entries (1/R underflows float16 for large R).
-  const double ds_factor = task.reduction_factor() / task.temperature;
-  const bool ds_is_output = task.grad_similarity != nullptr;
+  // What the embedding gradients' GEMMs read.
+  const T* gemm_grad_logits = scaling.separate_gemm_input ? gemm_input.as<const T>() : grad_logits;
 
-  // 3. The fused row kernel: w_i * loss_i per row, and dL/dS.
+  // 3. The fused row kernel: w_i * loss_i per row, and dL/dS. With a separate
+  // GEMM input, a first pass writes it (unscaled) before the second
+  // overwrites the logits in place with the scaled dS output.
   if (loss.data || grad_logits) {
+    const LogitScale<C> logit_scale = split_logit_scale<C>(1.0 / task.temperature);
     RowLossArgs<T> args{};
     args.logits = similarities;
-    args.logit_scale = static_cast<C>(1.0 / task.temperature);
+    args.logit_scale = logit_scale.scale;
+    args.logit_rescale = logit_scale.rescale;
     args.rows = R;
     args.cols = M;
     args.sample_weight = sample_weight.as<const T>();
     args.grad_loss = grad_loss.as<const T>();
     args.grad_loss_per_row = !scalar;
-    args.grad_factor = ds_is_output ? static_cast<C>(ds_factor) : C(1);
-    args.row_losses = scalar ? nullptr : loss.as<T>();
-    args.row_losses_to_sum = row_losses.as<C>();
-    args.grad_logits = grad_logits;
     with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
+      if (scaling.separate_gemm_input) {
+        RowLossArgs<T> unscaled = args;
+        unscaled.grad_factor = static_cast<C>(scaling.gemm_input_factor);
+        unscaled.grad_logits = gemm_input.as<T>();
+        launch_row_loss(unscaled, targets, limits_, stream);
+      }
+      args.grad_factor = static_cast<C>(task.grad_similarity ? scaling.output_factor
+                                                             : scaling.gemm_input_factor);
+      args.row_losses = scalar ? nullptr : loss.as<T>();
+      args.row_losses_to_sum = row_losses.as<C>();
+      args.grad_logits = grad_logits;
       launch_row_loss(args, targets, limits_, stream);
     });
   }
@@ -377,19 +416,19 @@ void CudaBackend::run(const Task& task) {
   // 5. The embedding gradients: dA = dS P and dP = dS^T A, added by the GEMM
   // (beta = 1) to the L2 term written first.
   const C l2_beta = l2 ? C(1) : C(0);
-  const C ds_alpha = ds_is_output ? C(1) : static_cast<C>(ds_factor);
+  const C ds_alpha = static_cast<C>(scaling.gemm_alpha);
   if (task.grad_anchors) {
     if (l2)
       launch_l2_gradient(anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
                          grad_loss.as<const T>(), grad_anchors.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, ds_alpha, grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, ds_alpha, gemm_grad_logits,
                       positives.as<const T>(), l2_beta, grad_anchors.as<T>());
   }
   if (task.grad_positives) {
     if (l2)
       launch_l2_gradient(positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
                          grad_loss.as<const T>(), grad_positives.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, ds_alpha, grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, ds_alpha, gemm_grad_logits,
                       anchors.as<const T>(), l2_beta, grad_positives.as<T>());
   }
 

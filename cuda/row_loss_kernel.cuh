@@ -15,8 +15,11 @@ namespace npairs::cuda {
 template <class T>
 struct RowLossArgs {
   using C = compute_t<T>;
-  const T* logits;  // [rows, cols]; z_ij = logits[i, j] * logit_scale
-  C logit_scale;    // 1/tau for a similarity input, 1 when already divided
+  const T* logits;  // [rows, cols]; z_ij = logits[i, j] * logit_scale * logit_rescale
+  // 1/tau as the product of two factors (split_logit_scale): 1/tau itself
+  // and 1 unless 1/tau overflows C while S/tau need not.
+  C logit_scale;
+  C logit_rescale;
   int64_t rows;
   int64_t cols;
   const T* sample_weight;  // [rows], or nullptr for ones

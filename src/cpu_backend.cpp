@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <climits>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -135,7 +135,7 @@ void compute_typed(const Task& t, int threads, std::vector<double>& storage) {
   // S/tau may still be finite. Then the logits are scaled in double into a
   // buffer (the dL/dS output when there is one) and the row pass scales by 1.
   const double inv_tau = 1.0 / t.temperature;
-  const bool scale_logits = !std::isfinite(T(inv_tau));
+  const bool scale_logits = inv_tau > double(std::numeric_limits<T>::max());
   const bool need_logits_buffer = (t.embeddings() || scale_logits) && t.grad_similarity == nullptr;
   Arena arena(storage);
   arena.reserve<T>(R);
