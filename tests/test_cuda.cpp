@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "cuda_util.hpp"
 
@@ -466,6 +468,214 @@ TEST(Cuda, UserStream) {
 
 #ifdef NPAIRS_TEST_HAVE_CUDART
 namespace {
+
+// A similarity problem (labels, column labels when the spec has them) with
+// its inputs and its loss and dS in device memory.
+struct DeviceSimilarityCall {
+  const npt::Inputs& in;
+  npt::Outputs& out;
+  npt::DeviceArray labels, column_labels, similarity, loss, grad;
+  DeviceSimilarityCall(const npt::Inputs& inputs, npt::Outputs& outputs)
+      : in(inputs), out(outputs), labels(in.labels), column_labels(in.column_labels),
+        similarity(in.similarity), loss(out.loss), grad(out.grad_similarity) {}
+  bool ok() const { return labels.ok() && column_labels.ok() && similarity.ok() && loss.ok() && grad.ok(); }
+  npairs_status run(npairs_context ctx, uint32_t flags = 0) {
+    npairs_problem p = in.problem();
+    p.labels = labels.data();
+    p.column_labels = column_labels.data();
+    p.similarity = similarity.data();
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    g.similarity = grad.data();
+    npairs_options o = in.options();
+    o.flags |= flags;
+    return npairs_loss(ctx, &o, &p, nullptr, loss.data(), &g);
+  }
+  bool download() { return loss.download(out.loss) && grad.download(out.grad_similarity); }
+};
+
+npt::Spec similarity_spec(npairs_dtype dtype, bool column_targets) {
+  npt::Spec s;
+  s.dtype = dtype;
+  s.rows = 37;
+  s.cols = 41;
+  s.column_targets = column_targets;
+  s.classes = 5;
+  s.label_dtype = NPAIRS_I32;
+  s.reduction = NPAIRS_REDUCTION_NONE;
+  s.temperature = 0.7;
+  s.seed = 1010;
+  return s;
+}
+
+// A CUDA error the caller left pending (a failed cudaMalloc of its own) is
+// not this library's: calls succeed, and the caller still finds its error.
+TEST(Cuda, PendingCallerErrorIsNotReported) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs out(in, true, true, false, false);
+  DeviceSimilarityCall call(in, out);
+  ASSERT_TRUE(call.ok());
+  void* too_much = nullptr;
+  ASSERT_EQ(cudaMalloc(&too_much, std::size_t(1) << 60), cudaErrorMemoryAllocation);
+  ASSERT_NPAIRS_OK(call.run(gpu.get()));
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+  const npt::Inputs embeddings = npt::make_inputs(medium_spec(NPAIRS_F32));
+  npt::Outputs host_out(embeddings, true, true, true, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), embeddings, host_out));
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMemoryAllocation) << "the caller's error, left for the caller";
+  ASSERT_TRUE(call.download());
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-5);
+  npt::expect_matches_reference(embeddings, host_out, ref::compute<double>(embeddings.reference()), 1e-5);
+}
+
+// The usual order at the end: the caller destroys its stream, then the
+// context. synchronize and destroy wait on the last call's event, not on the
+// destroyed stream handle.
+TEST(Cuda, StreamDestroyedBeforeTheContext) {
+  NPT_REQUIRE_CUDA();
+  npairs_context ctx = nullptr;
+  ASSERT_NPAIRS_OK(npairs_context_create(NPAIRS_BACKEND_CUDA, 0, &ctx));
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(ctx, stream));
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F64, true));
+  npt::Outputs out(in, true, true, false, false);
+  {
+    DeviceSimilarityCall call(in, out);
+    ASSERT_TRUE(call.ok());
+    ASSERT_NPAIRS_OK(call.run(ctx));
+    NPT_ASSERT_CUDA(cudaStreamSynchronize(stream));
+    NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
+    EXPECT_NPAIRS_OK(npairs_context_synchronize(ctx));
+    EXPECT_NPAIRS_OK(npairs_context_destroy(ctx));
+    ASSERT_TRUE(call.download());
+  }
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-12);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+// cudaStreamPerThread names the calling thread's stream: a context used from
+// one thread, then another (one at a time), orders the second call after the
+// first, which wrote the buffer the second reads.
+TEST(Cuda, PerThreadStreamAcrossThreads) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), cudaStreamPerThread));
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs first(in, true, true, false, false), second(in, true, true, false, false);
+  DeviceSimilarityCall a(in, first), b(in, second);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int round = 0; round < 3; ++round) {
+    npairs_status status_a = NPAIRS_ERROR_INTERNAL, status_b = NPAIRS_ERROR_INTERNAL;
+    std::thread([&] { status_a = a.run(gpu.get()); }).join();
+    std::thread([&] {
+      status_b = b.run(gpu.get());
+      if (status_b == NPAIRS_OK) status_b = npairs_context_synchronize(gpu.get());
+    }).join();
+    ASSERT_NPAIRS_OK(status_a);
+    ASSERT_NPAIRS_OK(status_b);
+  }
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+  ASSERT_TRUE(a.download() && b.download());
+  const auto expected = ref::compute<double>(in.reference());
+  npt::expect_matches_reference(in, first, expected, 1e-5);
+  npt::expect_matches_reference(in, second, expected, 1e-5);
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+}
+
+// Managed memory is used in place and the call is synchronous, as for host
+// memory: the host reads the results as soon as the call returns.
+TEST(Cuda, ManagedMemoryIsSynchronous) {
+  NPT_REQUIRE_CUDA();
+  int managed = 0;
+  NPT_ASSERT_CUDA(cudaDeviceGetAttribute(&managed, cudaDevAttrManagedMemory, 0));
+  if (!managed) GTEST_SKIP() << "device 0 has no managed memory";
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  const std::size_t R = std::size_t(in.R), M = std::size_t(in.M);
+  int32_t *labels = nullptr, *column_labels = nullptr;
+  float *similarity = nullptr, *loss = nullptr, *grad = nullptr;
+  NPT_ASSERT_CUDA(cudaMallocManaged(&labels, R * sizeof(int32_t)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&column_labels, M * sizeof(int32_t)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&similarity, R * M * sizeof(float)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&loss, R * sizeof(float)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&grad, R * M * sizeof(float)));
+  std::memcpy(labels, in.labels.data(), R * sizeof(int32_t));
+  std::memcpy(column_labels, in.column_labels.data(), M * sizeof(int32_t));
+  std::memcpy(similarity, in.similarity.data(), R * M * sizeof(float));
+  for (std::size_t i = 0; i < R; ++i) loss[i] = NAN;
+  npairs_problem p = in.problem();
+  p.labels = labels;
+  p.column_labels = column_labels;
+  p.similarity = similarity;
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = grad;
+  const npairs_options o = in.options();
+  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, loss, &g));
+  // No synchronize: read at once.
+  npt::Outputs out(in, true, true, false, false);
+  std::memcpy(out.loss.data(), loss, R * sizeof(float));
+  std::memcpy(out.grad_similarity.data(), grad, R * M * sizeof(float));
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-5);
+  for (void* q : {static_cast<void*>(labels), static_cast<void*>(column_labels), static_cast<void*>(similarity),
+                  static_cast<void*>(loss), static_cast<void*>(grad)})
+    EXPECT_EQ(cudaFree(q), cudaSuccess);
+}
+
+// A device pointer of another GPU than the context's is an argument error
+// naming the argument and both devices, before any work.
+TEST(Cuda, OtherDevicePointerIsRejected) {
+  NPT_REQUIRE_CUDA();
+  int devices = 0;
+  NPT_ASSERT_CUDA(cudaGetDeviceCount(&devices));
+  if (devices < 2) GTEST_SKIP() << "needs two GPUs, found " << devices;
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs out(in, true, true, false, false);
+  NPT_ASSERT_CUDA(cudaSetDevice(1));
+  npt::DeviceArray on_device_1(in.similarity);
+  NPT_ASSERT_CUDA(cudaSetDevice(0));
+  ASSERT_TRUE(on_device_1.ok());
+  npairs_problem p = in.problem();
+  p.similarity = on_device_1.data();
+  npairs_gradients g = out.grads();
+  const npairs_options o = in.options();
+  const auto before = std::make_pair(out.loss.bytes(), out.grad_similarity.bytes());
+  EXPECT_EQ(npairs_loss(gpu.get(), &o, &p, nullptr, out.loss.data(), &g), NPAIRS_ERROR_INVALID_ARGUMENT);
+  const std::string message = npairs_last_error();
+  EXPECT_NE(message.find("problem.similarity"), std::string::npos) << message;
+  EXPECT_NE(message.find("device 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("device 0"), std::string::npos) << message;
+  EXPECT_TRUE(before == std::make_pair(out.loss.bytes(), out.grad_similarity.bytes()));
+}
+
+// float16 embeddings at R = M = 8192 with dS and dA wanted: the GEMMs read
+// an unscaled dS, so that dA keeps every negative's term (r/tau folded into
+// a stored float16 dS underflows; about 1% of max|dA| was lost).
+TEST(Cuda, Float16LargeBatchGradientsWithDs) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Spec s;
+  s.dtype = NPAIRS_F16;
+  s.embeddings = true;
+  s.rows = 8192;
+  s.dim = 32;
+  s.classes = 8192;
+  s.label_dtype = NPAIRS_I32;
+  s.seed = 8192;
+  const npt::Inputs in = npt::make_inputs(s);
+  npt::Outputs out(in, true, true, true, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, out));
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), npt::default_rtol(NPAIRS_F16));
+}
 
 // A context on device 0 leaves the caller's current device (1) current,
 // through create, compute, synchronize and destroy.
