@@ -261,7 +261,24 @@ std::vector<Gemm> library_gemms(const CaseSpec& spec) {
 double gemm_flops(const CaseSpec& spec) {
   double flops = 0;
   for (const Gemm& g : library_gemms(spec)) flops += 2.0 * double(g.m) * double(g.n) * double(g.k);
+  // Tiles of columns compute the logits a second time for the gradients.
+  if (pieces_of(spec).column_tiles() && spec.grad_embeddings)
+    flops += 2.0 * double(spec.rows) * double(spec.cols) * double(spec.dim);
   return flops;
+}
+
+Pieces pieces_of(const CaseSpec& spec) {
+  constexpr int64_t kMinWholeRowBlock = 64, kTileRows = 256;
+  Pieces p;
+  const int64_t element = int64_t(spec.value_size());
+  const int64_t limit = int64_t(spec.workspace_limit);
+  p.rows = spec.rows;
+  if (limit == 0 || spec.rows * spec.cols * element <= limit) return p;
+  p.rows = std::min(spec.rows, limit / (spec.cols * element));
+  if (p.rows >= std::min(spec.rows, kMinWholeRowBlock)) return p;
+  p.rows = std::min(spec.rows, kTileRows);
+  p.cols = std::max<int64_t>(1, limit / (p.rows * element));
+  return p;
 }
 
 }  // namespace bench

@@ -31,6 +31,7 @@ struct CaseSpec {
   int64_t classes = 0;           // distinct labels, or K for multilabels
   bool device_memory = false;    // CUDA: device buffers rather than host pointers
   bool allow_tf32 = false;
+  size_t workspace_limit = 0;    // npairs_context_set_workspace_limit; 0: none
 
   size_t value_size() const {
     return dtype == NPAIRS_F64 ? sizeof(double) : is_half() ? sizeof(HalfBits) : sizeof(float);
@@ -107,6 +108,17 @@ struct Gemm {
 };
 std::vector<Gemm> library_gemms(const CaseSpec& spec);
 double gemm_flops(const CaseSpec& spec);
+
+// The pieces an embeddings call is cut into under spec.workspace_limit, as
+// src/tiled_loss.cpp plans them when the R x M logits are the call's only
+// large scratch (labels, no dL/dS output): blocks of `rows` whole rows, or
+// blocks of `rows` rows in tiles of `cols` columns, whose logits the library
+// computes twice (once for the statistics, once for the gradient).
+struct Pieces {
+  int64_t rows = 0, cols = 0;
+  bool column_tiles() const { return cols > 0; }
+};
+Pieces pieces_of(const CaseSpec& spec);
 
 // Deterministic uniform value in [-1, 1) for (stream, index): cheap, and the
 // same whichever thread computes it.

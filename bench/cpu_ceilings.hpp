@@ -12,7 +12,8 @@ namespace bench {
 // over `threads` threads as the library's row pass is.
 Stats time_host_copy(double bytes, int threads, int warmup, int repeats);
 
-// library_gemms(spec) alone, through cblas, on buffers of the case's shapes.
+// library_gemms(spec) alone, through cblas, on buffers of the case's shapes;
+// under a workspace limit, piece by piece as the library streams them.
 template <class T>
 Stats time_cpu_gemms(const CaseSpec& spec, int warmup, int repeats);
 

@@ -81,6 +81,7 @@ struct Args {
   int device = 0;                // CUDA device ordinal
   bool tf32 = false;
   bool baselines = true;
+  size_t workspace_limit = 0;    // --workspace-limit, 0: none
   std::string json;              // --json FILE
 };
 
@@ -108,8 +109,13 @@ void usage(const char* argv0) {
       "  --memory host|device|both   CUDA only: host pointers (staged by the library),\n"
       "                              device buffers, or both (default both)\n"
       "  --tf32                      CUDA only: allow TF32 tensor cores for float32 GEMMs\n"
+      "  --workspace-limit BYTES     npairs_context_set_workspace_limit (suffix K, M or G:\n"
+      "                              KiB, MiB, GiB; default 0: none); the GEMM ceiling then\n"
+      "                              runs piece by piece as the library streams\n"
       "  --no-baselines              time the library only (no copy, GEMM, unfused runs)\n"
-      "  --json FILE                 write every figure, the machine and the command as JSON\n",
+      "  --json FILE                 write every figure, the machine and the command as JSON\n"
+      "peak_MiB is the growth of the process's resident memory over one call on a fresh\n"
+      "context (CPU): the library's workspace and whatever else the call touches first.\n",
       argv0);
 }
 
@@ -119,6 +125,24 @@ bool parse_int(const std::string& s, int64_t lo, int64_t* out) {
   const long long v = std::strtoll(s.c_str(), &end, 10);
   if (errno != 0 || end == s.c_str() || *end != '\0' || v < lo) return false;
   *out = static_cast<int64_t>(v);
+  return true;
+}
+
+// A byte count with an optional K, M or G suffix (powers of 1024).
+bool parse_bytes(const std::string& s, size_t* out) {
+  if (s.empty()) return false;
+  int shift = 0;
+  std::string digits = s;
+  switch (s.back()) {
+    case 'K': shift = 10; break;
+    case 'M': shift = 20; break;
+    case 'G': shift = 30; break;
+    default: break;
+  }
+  if (shift != 0) digits.pop_back();
+  int64_t n = 0;
+  if (!parse_int(digits, 0, &n) || n > (int64_t(1) << (62 - shift))) return false;
+  *out = size_t(n) << shift;
   return true;
 }
 
@@ -166,7 +190,7 @@ int parse_args(int argc, char** argv, Args* a) {
     static const char* const kValued[] = {
         "--backend", "--dtype",   "--input",  "--targets", "--grads",  "--memory", "--rows",
         "--cols",    "--dim",     "--classes", "--repeats", "--warmup", "--threads", "--device",
-        "--json"};
+        "--json",    "--workspace-limit"};
     if (std::none_of(std::begin(kValued), std::end(kValued),
                      [&](const char* k) { return key == k; })) {
       std::fprintf(stderr, "npairs_bench: unknown option %s (try --help)\n", key.c_str());
@@ -201,6 +225,8 @@ int parse_args(int argc, char** argv, Args* a) {
       ok = parse_int(value, 1, &a->dim);
     } else if (key == "--classes") {
       ok = parse_int(value, 1, &a->classes);
+    } else if (key == "--workspace-limit") {
+      ok = parse_bytes(value, &a->workspace_limit);
     } else if (key == "--json") {
       a->json = value;
       ok = !value.empty();
@@ -275,6 +301,7 @@ std::vector<CaseSpec> make_cases(const Args& a, npairs_backend backend) {
                                            a.grads == "input");
         s.device_memory = on_device;
         s.allow_tf32 = a.tf32;
+        s.workspace_limit = a.workspace_limit;
         cases.push_back(s);
       }
     }
@@ -294,6 +321,7 @@ struct CaseResult {
   std::string unsupported;  // the library's message when it answered UNSUPPORTED
   Stats library;
   double loss = 0;
+  double peak_bytes = -1;  // resident memory growth over one call (CPU); -1: not measured
   bool has_copy = false, has_gemms = false, has_unfused = false;
   Stats copy, gemms, unfused;
   Check check;
@@ -357,6 +385,33 @@ double value_of(T v, npairs_dtype dtype) {
 // to sleep, so that they do not take cores from the next measurement.
 void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(300)); }
 
+// A field of /proc/self/status in bytes (its kB figure), or -1.
+double status_bytes(const char* field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  const std::string prefix = std::string(field) + ":";
+  while (std::getline(status, line)) {
+    if (line.rfind(prefix, 0) == 0) return 1024.0 * std::strtod(line.c_str() + prefix.size(), nullptr);
+  }
+  return -1;
+}
+
+// How far one run of `call` raises the resident memory above what it was:
+// the high-water mark (VmHWM) is reset first (clear_refs 5, Linux), -1 when
+// that cannot be done.
+template <class F>
+double peak_growth(F&& call) {
+  {
+    std::ofstream clear("/proc/self/clear_refs");
+    clear << "5";
+    if (!clear.flush()) return -1;
+  }
+  const double before = status_bytes("VmRSS");
+  call();
+  const double peak = status_bytes("VmHWM");
+  return before < 0 || peak < 0 ? -1 : peak - before;
+}
+
 template <class T>
 CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& settings,
                     const CudaRuntime* cuda) {
@@ -397,6 +452,17 @@ CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& se
     return result;
   }
   result.loss = value_of(data.loss, spec.dtype);
+  if (spec.backend == NPAIRS_BACKEND_CPU) {
+    // On a fresh context, so that the workspace it allocates counts.
+    npairs_context fresh = nullptr;
+    if (npairs_context_create(NPAIRS_BACKEND_CPU, 0, &fresh) == NPAIRS_OK &&
+        npairs_context_set_threads(fresh, settings.threads) == NPAIRS_OK &&
+        npairs_context_set_workspace_limit(fresh, spec.workspace_limit) == NPAIRS_OK) {
+      result.peak_bytes =
+          peak_growth([&] { npairs_loss(fresh, &options, &problem, nullptr, arrays.ptr[kLoss], &grads); });
+    }
+    npairs_context_destroy(fresh);
+  }
   if (!settings.baselines) return result;
 
   const bool has_gemms = !library_gemms(spec).empty();
@@ -411,6 +477,10 @@ CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& se
       if (has_gemms) result.gemms = time_cpu_gemms<T>(spec, settings.warmup, settings.repeats);
       result.has_gemms = has_gemms;
       settle();
+      if (spec.workspace_limit != 0) {
+        result.skipped = "no unfused baseline under a workspace limit (it holds the R x M logits)";
+        return result;
+      }
       UnfusedCpu<T> unfused(spec, data, settings.threads);
       time_runs(settings.warmup, settings.repeats, [&] {
         unfused.run();
@@ -468,8 +538,8 @@ std::string fixed(double v, int decimals, bool present = true) {
 double gb_per_s(double bytes, double ms) { return bytes / (ms * 1e6); }
 
 void print_table(const std::vector<CaseResult>& results) {
-  std::printf("\n%-10s %-8s %-5s %6s %6s %4s %6s | %9s %7s %7s | %8s %6s | %8s %6s | %9s %6s | %s\n",
-              "input", "grads", "dtype", "R", "M", "D", "memory", "median_ms", "GB/s", "GFLOP/s",
+  std::printf("\n%-10s %-8s %-5s %6s %6s %4s %6s | %9s %7s %7s %8s | %8s %6s | %8s %6s | %9s %6s | %s\n",
+              "input", "grads", "dtype", "R", "M", "D", "memory", "median_ms", "GB/s", "GFLOP/s", "peak_MiB",
               "copy_ms", "xcopy", "gemm_ms", "xgemm", "unfused", "unf/x", "check");
   for (const CaseResult& r : results) {
     const CaseSpec& s = r.spec;
@@ -486,9 +556,10 @@ void print_table(const std::vector<CaseResult>& results) {
       continue;
     }
     const double ms = r.library.median_ms, flops = gemm_flops(s);
-    std::printf("%9s %7s %7s | %8s %6s | %8s %6s | %9s %6s | %s\n", fixed(ms, 3).c_str(),
+    std::printf("%9s %7s %7s %8s | %8s %6s | %8s %6s | %9s %6s | %s\n", fixed(ms, 3).c_str(),
                 fixed(gb_per_s(bytes_moved(s), ms), 1).c_str(),
                 fixed(flops / (ms * 1e6), 1, flops > 0).c_str(),
+                fixed(r.peak_bytes / double(1 << 20), 1, r.peak_bytes >= 0).c_str(),
                 fixed(r.copy.median_ms, 3, r.has_copy).c_str(),
                 fixed(ms / r.copy.median_ms, 2, r.has_copy).c_str(),
                 fixed(r.gemms.median_ms, 3, r.has_gemms).c_str(),
@@ -500,7 +571,8 @@ void print_table(const std::vector<CaseResult>& results) {
   std::printf(
       "\nmedian_ms: npairs_loss + synchronize, median of the timed calls. GB/s: the bytes the\n"
       "case must move (read logits or embeddings and targets once, write the gradients once)\n"
-      "per second; GFLOP/s: its GEMMs (2mnk each). copy_ms: a memcpy moving as many bytes;\n"
+      "per second; GFLOP/s: its GEMMs (2mnk each). peak_MiB: resident memory growth over one\n"
+      "call. copy_ms: a memcpy moving as many bytes;\n"
       "xcopy = median_ms / copy_ms. gemm_ms: the same GEMMs alone through the same BLAS;\n"
       "xgemm = median_ms / gemm_ms. unfused: the framework-style baseline (CPU);\n"
       "unf/x = unfused / median_ms (the fused speed-up); check: it agrees with the library.\n");
@@ -602,6 +674,8 @@ bool write_json(const std::string& path, const Machine& m, const Settings& setti
     const double ms = ran ? r.library.median_ms : NAN, bytes = bytes_moved(s), flops = gemm_flops(s);
     write_stats(json, "library_ms", r.library, ran);
     json.field("loss", r.loss);
+    json.field("workspace_limit", static_cast<long long>(s.workspace_limit));
+    json.field("peak_bytes", r.peak_bytes >= 0 ? r.peak_bytes : NAN);
     json.field("bytes", bytes);
     json.field("gemm_flop", flops);
     json.field("gb_per_s", gb_per_s(bytes, ms));
@@ -649,6 +723,8 @@ int run(const Args& a, const std::string& command) {
   }
   if (!cuda && !check(npairs_context_set_threads(ctx, a.threads), "npairs_context_set_threads"))
     return 1;
+  if (!check(npairs_context_set_workspace_limit(ctx, a.workspace_limit), "npairs_context_set_workspace_limit"))
+    return 1;
 
   Settings settings;
   settings.repeats = a.repeats > 0 ? a.repeats : (cuda ? 20 : 10);
@@ -687,6 +763,7 @@ int run(const Args& a, const std::string& command) {
               cuda ? "" : ", threads: ", cuda ? "" : std::to_string(settings.threads).c_str(),
               settings.warmup, settings.repeats);
   std::printf("BLAS (cblas_sgemm): %s\n", machine.blas.c_str());
+  if (a.workspace_limit != 0) std::printf("workspace limit: %zu bytes\n", a.workspace_limit);
   if (cuda) std::printf("CUDA runtime: %s; GEMM ceiling: %s\n", machine.cudart.empty() ? "-" : machine.cudart.c_str(),
                         runtime.has_cublas() ? "cuBLAS" : "skipped (no libcublas)");
   std::fflush(stdout);

@@ -79,6 +79,21 @@ Struct read_struct(const Struct* caller, const char* name) {
   return copy;
 }
 
+// The task of an npairs_loss (or npairs_workspace_size) call, every argument
+// rule checked.
+npairs::Task read_task(const npairs_options* options, const npairs_problem* problem,
+                       const void* grad_loss, void* loss, const npairs_gradients* grads) {
+  require_arg(problem != nullptr, "problem is NULL");
+  npairs_options opts;
+  npairs_options_init(&opts);
+  if (options) opts = read_struct(options, "options");
+  const npairs_problem prob = read_struct(problem, "problem");
+  npairs_gradients wanted;
+  npairs_gradients_init(&wanted);
+  if (grads) wanted = read_struct(grads, "grads");
+  return npairs::make_task(opts, prob, grad_loss, loss, wanted);
+}
+
 npairs::Backend& backend_of(npairs_context ctx) {
   require_arg(ctx != nullptr, "ctx is NULL");
   return *ctx->backend;
@@ -218,16 +233,28 @@ npairs_status npairs_loss(npairs_context ctx, const npairs_options* options,
                           npairs_gradients* grads) {
   return translate_exceptions([&] {
     npairs::Backend& backend = backend_of(ctx);
-    require_arg(problem != nullptr, "problem is NULL");
-    npairs_options opts;
-    npairs_options_init(&opts);
-    if (options) opts = read_struct(options, "options");
-    const npairs_problem prob = read_struct(problem, "problem");
-    npairs_gradients wanted;
-    npairs_gradients_init(&wanted);
-    if (grads) wanted = read_struct(grads, "grads");
-    backend.compute(npairs::make_task(opts, prob, grad_loss, loss, wanted));
+    backend.compute(read_task(options, problem, grad_loss, loss, grads));
   });
+}
+
+npairs_status npairs_context_set_workspace_limit(npairs_context ctx, size_t bytes) {
+  return translate_exceptions([&] { backend_of(ctx).set_workspace_limit(bytes); });
+}
+
+npairs_status npairs_workspace_size(npairs_context ctx, const npairs_options* options,
+                                    const npairs_problem* problem, const npairs_gradients* grads,
+                                    size_t* bytes) {
+  return translate_exceptions([&] {
+    npairs::Backend& backend = backend_of(ctx);
+    require_arg(bytes != nullptr, "bytes is NULL");
+    // The loss is taken as wanted; its address is never written through.
+    unsigned char loss_wanted = 0;
+    *bytes = backend.workspace_size(read_task(options, problem, nullptr, &loss_wanted, grads));
+  });
+}
+
+npairs_status npairs_context_reserve(npairs_context ctx, size_t bytes) {
+  return translate_exceptions([&] { backend_of(ctx).reserve(bytes); });
 }
 
 }  // extern "C"

@@ -3,28 +3,9 @@
 // (tests/test_cuda_host_rules.cpp) on machines without a GPU.
 #pragma once
 
-#include <cmath>
 #include <cstddef>
-#include <limits>
 
 namespace npairs::cuda {
-
-// 1/tau as the row kernel applies it, z = (S * scale) * rescale in the
-// compute type C: {1/tau, 1} when 1/tau fits in C, else two factors near its
-// square root, so that z is finite wherever S/tau is (tau = 1e-40 and
-// S = 1e-12 give z = 1e28 in float, where 1/tau = 1e40 is not a float).
-template <class C>
-struct LogitScale {
-  C scale;
-  C rescale;
-};
-template <class C>
-LogitScale<C> split_logit_scale(double inverse_temperature) {
-  if (inverse_temperature <= double(std::numeric_limits<C>::max()))
-    return {static_cast<C>(inverse_temperature), C(1)};
-  const C root = static_cast<C>(std::sqrt(inverse_temperature));
-  return {root, static_cast<C>(inverse_temperature / double(root))};
-}
 
 // Where the factor r/tau of dL/dS = (r/tau) g_i w_i (softmax - T) goes: into
 // the row kernel's stored dS, or into the alpha of the embedding gradients'

@@ -175,6 +175,32 @@ class CudaBackend final : public Backend {
 
   void set_threads(int /*threads*/) override {}  // CPU contexts only
 
+  void set_workspace_limit(std::size_t bytes) override { workspace_limit_ = bytes; }
+
+  void reserve(std::size_t bytes) override {
+    const ScopedDevice current(device_);
+    workspace_.reserve(bytes, stream_);
+  }
+
+  std::size_t workspace_size(const Task& task) override {
+    std::size_t bytes = 0;
+    switch (task.dtype) {
+      case NPAIRS_F32:
+        bytes = declared_bytes<float>(task);
+        break;
+      case NPAIRS_F64:
+        bytes = declared_bytes<double>(task);
+        break;
+      case NPAIRS_F16:
+        bytes = declared_bytes<__half>(task);
+        break;
+      default:
+        bytes = declared_bytes<__nv_bfloat16>(task);  // make_task admits no other dtype
+    }
+    check_workspace_limit(bytes);
+    return bytes;
+  }
+
   // Waits for the end of the last call (its event), not for the stream: the
   // caller may have destroyed the stream already.
   void synchronize() override {
@@ -230,6 +256,17 @@ class CudaBackend final : public Backend {
   }
   template <class T>
   void run(const Task& task);
+  template <class T>
+  std::size_t declared_bytes(const Task& task) const;
+  // The CUDA backend computes a call whole: one that needs more workspace
+  // than the limit is not streamed yet (SPEC section 4) and fails.
+  void check_workspace_limit(std::size_t bytes) const {
+    if (workspace_limit_ != 0 && bytes > workspace_limit_) {
+      fail(NPAIRS_ERROR_UNSUPPORTED,
+           "the call needs " + std::to_string(bytes) + " bytes of device workspace, above the context's limit (" +
+               std::to_string(workspace_limit_) + " bytes), and the CUDA backend does not stream calls in pieces yet");
+    }
+  }
   void zero_output(void* pointer, std::size_t size, const char* name);
 
   DeviceRestorer caller_device_;  // first: destroyed after every other member
@@ -241,6 +278,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<CUevent_st, EventDeleter> work_queued_;
   std::unique_ptr<long long, PinnedDeleter> bad_rows_host_;
   DeviceWorkspace workspace_;
+  std::size_t workspace_limit_ = 0;
 };
 
 void CudaBackend::zero_output(void* pointer, std::size_t size, const char* name) {
@@ -249,6 +287,73 @@ void CudaBackend::zero_output(void* pointer, std::size_t size, const char* name)
     NPAIRS_CUDA_CHECK(cudaMemsetAsync(pointer, 0, size, stream_));
   else
     std::memset(pointer, 0, size);
+}
+
+// The arrays of one call: the caller's inputs and outputs (in place when
+// device memory, else staged) and the scratch ones.
+struct CallArrays {
+  Buffer labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives,
+      sample_weight, grad_loss;
+  Buffer loss, grad_similarity, grad_anchors, grad_positives;
+  Buffer bad_rows, gram, logits, gemm_input, row_losses, l2_partials;
+};
+
+// dL/dS = (r / tau) g_i w_i (softmax - T): where r / tau goes, and whether
+// the embedding gradients' GEMMs read dS from a scratch array of their own.
+GradientScaling gradient_scaling(const Task& task) {
+  return plan_gradient_scaling(dtype_size(task.dtype), task.grad_similarity != nullptr,
+                               task.wants_embedding_grads(),
+                               task.reduction_factor() / task.temperature);
+}
+
+// Declares every array of the call in `layout`, which sizes the workspace.
+template <class T>
+void declare_arrays(const Task& task, CallLayout& layout, CallArrays& a) {
+  using C = compute_t<T>;
+  const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
+  const std::size_t value_size = sizeof(T);
+  const bool scalar = task.scalar_loss();
+  const bool l2 = task.reg_lambda > 0;
+  const std::size_t label_size = dtype_size(task.label_dtype);
+  const int64_t loss_count = scalar ? 1 : R;
+  layout.input(a.labels, task.labels, bytes(R, label_size), "problem.labels");
+  layout.input(a.multilabels, task.multilabels, bytes(R * K, value_size), "problem.multilabels");
+  if (!task.shared_targets) {
+    layout.input(a.column_labels, task.column_labels, bytes(M, label_size), "problem.column_labels");
+    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value_size),
+                 "problem.column_multilabels");
+  }
+  layout.input(a.similarity, task.similarity, bytes(R * M, value_size), "problem.similarity");
+  layout.input(a.anchors, task.anchors, bytes(R * D, value_size), "problem.anchors");
+  layout.input(a.positives, task.positives, bytes(M * D, value_size), "problem.positives");
+  layout.input(a.sample_weight, task.sample_weight, bytes(R, value_size), "problem.sample_weight");
+  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value_size), "grad_loss");
+
+  layout.output(a.loss, task.loss, bytes(loss_count, value_size), "loss");
+  layout.output(a.grad_similarity, task.grad_similarity, bytes(R * M, value_size),
+                "grads.similarity");
+  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value_size), "grads.anchors");
+  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value_size), "grads.positives");
+
+  // With shared single-label targets every row is its own positive.
+  const bool check_targets = task.multilabel() || !task.shared_targets;
+  const bool scalar_loss = task.loss && scalar;
+  if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
+  if (task.multilabel()) layout.scratch(a.gram, bytes(R * M, sizeof(C)));
+  // Embedding logits are computed where dL/dS goes (then overwritten in place
+  // by it), or in scratch when dL/dS is not an output.
+  if (task.embeddings() && !task.grad_similarity) layout.scratch(a.logits, bytes(R * M, value_size));
+  if (gradient_scaling(task).separate_gemm_input) layout.scratch(a.gemm_input, bytes(R * M, value_size));
+  if (scalar_loss) layout.scratch(a.row_losses, bytes(R, sizeof(C)));
+  if (scalar_loss && l2) layout.scratch(a.l2_partials, 2 * kSumSquaresParts * sizeof(double));
+}
+
+template <class T>
+std::size_t CudaBackend::declared_bytes(const Task& task) const {
+  CallLayout layout(device_);
+  CallArrays arrays;
+  declare_arrays<T>(task, layout, arrays);
+  return layout.bytes();
 }
 
 // T is the stored element type; sums, softmax and the label overlaps are in
@@ -263,77 +368,41 @@ void CudaBackend::run(const Task& task) {
   const bool scalar = task.scalar_loss();
   const bool l2 = task.reg_lambda > 0;
   const bool allow_tf32 = (task.flags & NPAIRS_FLAG_ALLOW_TF32) != 0;
-  const std::size_t label_size = dtype_size(task.label_dtype);
-  const int64_t loss_count = scalar ? 1 : R;
 
   // Every array of the call: the caller's (in place when device memory) and
   // the scratch ones in the workspace.
   CallLayout layout(device_);
-  Buffer labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives,
-      sample_weight, grad_loss;
-  layout.input(labels, task.labels, bytes(R, label_size), "problem.labels");
-  layout.input(multilabels, task.multilabels, bytes(R * K, value_size), "problem.multilabels");
-  if (!task.shared_targets) {
-    layout.input(column_labels, task.column_labels, bytes(M, label_size), "problem.column_labels");
-    layout.input(column_multilabels, task.column_multilabels, bytes(M * K, value_size),
-                 "problem.column_multilabels");
-  }
-  layout.input(similarity, task.similarity, bytes(R * M, value_size), "problem.similarity");
-  layout.input(anchors, task.anchors, bytes(R * D, value_size), "problem.anchors");
-  layout.input(positives, task.positives, bytes(M * D, value_size), "problem.positives");
-  layout.input(sample_weight, task.sample_weight, bytes(R, value_size), "problem.sample_weight");
-  layout.input(grad_loss, task.grad_loss, bytes(loss_count, value_size), "grad_loss");
-
-  Buffer loss, grad_similarity, grad_anchors, grad_positives;
-  layout.output(loss, task.loss, bytes(loss_count, value_size), "loss");
-  layout.output(grad_similarity, task.grad_similarity, bytes(R * M, value_size), "grads.similarity");
-  layout.output(grad_anchors, task.grad_anchors, bytes(R * D, value_size), "grads.anchors");
-  layout.output(grad_positives, task.grad_positives, bytes(M * D, value_size), "grads.positives");
-
-  // dL/dS = (r / tau) g_i w_i (softmax - T): where r / tau goes, and whether
-  // the embedding gradients' GEMMs read dS from a scratch array of their own.
-  const GradientScaling scaling =
-      plan_gradient_scaling(value_size, task.grad_similarity != nullptr,
-                            task.wants_embedding_grads(), task.reduction_factor() / task.temperature);
-
-  Buffer bad_rows, gram, logits, gemm_input, row_losses, l2_partials;
-  // With shared single-label targets every row is its own positive.
+  CallArrays a;
+  declare_arrays<T>(task, layout, a);
+  check_workspace_limit(layout.bytes());
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
-  if (check_targets) layout.scratch(bad_rows, kBadRowSlots * sizeof(long long));
-  if (task.multilabel()) layout.scratch(gram, bytes(R * M, sizeof(C)));
-  // Embedding logits are computed where dL/dS goes (then overwritten in place
-  // by it), or in scratch when dL/dS is not an output.
-  if (task.embeddings() && !task.grad_similarity) layout.scratch(logits, bytes(R * M, value_size));
-  if (scaling.separate_gemm_input) layout.scratch(gemm_input, bytes(R * M, value_size));
-  if (scalar_loss) layout.scratch(row_losses, bytes(R, sizeof(C)));
-  if (scalar_loss && l2) layout.scratch(l2_partials, 2 * kSumSquaresParts * sizeof(double));
 
   layout.bind(workspace_.reserve(layout.bytes(), stream));
   layout.upload(stream);
   if (task.shared_targets) {
-    column_labels = labels;
-    column_multilabels = multilabels;
+    a.column_labels = a.labels;
+    a.column_multilabels = a.multilabels;
   }
 
   // 1. The data checks, before any output is written.
   if (check_targets) {
-    long long* first_bad = bad_rows.as<long long>();
+    long long* first_bad = a.bad_rows.as<long long>();
     NPAIRS_CUDA_CHECK(
         cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), stream));
     if (task.multilabel()) {
-      launch_first_row_with_negative(multilabels.as<const T>(), R, K,
+      launch_first_row_with_negative(a.multilabels.as<const T>(), R, K,
                                      first_bad + kNegativeMultilabel, stream);
       if (!task.shared_targets)
-        launch_first_row_with_negative(column_multilabels.as<const T>(), M, K,
+        launch_first_row_with_negative(a.column_multilabels.as<const T>(), M, K,
                                        first_bad + kNegativeColumnMultilabel, stream);
       // G = Y Y'^T, always in full precision: TF32 is for the logits only.
       if (R > 0)
         gemm_row_major<T, C>(cublas, false, false, true, R, M, K, C(1),
-                             multilabels.as<const T>(), column_multilabels.as<const T>(), C(0),
-                             gram.as<C>());
+                             a.multilabels.as<const T>(), a.column_multilabels.as<const T>(), C(0),
+                             a.gram.as<C>());
     }
-    with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
+    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
       launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, stream);
     });
     NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad,
@@ -352,44 +421,43 @@ void CudaBackend::run(const Task& task) {
 
   // 2. The similarities S: the input, or A P^T. The row kernel divides by
   // tau in C, so that 16-bit S only holds what the caller's S would.
-  const T* similarities = similarity.as<const T>();
+  const T* similarities = a.similarity.as<const T>();
   if (task.embeddings()) {
-    T* computed = task.grad_similarity ? grad_similarity.as<T>() : logits.as<T>();
-    gemm_row_major<T>(cublas, allow_tf32, false, true, R, M, D, C(1), anchors.as<const T>(),
-                      positives.as<const T>(), C(0), computed);
+    T* computed = task.grad_similarity ? a.grad_similarity.as<T>() : a.logits.as<T>();
+    gemm_row_major<T>(cublas, allow_tf32, false, true, R, M, D, C(1), a.anchors.as<const T>(),
+                      a.positives.as<const T>(), C(0), computed);
     similarities = computed;
   }
-  T* grad_logits = task.grad_similarity           ? grad_similarity.as<T>()
-                   : task.wants_embedding_grads() ? logits.as<T>()
+  T* grad_logits = task.grad_similarity           ? a.grad_similarity.as<T>()
+                   : task.wants_embedding_grads() ? a.logits.as<T>()
                                                   : nullptr;
   // What the embedding gradients' GEMMs read.
-  const T* gemm_grad_logits = scaling.separate_gemm_input ? gemm_input.as<const T>() : grad_logits;
+  const GradientScaling scaling = gradient_scaling(task);
+  const T* gemm_grad_logits = scaling.separate_gemm_input ? a.gemm_input.as<const T>() : grad_logits;
 
   // 3. The fused row kernel: w_i * loss_i per row, and dL/dS. With a separate
   // GEMM input, a first pass writes it (unscaled) before the second
   // overwrites the logits in place with the scaled dS output.
-  if (loss.data || grad_logits) {
-    const LogitScale<C> logit_scale = split_logit_scale<C>(1.0 / task.temperature);
+  if (a.loss.data || grad_logits) {
     RowLossArgs<T> args{};
     args.logits = similarities;
-    args.logit_scale = logit_scale.scale;
-    args.logit_rescale = logit_scale.rescale;
+    args.logit_scale = logit_scale<C>(task.temperature);
     args.rows = R;
     args.cols = M;
-    args.sample_weight = sample_weight.as<const T>();
-    args.grad_loss = grad_loss.as<const T>();
+    args.sample_weight = a.sample_weight.as<const T>();
+    args.grad_loss = a.grad_loss.as<const T>();
     args.grad_loss_per_row = !scalar;
-    with_targets<C>(task, labels, column_labels, gram, [&](const auto& targets) {
+    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
       if (scaling.separate_gemm_input) {
         RowLossArgs<T> unscaled = args;
         unscaled.grad_factor = static_cast<C>(scaling.gemm_input_factor);
-        unscaled.grad_logits = gemm_input.as<T>();
+        unscaled.grad_logits = a.gemm_input.as<T>();
         launch_row_loss(unscaled, targets, limits_, stream);
       }
       args.grad_factor = static_cast<C>(task.grad_similarity ? scaling.output_factor
                                                              : scaling.gemm_input_factor);
-      args.row_losses = scalar ? nullptr : loss.as<T>();
-      args.row_losses_to_sum = row_losses.as<C>();
+      args.row_losses = scalar ? nullptr : a.loss.as<T>();
+      args.row_losses_to_sum = a.row_losses.as<C>();
       args.grad_logits = grad_logits;
       launch_row_loss(args, targets, limits_, stream);
     });
@@ -398,18 +466,18 @@ void CudaBackend::run(const Task& task) {
   // 4. The scalar reductions, with the L2 term.
   if (scalar_loss) {
     if (l2) {
-      launch_sum_squares(anchors.as<const T>(), R * D, l2_partials.as<double>(), stream);
-      launch_sum_squares(positives.as<const T>(), M * D,
-                         l2_partials.as<double>() + kSumSquaresParts, stream);
+      launch_sum_squares(a.anchors.as<const T>(), R * D, a.l2_partials.as<double>(), stream);
+      launch_sum_squares(a.positives.as<const T>(), M * D,
+                         a.l2_partials.as<double>() + kSumSquaresParts, stream);
     }
     ScalarLossArgs<T> args{};
-    args.row_losses = row_losses.as<const C>();
+    args.row_losses = a.row_losses.as<const C>();
     args.rows = R;
     args.reduction_factor = task.reduction_factor();
-    args.l2_partials = l2_partials.as<const double>();
+    args.l2_partials = a.l2_partials.as<const double>();
     args.l2_anchor_factor = 0.25 * task.reg_lambda / double(R);
     args.l2_positive_factor = 0.25 * task.reg_lambda / double(M);
-    args.loss = loss.as<T>();
+    args.loss = a.loss.as<T>();
     launch_scalar_loss(args, stream);
   }
 
@@ -419,17 +487,17 @@ void CudaBackend::run(const Task& task) {
   const C ds_alpha = static_cast<C>(scaling.gemm_alpha);
   if (task.grad_anchors) {
     if (l2)
-      launch_l2_gradient(anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
-                         grad_loss.as<const T>(), grad_anchors.as<T>(), stream);
+      launch_l2_gradient(a.anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
+                         a.grad_loss.as<const T>(), a.grad_anchors.as<T>(), stream);
     gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, ds_alpha, gemm_grad_logits,
-                      positives.as<const T>(), l2_beta, grad_anchors.as<T>());
+                      a.positives.as<const T>(), l2_beta, a.grad_anchors.as<T>());
   }
   if (task.grad_positives) {
     if (l2)
-      launch_l2_gradient(positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
-                         grad_loss.as<const T>(), grad_positives.as<T>(), stream);
+      launch_l2_gradient(a.positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
+                         a.grad_loss.as<const T>(), a.grad_positives.as<T>(), stream);
     gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, ds_alpha, gemm_grad_logits,
-                      anchors.as<const T>(), l2_beta, grad_positives.as<T>());
+                      a.anchors.as<const T>(), l2_beta, a.grad_positives.as<T>());
   }
 
   // 6. Host outputs are copied back; host memory is waited for either way, as

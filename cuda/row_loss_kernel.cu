@@ -96,7 +96,7 @@ struct BlockGroup {
 
 template <class T>
 __device__ compute_t<T> logit(const RowLossArgs<T>& args, const Pack<T>& p, int e) {
-  return to_compute(p.v[e]) * args.logit_scale * args.logit_rescale;
+  return to_compute(p.v[e]) * args.logit_scale.hi * args.logit_scale.lo;
 }
 
 // Writes row i's weighted loss (one thread) and returns what its gradient

@@ -2,6 +2,8 @@
 // context and is used by one thread at a time.
 #pragma once
 
+#include <cstddef>
+
 #include "npairs/npairs.h"
 #include "task.hpp"
 
@@ -17,6 +19,14 @@ class Backend {
   virtual void set_threads(int threads) = 0;
   // Waits for queued work; throws Error(DEVICE) if it failed.
   virtual void synchronize() = 0;
+  // The most workspace (scratch memory) a call may use; 0: no limit.
+  virtual void set_workspace_limit(std::size_t bytes) = 0;
+  // Allocates at least `bytes` of workspace now; throws Error(OUT_OF_MEMORY)
+  // and keeps the old workspace when it cannot.
+  virtual void reserve(std::size_t bytes) = 0;
+  // The workspace compute(task) would use under the limit, without reading
+  // the data; throws what compute would when its smallest piece does not fit.
+  virtual std::size_t workspace_size(const Task& task) = 0;
   // Checks the task's data, then writes the outputs the task asks for. Throws
   // Error before writing any output when the data is invalid.
   virtual void compute(const Task& task) = 0;

@@ -7,12 +7,15 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
-#include <limits>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
 #include <string>
-#include <vector>
 
-#include "error.hpp"
 #include "cpu_rows.hpp"
+#include "error.hpp"
+#include "tiled_loss.hpp"
 
 namespace npairs {
 namespace {
@@ -31,39 +34,87 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double al
               int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
-// Bump allocator over the context's buffer: every span is sized before any
-// output is written, so an allocation failure leaves the outputs untouched.
-class Arena {
+// The context's host workspace: it only grows (or is released above a new
+// limit), and a failed growth keeps the old buffer.
+class HostWorkspace {
  public:
-  explicit Arena(std::vector<double>& storage) : storage_(storage) {}
-  template <class T>
-  void reserve(int64_t count) {
-    bytes_ += round_up(std::size_t(count) * sizeof(T));
+  unsigned char* reserve(std::size_t bytes) {
+    if (bytes > capacity_) {
+      unsigned char* grown = new (std::align_val_t(kAlignment), std::nothrow) unsigned char[bytes];
+      if (!grown) {
+        fail(NPAIRS_ERROR_OUT_OF_MEMORY,
+             "could not allocate " + std::to_string(bytes) + " bytes of host workspace");
+      }
+      data_.reset(grown);
+      capacity_ = bytes;
+    }
+    return data_.get();
   }
-  void allocate() {
-    if (storage_.size() * sizeof(double) < bytes_) storage_.resize(bytes_ / sizeof(double));
-  }
-  template <class T>
-  T* take(int64_t count) {
-    T* p = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(storage_.data()) + offset_);
-    offset_ += round_up(std::size_t(count) * sizeof(T));
-    return p;
+  void release_above(std::size_t limit) {
+    if (limit != 0 && capacity_ > limit) {
+      data_.reset();
+      capacity_ = 0;
+    }
   }
 
  private:
-  static std::size_t round_up(std::size_t n) { return (n + 63) / 64 * 64; }
-  std::vector<double>& storage_;
-  std::size_t bytes_ = 0;
-  std::size_t offset_ = 0;
+  static constexpr std::size_t kAlignment = 64;
+  struct Free {
+    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(kAlignment)); }
+  };
+  std::unique_ptr<unsigned char[], Free> data_;
+  std::size_t capacity_ = 0;
 };
 
-// The first row whose label matches no column label, or -1.
+// The scratch arrays of one call in the workspace.
+template <class T, class L>
+struct CpuBuffers {
+  T* row_losses = nullptr;         // [R]
+  L* sorted_column_labels = nullptr;  // [M], column labels given
+  T* column_sums = nullptr;        // [K], multi-labels: sum_j Y'_j
+  T* logits = nullptr;             // [row_block x col_tile], embeddings without a dL/dS output
+  T* overlaps = nullptr;           // [row_block x col_tile], multi-labels
+  RowStats<T>* running = nullptr;  // [row_block], tiles of columns
+};
+
+// Lays the call's arrays out for blocks of `row_block` rows and tiles of
+// `col_tile` columns, from `base` (nullptr: only sizes them). Returns the
+// bytes they take: the workspace model of this backend.
+template <class T, class L>
+std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, unsigned char* base,
+                    CpuBuffers<T, L>& b) {
+  std::size_t offset = 0;
+  auto take = [&](auto*& pointer, int64_t count) {
+    using U = std::remove_pointer_t<std::remove_reference_t<decltype(pointer)>>;
+    pointer = base ? reinterpret_cast<U*>(base + offset) : nullptr;
+    offset += (std::size_t(count) * sizeof(U) + 63) / 64 * 64;
+  };
+  const int64_t tile = row_block * col_tile;
+  take(b.row_losses, t.rows);
+  if (!t.multilabel() && !t.shared_targets) take(b.sorted_column_labels, t.cols);
+  if (t.multilabel()) {
+    take(b.column_sums, t.classes);
+    take(b.overlaps, tile);
+  }
+  if (t.embeddings() && !t.grad_similarity) take(b.logits, tile);
+  if (col_tile < t.cols) take(b.running, row_block);
+  return offset;
+}
+
+[[noreturn]] void fail_row(const char* argument, int64_t row, const char* what) {
+  fail(NPAIRS_ERROR_INVALID_VALUE,
+       std::string(argument) + " row " + std::to_string(row) + " " + what);
+}
+
+// The first row whose label matches no column label, or -1; `sorted` is
+// scratch for the column labels.
 template <class L>
-int64_t first_row_without_positive(const L* labels, const L* column_labels, int64_t rows, int64_t cols) {
-  std::vector<L> sorted(column_labels, column_labels + cols);
-  std::sort(sorted.begin(), sorted.end());
+int64_t first_row_without_positive(const L* labels, const L* column_labels, int64_t rows, int64_t cols,
+                                   L* sorted) {
+  std::copy(column_labels, column_labels + cols, sorted);
+  std::sort(sorted, sorted + cols);
   for (int64_t i = 0; i < rows; ++i) {
-    if (!std::binary_search(sorted.begin(), sorted.end(), labels[i])) return i;
+    if (!std::binary_search(sorted, sorted + cols, labels[i])) return i;
   }
   return -1;
 }
@@ -79,19 +130,47 @@ int64_t first_row_with_negative(const T* values, int64_t rows, int64_t width) {
   return -1;
 }
 
-// The first row of a non-negative [rows x cols] matrix that is all zeros, or -1.
+// The first row of non-negative multi-labels Y whose normaliser
+// sum_j G_ij = Y_i . (sum_j Y'_j) is 0, or -1, without forming G.
 template <class T>
-int64_t first_zero_row(const T* values, int64_t rows, int64_t cols) {
+int64_t first_row_without_overlap(const T* labels, const T* column_labels, int64_t rows, int64_t cols,
+                                  int64_t classes, T* column_sums) {
+  std::fill(column_sums, column_sums + classes, T(0));
+  for (int64_t j = 0; j < cols; ++j) {
+    for (int64_t k = 0; k < classes; ++k) column_sums[k] += column_labels[j * classes + k];
+  }
   for (int64_t i = 0; i < rows; ++i) {
-    const T* row = values + i * cols;
-    if (std::all_of(row, row + cols, [](T v) { return v == T(0); })) return i;
+    T overlap = 0;
+    for (int64_t k = 0; k < classes; ++k) overlap += labels[i * classes + k] * column_sums[k];
+    if (overlap == T(0)) return i;
   }
   return -1;
 }
 
-[[noreturn]] void fail_row(const char* argument, int64_t row, const char* what) {
-  fail(NPAIRS_ERROR_INVALID_VALUE,
-       std::string(argument) + " row " + std::to_string(row) + " " + what);
+// Every check of the data, before any output is written.
+template <class T, class L>
+void check_targets(const Task& t, const CpuBuffers<T, L>& b) {
+  if (!t.multilabel()) {
+    if (t.shared_targets) return;
+    const int64_t row = first_row_without_positive(static_cast<const L*>(t.labels),
+                                                   static_cast<const L*>(t.column_labels), t.rows,
+                                                   t.cols, b.sorted_column_labels);
+    if (row >= 0) fail_row("problem.labels", row, "has no positive column (no column label equals it)");
+    return;
+  }
+  const T* multilabels = static_cast<const T*>(t.multilabels);
+  const T* column_multilabels = static_cast<const T*>(t.column_multilabels);
+  int64_t row = first_row_with_negative(multilabels, t.rows, t.classes);
+  if (row >= 0) fail_row("problem.multilabels", row, "has a negative or NaN entry");
+  if (!t.shared_targets) {
+    row = first_row_with_negative(column_multilabels, t.cols, t.classes);
+    if (row >= 0) fail_row("problem.column_multilabels", row, "has a negative or NaN entry");
+  }
+  row = first_row_without_overlap(multilabels, column_multilabels, t.rows, t.cols, t.classes,
+                                  b.column_sums);
+  if (row >= 0) {
+    fail_row("problem.multilabels", row, "has no positive column (its classes meet no column's)");
+  }
 }
 
 // Sum of squares of a [n] vector, in double and in a fixed order.
@@ -102,118 +181,225 @@ double sum_of_squares(const T* x, int64_t n) {
   return s;
 }
 
+// The CPU's work on one tile: OpenBLAS GEMMs and the row pass.
 template <class T, class L>
-void compute_typed(const Task& t, int threads, std::vector<double>& storage) {
-  const int64_t R = t.rows, M = t.cols, D = t.dim, K = t.classes;
-  const T* weights = static_cast<const T*>(t.sample_weight);
-  const T* grad_loss = static_cast<const T*>(t.grad_loss);
+class CpuTiles final : public TileOps {
+ public:
+  CpuTiles(const Task& t, const CpuBuffers<T, L>& b, int threads)
+      : t_(t), b_(b), threads_(threads), scale_(logit_scale<T>(t.temperature)) {}
+
+  void load(const Tile& tile) override {
+    if (t_.multilabel()) {
+      const int64_t K = t_.classes;
+      gemm(false, true, tile.rows(), tile.cols(), K, T(1),
+           static_cast<const T*>(t_.multilabels) + tile.row_begin * K, K,
+           static_cast<const T*>(t_.column_multilabels) + tile.col_begin * K, K, T(0), b_.overlaps,
+           tile.cols());
+    }
+    if (t_.embeddings()) {
+      // 1/tau's first factor goes into alpha, its second into the row pass.
+      const int64_t D = t_.dim;
+      const auto [logits, ld] = logits_of(tile);
+      gemm(false, true, tile.rows(), tile.cols(), D, scale_.hi,
+           static_cast<const T*>(t_.anchors) + tile.row_begin * D, D,
+           static_cast<const T*>(t_.positives) + tile.col_begin * D, D, T(0), logits, ld);
+    }
+  }
+
+  void whole_rows(const Tile& tile) override {
+    cpu_row_pass(row_pass(tile, RowPassMode::kWholeRows, gradient_wanted() ? grad_of(tile).first : nullptr));
+  }
+
+  void tile_stats(const Tile& tile) override {
+    if (tile.col_begin == 0) std::fill(b_.running, b_.running + tile.rows(), row_stats_empty<T>());
+    cpu_row_pass(row_pass(tile, RowPassMode::kTileStats, nullptr));
+  }
+
+  void finish_rows(const Tile& block) override {
+    const T* weights = static_cast<const T*>(t_.sample_weight);
+    for (int64_t i = 0; i < block.rows(); ++i) {
+      const T w = weights ? weights[block.row_begin + i] : T(1);
+      b_.row_losses[block.row_begin + i] = w * row_loss(b_.running[i]);
+    }
+  }
+
+  void tile_gradient(const Tile& tile) override {
+    cpu_row_pass(row_pass(tile, RowPassMode::kTileGrad, grad_of(tile).first));
+  }
+
+  void embedding_gradients(const Tile& tile) override {
+    const int64_t D = t_.dim;
+    const auto [ds, ld] = grad_of(tile);
+    const T* anchors = static_cast<const T*>(t_.anchors);
+    const T* positives = static_cast<const T*>(t_.positives);
+    if (t_.grad_anchors) {
+      T* out = static_cast<T*>(t_.grad_anchors) + tile.row_begin * D;
+      const T beta = start_gradient(tile.col_begin == 0, anchors + tile.row_begin * D, tile.rows(), t_.rows, out);
+      gemm(false, false, tile.rows(), D, tile.cols(), T(1), ds, ld, positives + tile.col_begin * D, D, beta,
+           out, D);
+    }
+    if (t_.grad_positives) {
+      T* out = static_cast<T*>(t_.grad_positives) + tile.col_begin * D;
+      const T beta =
+          start_gradient(tile.row_begin == 0, positives + tile.col_begin * D, tile.cols(), t_.cols, out);
+      gemm(true, false, tile.cols(), D, tile.rows(), T(1), ds, ld, anchors + tile.row_begin * D, D, beta,
+           out, D);
+    }
+  }
+
+ private:
+  bool gradient_wanted() const { return t_.embeddings() ? t_.wants_grad_similarity() : t_.grad_similarity != nullptr; }
+
+  // Where the tile's logits are: the caller's similarity, the caller's dL/dS
+  // (embeddings: overwritten in place by the gradient), or scratch.
+  std::pair<T*, int64_t> logits_of(const Tile& tile) const {
+    const int64_t M = t_.cols;
+    if (!t_.embeddings()) {
+      return {const_cast<T*>(static_cast<const T*>(t_.similarity)) + tile.row_begin * M + tile.col_begin, M};
+    }
+    if (t_.grad_similarity) return {static_cast<T*>(t_.grad_similarity) + tile.row_begin * M + tile.col_begin, M};
+    return {b_.logits, tile.cols()};
+  }
+  // Where the tile's dL/dS goes: the caller's buffer, or (embeddings) in
+  // place of the logits.
+  std::pair<T*, int64_t> grad_of(const Tile& tile) const {
+    if (t_.embeddings()) return logits_of(tile);
+    const int64_t M = t_.cols;
+    return {static_cast<T*>(t_.grad_similarity) + tile.row_begin * M + tile.col_begin, M};
+  }
+
+  RowPassArgs<T, L> row_pass(const Tile& tile, RowPassMode mode, T* grad_out) const {
+    const auto [logits, ld] = logits_of(tile);
+    const T* weights = static_cast<const T*>(t_.sample_weight);
+    const T* grad_loss = static_cast<const T*>(t_.grad_loss);
+    const bool per_row = t_.reduction == NPAIRS_REDUCTION_NONE;
+    RowPassArgs<T, L> a{};
+    a.logits = logits;
+    a.logit_scale = t_.embeddings() ? LogitScale<T>{T(1), scale_.lo} : scale_;
+    a.rows = tile.rows();
+    a.cols = tile.cols();
+    a.ld = ld;
+    a.labels = t_.multilabel() ? nullptr : static_cast<const L*>(t_.labels) + tile.row_begin;
+    a.column_labels = t_.multilabel() ? nullptr : static_cast<const L*>(t_.column_labels) + tile.col_begin;
+    a.overlaps = b_.overlaps;
+    a.weights = weights ? weights + tile.row_begin : nullptr;
+    a.grad_loss = grad_loss && per_row ? grad_loss + tile.row_begin : grad_loss;
+    a.per_row_grad = per_row;
+    a.grad_scale = T(t_.reduction_factor() / t_.temperature);
+    a.row_losses = b_.row_losses + tile.row_begin;
+    a.grad_out = grad_out;
+    a.threads = threads_;
+    a.mode = mode;
+    a.running = b_.running;
+    return a;
+  }
+
+  // The beta of the first GEMM into an embedding gradient: 0, or with the L2
+  // term 0.5 * lambda * g / count over a copy of the input rows.
+  T start_gradient(bool first, const T* own, int64_t own_rows, int64_t count, T* out) const {
+    if (!first) return T(1);
+    if (!(t_.reg_lambda > 0.0)) return T(0);
+    // The L2 term needs a scalar reduction: grad_loss is then one value.
+    const T* grad_loss = static_cast<const T*>(t_.grad_loss);
+    const double g = grad_loss ? double(grad_loss[0]) : 1.0;
+    std::copy(own, own + own_rows * t_.dim, out);
+    return T(0.5 * t_.reg_lambda * g / double(count));
+  }
+
+  const Task& t_;
+  const CpuBuffers<T, L>& b_;
+  int threads_;
+  LogitScale<T> scale_;
+};
+
+template <class T, class L>
+std::size_t workspace_bytes(const Task& t, int64_t row_block, int64_t col_tile) {
+  CpuBuffers<T, L> sizes;
+  return lay_out<T, L>(t, row_block, col_tile, nullptr, sizes);
+}
+
+template <class T, class L>
+TilePlan plan(const Task& t, std::size_t limit) {
+  return plan_tiles(t, limit, [&](int64_t rows, int64_t cols) { return workspace_bytes<T, L>(t, rows, cols); });
+}
+
+template <class T, class L>
+void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace& workspace) {
+  const int64_t R = t.rows, M = t.cols, D = t.dim;
+  const TilePlan tiles = plan<T, L>(t, limit);
+  CpuBuffers<T, L> b;
+  lay_out<T, L>(t, tiles.row_block, tiles.col_tile, workspace.reserve(tiles.bytes), b);
+  check_targets(t, b);
+
   T* loss = static_cast<T*>(t.loss);
-  const T* anchors = static_cast<const T*>(t.anchors);
-  const T* positives = static_cast<const T*>(t.positives);
-
-  // 1. Check the targets: nothing is written before this passes.
-  const L* labels = static_cast<const L*>(t.labels);
-  const L* column_labels = static_cast<const L*>(t.column_labels);
-  const T* multilabels = static_cast<const T*>(t.multilabels);
-  const T* column_multilabels = static_cast<const T*>(t.column_multilabels);
-  if (!t.multilabel() && !t.shared_targets) {
-    const int64_t row = first_row_without_positive(labels, column_labels, R, M);
-    if (row >= 0) fail_row("problem.labels", row, "has no positive column (no column label equals it)");
-  }
-  if (t.multilabel()) {
-    int64_t row = first_row_with_negative(multilabels, R, K);
-    if (row >= 0) fail_row("problem.multilabels", row, "has a negative or NaN entry");
-    if (!t.shared_targets) {
-      row = first_row_with_negative(column_multilabels, M, K);
-      if (row >= 0) fail_row("problem.column_multilabels", row, "has a negative or NaN entry");
-    }
+  if (R == 0) {
+    // The scalar reductions give 0 and every gradient is zero; only the
+    // scalar loss and dL/dP (M x D) have elements.
+    if (loss && t.scalar_loss()) *loss = T(0);
+    if (t.grad_positives) std::fill_n(static_cast<T*>(t.grad_positives), M * D, T(0));
+    return;
   }
 
-  // 2. Workspace: row losses, the multi-label overlaps G, and the logits of
-  // embeddings when the caller has no dL/dS buffer to compute them in.
-  // 1/tau is formed in double: it overflows float for tau below ~3e-39 where
-  // S/tau may still be finite. Then the logits are scaled in double into a
-  // buffer (the dL/dS output when there is one) and the row pass scales by 1.
-  const double inv_tau = 1.0 / t.temperature;
-  const bool scale_logits = inv_tau > double(std::numeric_limits<T>::max());
-  const bool need_logits_buffer = (t.embeddings() || scale_logits) && t.grad_similarity == nullptr;
-  Arena arena(storage);
-  arena.reserve<T>(R);
-  if (t.multilabel()) arena.reserve<T>(R * M);
-  if (need_logits_buffer) arena.reserve<T>(R * M);
-  arena.allocate();
-  T* row_losses = arena.take<T>(R);
-  T* overlaps = t.multilabel() ? arena.take<T>(R * M) : nullptr;
+  CpuTiles<T, L> ops(t, b, threads);
+  run_tiled(t, tiles, ops);
 
-  if (t.multilabel() && R > 0) {
-    gemm(false, true, R, M, K, T(1), multilabels, K, column_multilabels, K, T(0), overlaps, M);
-    const int64_t row = first_zero_row(overlaps, R, M);
-    if (row >= 0) {
-      fail_row("problem.multilabels", row, "has no positive column (its classes meet no column's)");
-    }
-  }
-
-  // 3. Logits z = S / tau. Embeddings: one GEMM with 1/tau folded into alpha,
-  // into the dL/dS output when asked for (the row pass overwrites it in place).
-  const T* logits = static_cast<const T*>(t.similarity);
-  T logit_scale = T(inv_tau);
-  T* grad_out = static_cast<T*>(t.grad_similarity);
-  if (t.embeddings() || scale_logits) {
-    T* buffer = need_logits_buffer ? arena.take<T>(R * M) : grad_out;
-    if (t.embeddings() && R > 0)
-      gemm(false, true, R, M, D, scale_logits ? T(1) : T(inv_tau), anchors, D, positives, D, T(0), buffer, M);
-    if (scale_logits) {
-      const T* unscaled = t.embeddings() ? buffer : logits;
-      for (int64_t k = 0; k < R * M; ++k) buffer[k] = T(double(unscaled[k]) * inv_tau);
-    }
-    logits = buffer;
-    logit_scale = T(1);
-    if (t.wants_embedding_grads()) grad_out = buffer;
-  }
-
-  // 4. The rows: each row is read for its statistics and written as its
-  // gradient while it is in cache.
-  cpu_row_pass(RowPassArgs<T, L>{logits, logit_scale, R, M, labels, column_labels, overlaps, weights,
-                                 grad_loss, t.reduction == NPAIRS_REDUCTION_NONE,
-                                 T(t.reduction_factor() / t.temperature), row_losses, grad_out,
-                                 threads});
-
-  // 5. The loss, reduced in a fixed order so that it does not depend on the
+  // The loss, reduced in a fixed order so that it does not depend on the
   // thread count.
-  if (loss && !t.scalar_loss()) std::copy(row_losses, row_losses + R, loss);
+  if (loss && !t.scalar_loss()) std::copy(b.row_losses, b.row_losses + R, loss);
   if (loss && t.scalar_loss()) {
     double sum = 0.0;
-    for (int64_t i = 0; i < R; ++i) sum += double(row_losses[i]);
+    for (int64_t i = 0; i < R; ++i) sum += double(b.row_losses[i]);
     double value = sum * t.reduction_factor();
-    if (t.reg_lambda > 0.0 && R > 0) {
+    if (t.reg_lambda > 0.0) {
       value += 0.25 * t.reg_lambda *
-               (sum_of_squares(anchors, R * D) / double(R) + sum_of_squares(positives, M * D) / double(M));
+               (sum_of_squares(static_cast<const T*>(t.anchors), R * D) / double(R) +
+                sum_of_squares(static_cast<const T*>(t.positives), M * D) / double(M));
     }
     *loss = T(value);
   }
-
-  // 6. Embedding gradients: dA = dS P + c_a A and dP = dS^T A + c_p P, the L2
-  // term entering as beta over a copy of the inputs.
-  if (!t.wants_embedding_grads()) return;
-  // The upstream gradient enters here only through the L2 term, which needs a
-  // scalar reduction: then grad_loss is one value (with NONE it is [R], maybe
-  // empty, and not read here).
-  const bool l2 = t.reg_lambda > 0.0 && R > 0;
-  const T g = l2 && grad_loss ? grad_loss[0] : T(1);
-  auto embedding_grad = [&](T* out, const T* own, int64_t own_rows, bool transpose_ds,
-                            const T* other, int64_t count) {
-    if (!out) return;
-    if (R == 0) {
-      std::fill(out, out + own_rows * D, T(0));
-      return;
-    }
-    if (l2) std::copy(own, own + own_rows * D, out);
-    const T beta = l2 ? T(0.5 * t.reg_lambda * double(g) / double(count)) : T(0);
-    gemm(transpose_ds, false, own_rows, D, transpose_ds ? R : M, T(1), grad_out, M, other, D, beta, out, D);
-  };
-  embedding_grad(static_cast<T*>(t.grad_anchors), anchors, R, false, positives, R);
-  embedding_grad(static_cast<T*>(t.grad_positives), positives, M, true, anchors, M);
 }
+
+// The element and label types of a call, as a value for generic lambdas.
+template <class T, class L>
+struct Types {
+  using Value = T;
+  using Label = L;
+};
+
+// Calls f(Types<T, L>{}) with the task's element and label types.
+template <class F>
+auto with_types(const Task& t, F&& f) {
+  const bool wide_labels = t.label_dtype == NPAIRS_I64;
+  if (t.dtype == NPAIRS_F32) return wide_labels ? f(Types<float, int64_t>{}) : f(Types<float, int32_t>{});
+  return wide_labels ? f(Types<double, int64_t>{}) : f(Types<double, int32_t>{});
+}
+
+// What this backend cannot compute, after every argument rule passed.
+void check_supported(const Task& t) {
+  if (t.dtype == NPAIRS_F16 || t.dtype == NPAIRS_BF16) {
+    fail(NPAIRS_ERROR_UNSUPPORTED,
+         "problem.dtype NPAIRS_F16 and NPAIRS_BF16 are computed by CUDA contexts only, not by "
+         "the CPU backend");
+  }
+  const int64_t largest = std::max({t.rows, t.cols, t.dim, t.classes});
+  if (largest > INT_MAX) {
+    fail(NPAIRS_ERROR_UNSUPPORTED, "problem dimensions above 2^31-1 are not supported by the CPU backend");
+  }
+}
+
+// Sets OpenMP's thread count (which OpenBLAS's OpenMP build follows too) for
+// this thread only, for a scope: a context's thread setting covers its GEMMs
+// as well as its rows, and leaves the caller's setting as it was.
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int threads) : caller_(omp_get_max_threads()) { omp_set_num_threads(threads); }
+  ~ScopedOmpThreads() { omp_set_num_threads(caller_); }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int caller_;
+};
 
 class CpuBackend final : public Backend {
  public:
@@ -229,30 +415,36 @@ class CpuBackend final : public Backend {
 
   void synchronize() override {}
 
+  void set_workspace_limit(std::size_t bytes) override {
+    limit_ = bytes;
+    workspace_.release_above(bytes);
+  }
+
+  void reserve(std::size_t bytes) override { workspace_.reserve(bytes); }
+
+  std::size_t workspace_size(const Task& t) override {
+    check_supported(t);
+    return with_types(t, [&](auto types) {
+      using Ty = decltype(types);
+      return plan<typename Ty::Value, typename Ty::Label>(t, limit_).bytes;
+    });
+  }
+
   void compute(const Task& t) override {
-    if (t.dtype == NPAIRS_F16 || t.dtype == NPAIRS_BF16) {
-      fail(NPAIRS_ERROR_UNSUPPORTED,
-           "problem.dtype NPAIRS_F16 and NPAIRS_BF16 are computed by CUDA contexts only, not by "
-           "the CPU backend");
-    }
-    const int64_t largest = std::max({t.rows, t.cols, t.dim, t.classes});
-    if (largest > INT_MAX) {
-      fail(NPAIRS_ERROR_UNSUPPORTED, "problem dimensions above 2^31-1 are not supported by the CPU backend");
-    }
+    check_supported(t);
     const int threads = threads_ > 0 ? threads_ : omp_get_num_procs();
-    const bool wide_labels = t.label_dtype == NPAIRS_I64;
-    if (t.dtype == NPAIRS_F32) {
-      wide_labels ? compute_typed<float, int64_t>(t, threads, storage_)
-                  : compute_typed<float, int32_t>(t, threads, storage_);
-    } else {
-      wide_labels ? compute_typed<double, int64_t>(t, threads, storage_)
-                  : compute_typed<double, int32_t>(t, threads, storage_);
-    }
+    std::optional<ScopedOmpThreads> scoped;
+    if (threads_ > 0) scoped.emplace(threads_);
+    with_types(t, [&](auto types) {
+      using Ty = decltype(types);
+      compute_typed<typename Ty::Value, typename Ty::Label>(t, limit_, threads, workspace_);
+    });
   }
 
  private:
   int threads_ = 0;
-  std::vector<double> storage_;
+  std::size_t limit_ = 0;
+  HostWorkspace workspace_;
 };
 
 }  // namespace

@@ -7,24 +7,37 @@
 
 #include <cstdint>
 
+#include "row_math.hpp"
+
 namespace npairs {
+
+// What one pass over a block of rows does (src/tiled_loss.hpp cuts a call
+// into such blocks and tiles).
+enum class RowPassMode {
+  kWholeRows,  // the rows are whole: statistics, loss and gradient at once
+  kTileStats,  // a tile of columns: its statistics merged into `running`
+  kTileGrad,   // a tile of columns: its gradient from the final `running`
+};
 
 template <class T, class L>
 struct RowPassArgs {
-  const T* logits;        // [rows x cols]
-  T logit_scale;          // z = logits * logit_scale
+  const T* logits;        // [rows x cols], rows `ld` apart
+  LogitScale<T> logit_scale;  // z = (logits * hi) * lo
   int64_t rows;
   int64_t cols;
+  int64_t ld;
   const L* labels;        // [rows], with column_labels [cols]; or
   const L* column_labels;
-  const T* overlaps;      // [rows x cols] multi-label target weights
+  const T* overlaps;      // [rows x cols], rows `cols` apart: multi-label target weights
   const T* weights;       // [rows] or nullptr
   const T* grad_loss;     // nullptr, one value, or [rows] when per_row_grad
   bool per_row_grad;
   T grad_scale;           // r / tau
-  T* row_losses;          // [rows] out: w_i * loss_i
-  T* grad_out;            // [rows x cols] out: dL/dS, may alias logits; or nullptr
+  T* row_losses;          // [rows] out: w_i * loss_i (kWholeRows)
+  T* grad_out;            // [rows x cols], rows `ld` apart, out: dL/dS, may alias logits; or nullptr
   int threads;
+  RowPassMode mode = RowPassMode::kWholeRows;
+  RowStats<T>* running = nullptr;  // [rows]: the tile modes' statistics so far
 };
 
 template <class T, class L>

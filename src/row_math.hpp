@@ -26,6 +26,24 @@ NPAIRS_HD double row_exp(double x) { return exp(x); }
 NPAIRS_HD float row_log(float x) { return logf(x); }
 NPAIRS_HD double row_log(double x) { return log(x); }
 
+// The logit scale 1/tau as two factors, each finite in T, applied as
+// z = (S * hi) * lo: 1/tau alone overflows float for tau below about 3e-39,
+// where z = S / tau may still be finite (tau = 1e-40, S = 1e-12: z = 1e28).
+// When 1/tau is finite in T, lo is 1 and z = S * (1/tau) exactly as before.
+template <class T>
+struct LogitScale {
+  T hi;
+  T lo;
+};
+
+template <class T>
+inline LogitScale<T> logit_scale(double temperature) {
+  const T whole = T(1.0 / temperature);
+  if (whole - whole == T(0)) return LogitScale<T>{whole, T(1)};  // finite
+  const double root = 1.0 / sqrt(temperature);                     // finite for any tau > 0
+  return LogitScale<T>{T(root), T(1.0 / temperature / root)};
+}
+
 // Running statistics of a (part of a) row: max, sum of exp(z - max), sum of
 // target weights, and sum of q * (max - z).
 template <class T>

@@ -36,7 +36,7 @@ void check_options(const npairs_options& options) {
           "options.temperature must be finite and greater than 0");
   require(std::isfinite(options.reg_lambda) && options.reg_lambda >= 0.0,
           "options.reg_lambda must be finite and at least 0");
-  require((options.flags & ~NPAIRS_FLAG_ALLOW_TF32) == 0u,
+  require((options.flags & ~(NPAIRS_FLAG_ALLOW_TF32 | NPAIRS_FLAG_DEFER_CHECKS)) == 0u,
           "options.flags has unknown bits set");
 }
 

@@ -1,8 +1,7 @@
 // The CUDA backend's decisions that need no GPU, checked on the CPU
-// (cuda/call_plan.hpp, and the memory rule of cuda/workspace.hpp): the split
-// of 1/tau for tiny temperatures, where r/tau goes for 16-bit gradients (with
-// a float16 simulation at R = M = 8192), and how a call treats each kind of
-// caller memory.
+// (cuda/call_plan.hpp, and the memory rule of cuda/workspace.hpp): where r/tau
+// goes for 16-bit gradients (with a float16 simulation at R = M = 8192), and
+// how a call treats each kind of caller memory.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,30 +16,6 @@ namespace {
 
 using npairs::cuda::GradientScaling;
 using npairs::cuda::plan_gradient_scaling;
-using npairs::cuda::split_logit_scale;
-
-TEST(CudaHostRules, LogitScaleIsOneFactorWhenItFits) {
-  const auto f = split_logit_scale<float>(1 / 0.3);
-  EXPECT_EQ(f.scale, float(1 / 0.3));
-  EXPECT_EQ(f.rescale, 1.0f);
-  const auto d = split_logit_scale<double>(1e40);
-  EXPECT_EQ(d.scale, 1e40);
-  EXPECT_EQ(d.rescale, 1.0);
-}
-
-// tau = 1e-40: 1/tau = 1e40 is no float, but z = S/tau = 1e28 is, and the
-// row kernel's (S * scale) * rescale gives it.
-TEST(CudaHostRules, TinyTemperatureGivesFiniteLogits) {
-  for (double inverse_temperature : {1e40, 3.5e38, 1e60}) {
-    const auto s = split_logit_scale<float>(inverse_temperature);
-    ASSERT_TRUE(std::isfinite(s.scale) && std::isfinite(s.rescale)) << inverse_temperature;
-    EXPECT_NEAR(double(s.scale) * double(s.rescale), inverse_temperature, 1e-7 * inverse_temperature);
-    const float similarity = float(1e28 / inverse_temperature);  // z = 1e28
-    const float z = similarity * s.scale * s.rescale;
-    EXPECT_TRUE(std::isfinite(z));
-    EXPECT_NEAR(double(z), 1e28, 1e-6 * 1e28);
-  }
-}
 
 TEST(CudaHostRules, GradientScalingPlans) {
   const double factor = 1.0 / 8192 / 0.5;

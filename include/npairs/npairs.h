@@ -48,7 +48,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define NPAIRS_VERSION_MAJOR 1
-#define NPAIRS_VERSION_MINOR 0
+#define NPAIRS_VERSION_MINOR 1
 #define NPAIRS_VERSION_PATCH 0
 #define NPAIRS_VERSION_NUMBER \
   (NPAIRS_VERSION_MAJOR * 10000 + NPAIRS_VERSION_MINOR * 100 + NPAIRS_VERSION_PATCH)
@@ -125,14 +125,17 @@ NPAIRS_API npairs_status npairs_context_backend(npairs_context ctx, npairs_backe
    NULL. */
 NPAIRS_API npairs_status npairs_context_set_stream(npairs_context ctx, void* cuda_stream);
 
-/* Sets how many CPU threads a CPU context uses for its rows (0: all cores).
+/* Sets how many CPU threads a CPU context uses for its rows and its GEMMs
+   (0: all cores for the rows, OpenBLAS's own setting for the GEMMs).
    Ignored by CUDA contexts. Fails with INVALID_ARGUMENT when ctx is NULL or
    threads < 0. */
 NPAIRS_API npairs_status npairs_context_set_threads(npairs_context ctx, int32_t threads);
 
 /* Waits until the context's queued work is done (CPU: returns at once).
    Fails with INVALID_ARGUMENT when ctx is NULL, DEVICE when queued work
-   failed. */
+   failed, INVALID_VALUE when a call made with NPAIRS_FLAG_DEFER_CHECKS since
+   the last synchronize found invalid targets (the message names the first
+   invalid row; the report is then cleared). */
 NPAIRS_API npairs_status npairs_context_synchronize(npairs_context ctx);
 
 /* ------------------------------------------------------------------------ */
@@ -159,6 +162,14 @@ typedef int32_t npairs_reduction;
 
 /* Lets CUDA float32 GEMMs use TF32 tensor cores (faster, ~1e-3 relative). */
 #define NPAIRS_FLAG_ALLOW_TF32 1u
+/* (1.1) A CUDA call does not wait for its check of the targets: the check
+   runs on the device, the loss and gradient rows of invalid rows are NaN,
+   and the context's next npairs_context_synchronize returns INVALID_VALUE
+   naming the first invalid row (and clears it). A call with device pointers,
+   reserved workspace and this flag only queues work on the context's stream,
+   so it can be captured into a CUDA graph. Accepted by CPU contexts, where it
+   changes nothing. */
+#define NPAIRS_FLAG_DEFER_CHECKS 2u
 
 typedef struct npairs_options {
   size_t struct_size;         /* sizeof(npairs_options) */
@@ -242,10 +253,57 @@ NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
                      or a negative multi-label entry;
    UNSUPPORTED       dtype F16/BF16 on a CPU context, a struct larger than this library knows
                      whose extra bytes are not zero;
-   OUT_OF_MEMORY, DEVICE, INTERNAL. */
+   OUT_OF_MEMORY     host or device memory exhausted, or the smallest piece of
+                     the call does not fit the context's workspace limit
+                     (npairs_context_set_workspace_limit);
+   DEVICE, INTERNAL. */
 NPAIRS_API npairs_status npairs_loss(npairs_context ctx, const npairs_options* options,
                                      const npairs_problem* problem, const void* grad_loss,
                                      void* loss, npairs_gradients* grads);
+
+/* ------------------------------------------------------------------------ */
+/* Workspace (version 1.1)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The workspace is the library's own scratch memory for a call: host memory
+   on a CPU context, device memory on a CUDA context (the staging of host
+   pointers included). A context keeps it between calls and reuses it.
+
+   Sets the most workspace a call of this context may use, in bytes (0: no
+   limit, the default). A call whose workspace would exceed the limit is
+   computed in pieces that fit (streaming, SPEC.md section 4): an embeddings
+   input in blocks of rows, or in tiles of columns when not even one row
+   fits, so that no R x M array is held by the library; a multi-label
+   input's overlaps in blocks of rows; host pointers on CUDA staged in row
+   blocks. Results agree with the unlimited call to rounding and are bitwise
+   reproducible for the same limit. A call whose smallest piece does not fit
+   fails with OUT_OF_MEMORY (outputs untouched), naming the limit and the
+   smallest size that would work. Workspace kept from earlier calls beyond a
+   new, non-zero limit is freed by this call.
+   Fails with INVALID_ARGUMENT when ctx is NULL. */
+NPAIRS_API npairs_status npairs_context_set_workspace_limit(npairs_context ctx, size_t bytes);
+
+/* Stores in *bytes the workspace that npairs_loss(ctx, options, problem, ...,
+   grads) would use under the context's current limit, without computing
+   anything. The arguments are checked exactly as npairs_loss checks them
+   (same statuses and messages; the data itself is not read); a call whose
+   smallest piece does not fit the limit fails with OUT_OF_MEMORY as
+   npairs_loss would. `grads` NULL means no gradients; the loss is taken as
+   wanted.
+   Fails with INVALID_ARGUMENT (ctx, problem or bytes NULL, and every
+   argument rule of npairs_loss), UNSUPPORTED, OUT_OF_MEMORY. */
+NPAIRS_API npairs_status npairs_workspace_size(npairs_context ctx, const npairs_options* options,
+                                              const npairs_problem* problem,
+                                              const npairs_gradients* grads, size_t* bytes);
+
+/* Allocates at least `bytes` of workspace now (a context keeps more when it
+   has more, never less), so that later calls that fit allocate nothing; on
+   CUDA with device pointers such a call then never waits for the device to
+   allocate. A reserve above the limit is allowed (the limit still caps what
+   a call uses).
+   Fails with INVALID_ARGUMENT when ctx is NULL; OUT_OF_MEMORY when the
+   memory cannot be allocated (the old workspace is kept); DEVICE. */
+NPAIRS_API npairs_status npairs_context_reserve(npairs_context ctx, size_t bytes);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -41,7 +41,6 @@
 // First: the CUDA keywords, launches and barriers the kernel source needs.
 #include "cuda_shim.hpp"
 #include "dtype.cuh"
-#include "call_plan.hpp"
 #include "guarded_array.hpp"
 
 // Counts, while a launch runs, the writes to each element of the outputs the
@@ -425,11 +424,9 @@ void run_case(const Case& c) {
   GuardedArray<T> row_losses(rows, false), weights(rows, false);
   GuardedArray<T> upstream(c.upstream == Upstream::per_row ? rows : 1, false);
   GuardedArray<C> losses_to_sum(rows, false);
-  const double inverse_temperature = c.values == Values::huge               ? 1.0
-                                     : c.values == Values::tiny_temperature ? 1e40
-                                                                            : 1 / 0.3;
-  const npairs::cuda::LogitScale<C> logit_scale =
-      npairs::cuda::split_logit_scale<C>(inverse_temperature);
+  const double temperature = c.values == Values::huge               ? 1.0
+                             : c.values == Values::tiny_temperature ? 1e-40
+                                                                    : 0.3;
   const C grad_factor = C(0.37);
   for (std::size_t i = 0; i < rows; ++i)
     for (std::size_t j = 0; j < cols; ++j) {
@@ -450,7 +447,7 @@ void run_case(const Case& c) {
   for (std::size_t i = 0; i < rows; ++i) {
     double max = -INFINITY, largest_finite = 0, normaliser = 0;
     for (std::size_t j = 0; j < cols; ++j) {
-      z[j] = to_double(logits.data()[i * cols + j]) * inverse_temperature;
+      z[j] = to_double(logits.data()[i * cols + j]) / temperature;
       max = std::max(max, z[j]);
       if (std::isfinite(z[j])) largest_finite = std::max(largest_finite, std::fabs(z[j]));
       normaliser += q(i, j);
@@ -474,8 +471,7 @@ void run_case(const Case& c) {
   T* const grad = !c.want_grad ? nullptr : c.in_place ? logits.data() : separate_grad.data();
   npairs::cuda::RowLossArgs<T> args{};
   args.logits = logits.data();
-  args.logit_scale = logit_scale.scale;
-  args.logit_rescale = logit_scale.rescale;
+  args.logit_scale = npairs::logit_scale<C>(temperature);
   args.rows = c.rows;
   args.cols = c.cols;
   args.sample_weight = c.weights ? weights.data() : nullptr;

@@ -1,0 +1,85 @@
+#include "tiled_loss.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "error.hpp"
+
+namespace npairs {
+namespace {
+
+// Blocks of whole rows are used down to this many rows; below it GEMMs lose
+// their speed, and tiles of columns with taller blocks are faster.
+constexpr int64_t kMinWholeRowBlock = 64;
+// The block height of tiles of columns.
+constexpr int64_t kTileRows = 256;
+
+// The largest n in [1, max] with fits(n), or 0 when fits(1) fails. fits must
+// be monotone (true up to some n, false after).
+template <class Fits>
+int64_t largest_fitting(int64_t max, Fits fits) {
+  if (max < 1 || !fits(1)) return 0;
+  int64_t lo = 1, hi = max;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+}  // namespace
+
+TilePlan plan_tiles(const Task& task, std::size_t limit, const WorkspaceModel& bytes) {
+  const int64_t R = task.rows, M = task.cols;
+  const int64_t all_rows = std::max<int64_t>(R, 1), all_cols = std::max<int64_t>(M, 1);
+  const std::size_t whole = bytes(all_rows, all_cols);
+  if (limit == 0 || whole <= limit) return TilePlan{all_rows, all_cols, whole};
+
+  const int64_t row_block =
+      largest_fitting(all_rows, [&](int64_t rows) { return bytes(rows, all_cols) <= limit; });
+  if (row_block >= std::min(all_rows, kMinWholeRowBlock)) {
+    return TilePlan{row_block, all_cols, bytes(row_block, all_cols)};
+  }
+  for (int64_t rows = std::min(all_rows, kTileRows); rows >= 1; rows /= 2) {
+    const int64_t col_tile =
+        largest_fitting(all_cols, [&](int64_t cols) { return bytes(rows, cols) <= limit; });
+    if (col_tile >= 1) return TilePlan{rows, col_tile, bytes(rows, col_tile)};
+  }
+  const std::size_t smallest = std::min(bytes(1, all_cols), bytes(1, 1));
+  fail(NPAIRS_ERROR_OUT_OF_MEMORY,
+       "the context's workspace limit (" + std::to_string(limit) +
+           " bytes) is below the smallest workspace this call can use (" + std::to_string(smallest) +
+           " bytes)");
+}
+
+void run_tiled(const Task& task, const TilePlan& plan, TileOps& ops) {
+  const int64_t R = task.rows, M = task.cols;
+  const bool whole_rows = plan.whole_rows(task);
+  for (int64_t r0 = 0; r0 < R; r0 += plan.row_block) {
+    const int64_t r1 = std::min(R, r0 + plan.row_block);
+    if (whole_rows) {
+      const Tile block{r0, r1, 0, M};
+      ops.load(block);
+      ops.whole_rows(block);
+      if (task.wants_embedding_grads()) ops.embedding_gradients(block);
+      continue;
+    }
+    auto for_each_tile = [&](auto&& work) {
+      for (int64_t c0 = 0; c0 < M; c0 += plan.col_tile) {
+        const Tile tile{r0, r1, c0, std::min(M, c0 + plan.col_tile)};
+        ops.load(tile);
+        work(tile);
+      }
+    };
+    for_each_tile([&](const Tile& tile) { ops.tile_stats(tile); });
+    ops.finish_rows(Tile{r0, r1, 0, M});
+    if (!task.wants_grad_similarity()) continue;
+    for_each_tile([&](const Tile& tile) {
+      ops.tile_gradient(tile);
+      if (task.wants_embedding_grads()) ops.embedding_gradients(tile);
+    });
+  }
+}
+
+}  // namespace npairs
