@@ -1,5 +1,5 @@
-// Decisions of the CUDA backend's calls that are plain arithmetic on the
-// task, kept free of CUDA headers so that CPU tests check them
+// Decisions of the CUDA backend's calls that are plain logic on the task,
+// kept free of CUDA headers so that CPU tests check them
 // (tests/test_cuda_host_rules.cpp) on machines without a GPU.
 #pragma once
 
@@ -31,6 +31,25 @@ inline GradientScaling plan_gradient_scaling(std::size_t value_size, bool grad_s
   s.gemm_input_factor = 1;
   s.gemm_alpha = ds_factor;
   return s;
+}
+
+// The host waits of a call: each makes the call wait for the device (or
+// allocate), and each is illegal while the stream is captured into a CUDA
+// graph. A call with device pointers, workspace reserved and
+// NPAIRS_FLAG_DEFER_CHECKS makes none: it only queues work on the stream.
+struct HostWaits {
+  bool grow_workspace = false;  // wait for the last call, then cudaMalloc a larger workspace
+  bool wait_for_check = false;  // read the target check back before any output is written
+  bool wait_at_end = false;     // host or managed memory, which the caller may use at return
+  bool any() const { return grow_workspace || wait_for_check || wait_at_end; }
+};
+inline HostWaits plan_host_waits(std::size_t workspace_bytes, std::size_t workspace_reserved,
+                                 bool check_targets, bool defer_checks, bool host_memory) {
+  HostWaits w;
+  w.grow_workspace = workspace_bytes > workspace_reserved;
+  w.wait_for_check = check_targets && !defer_checks;
+  w.wait_at_end = host_memory;
+  return w;
 }
 
 }  // namespace npairs::cuda

@@ -10,6 +10,7 @@
 #include "call_plan.hpp"
 #include "cuda_backend.hpp"
 #include "cuda_check.hpp"
+#include "deferred_check.cuh"
 #include "dtype.cuh"
 #include "error.hpp"
 #include "first_row_with_negative.cuh"
@@ -35,9 +36,6 @@ int device_count() noexcept {
 
 namespace {
 
-// The data checks' result slots: the first bad row found by each check.
-enum BadRowSlot : int { kNegativeMultilabel, kNegativeColumnMultilabel, kNoPositive, kBadRowSlots };
-
 struct CublasDeleter {
   void operator()(cublasHandle_t handle) const noexcept { (void)cublasDestroy(handle); }
 };
@@ -50,6 +48,13 @@ struct DeviceDeleter {
 struct PinnedDeleter {
   void operator()(long long* pointer) const noexcept { (void)cudaFreeHost(pointer); }
 };
+struct SlotsDeleter {
+  void operator()(long long* pointer) const noexcept { (void)cudaFree(pointer); }
+};
+struct StreamDeleter {
+  void operator()(cudaStream_t stream) const noexcept { (void)cudaStreamDestroy(stream); }
+};
+constexpr std::size_t kBadRowBytes = kBadRowSlots * sizeof(long long);
 
 std::size_t bytes(int64_t count, std::size_t element_size) {
   return static_cast<std::size_t>(count) * element_size;
@@ -68,7 +73,7 @@ void with_targets(const Task& task, const Buffer& labels, const Buffer& column_l
 }
 
 // Throws INVALID_VALUE for the first failed data check, in argument order.
-void report_bad_rows(const Task& task, const long long* first_bad) {
+void report_bad_rows(const long long* first_bad) {
   if (first_bad[kNegativeMultilabel] != kNoBadRow)
     fail(NPAIRS_ERROR_INVALID_VALUE, "problem.multilabels row " +
                                          std::to_string(first_bad[kNegativeMultilabel]) +
@@ -77,14 +82,14 @@ void report_bad_rows(const Task& task, const long long* first_bad) {
     fail(NPAIRS_ERROR_INVALID_VALUE, "problem.column_multilabels row " +
                                          std::to_string(first_bad[kNegativeColumnMultilabel]) +
                                          " has a negative or NaN entry");
-  if (first_bad[kNoPositive] != kNoBadRow) {
-    const std::string row = std::to_string(first_bad[kNoPositive]);
+  if (first_bad[kNoPositiveLabel] != kNoBadRow)
+    fail(NPAIRS_ERROR_INVALID_VALUE, "problem.labels row " +
+                                         std::to_string(first_bad[kNoPositiveLabel]) +
+                                         " has no positive column (no column label equals it)");
+  if (first_bad[kNoPositiveMultilabel] != kNoBadRow)
     fail(NPAIRS_ERROR_INVALID_VALUE,
-         task.multilabel()
-             ? "problem.multilabels row " + row +
-                   " has no positive column (its targets share no class with any column)"
-             : "problem.labels row " + row + " has no positive column (no column label equals it)");
-  }
+         "problem.multilabels row " + std::to_string(first_bad[kNoPositiveMultilabel]) +
+             " has no positive column (its targets share no class with any column)");
 }
 
 // Makes a device current for a scope, then the caller's again: a library
@@ -144,8 +149,18 @@ class CudaBackend final : public Backend {
     NPAIRS_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     work_queued_.reset(event);
     void* pinned = nullptr;
-    NPAIRS_CUDA_CHECK(cudaMallocHost(&pinned, kBadRowSlots * sizeof(long long)));
+    NPAIRS_CUDA_CHECK(cudaMallocHost(&pinned, kBadRowBytes));
     bad_rows_host_.reset(static_cast<long long*>(pinned));
+    // The deferred checks' reports, read and cleared by synchronize on a
+    // stream of the context's own.
+    void* reports = nullptr;
+    NPAIRS_CUDA_CHECK(cudaMalloc(&reports, kBadRowBytes));
+    deferred_reports_.reset(static_cast<long long*>(reports));
+    cudaStream_t report_stream = nullptr;
+    NPAIRS_CUDA_CHECK(cudaStreamCreateWithFlags(&report_stream, cudaStreamNonBlocking));
+    report_stream_.reset(report_stream);
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(reports, kNoBadRowByte, kBadRowBytes, report_stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(report_stream));
   }
 
   // The members then free the workspace (cudaFree waits for the device), the
@@ -179,7 +194,7 @@ class CudaBackend final : public Backend {
 
   void reserve(std::size_t bytes) override {
     const ScopedDevice current(device_);
-    workspace_.reserve(bytes, stream_);
+    workspace_.reserve(bytes, work_queued_.get());
   }
 
   std::size_t workspace_size(const Task& task) override {
@@ -201,11 +216,24 @@ class CudaBackend final : public Backend {
     return bytes;
   }
 
-  // Waits for the end of the last call (its event), not for the stream: the
-  // caller may have destroyed the stream already.
+  // Waits for the end of the last call (its event, which a replayed graph
+  // records too), not for the stream: the caller may have destroyed the
+  // stream already. Then reports (and clears) what deferred checks found.
   void synchronize() override {
     const ScopedDevice current(device_);
     NPAIRS_CUDA_CHECK(cudaEventSynchronize(work_queued_.get()));
+    if (!deferred_checks_used_) return;
+    long long* reports = bad_rows_host_.get();
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(reports, deferred_reports_.get(), kBadRowBytes,
+                                      cudaMemcpyDeviceToHost, report_stream_.get()));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(report_stream_.get()));
+    bool reported = false;
+    for (int slot = 0; slot < kBadRowSlots; ++slot) reported |= reports[slot] != kNoBadRow;
+    if (!reported) return;
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(deferred_reports_.get(), kNoBadRowByte, kBadRowBytes,
+                                      report_stream_.get()));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(report_stream_.get()));
+    report_bad_rows(reports);
   }
 
   void compute(const Task& task) override {
@@ -226,11 +254,10 @@ class CudaBackend final : public Backend {
           run<__nv_bfloat16>(task);  // make_task admits no other dtype
       }
     } catch (...) {
-      (void)cudaEventRecord(work_queued_.get(),
-                            stream_);  // the call's queued work, even when it failed
+      (void)record_end_of_call();  // the call's queued work, even when it failed
       throw;
     }
-    NPAIRS_CUDA_CHECK(cudaEventRecord(work_queued_.get(), stream_));
+    NPAIRS_CUDA_CHECK(record_end_of_call());
   }
 
  private:
@@ -254,6 +281,19 @@ class CudaBackend final : public Backend {
     if (capture == cudaStreamCaptureStatusNone)
       NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(stream_, work_queued_.get(), 0));
   }
+  // Under capture the record becomes a node of the graph (external), so that
+  // each replay marks its end for synchronize.
+  cudaError_t record_end_of_call() {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const cudaError_t status = cudaStreamIsCapturing(stream_, &capture);
+    if (status != cudaSuccess) return status;
+    return capture == cudaStreamCaptureStatusActive
+               ? cudaEventRecordWithFlags(work_queued_.get(), stream_, cudaEventRecordExternal)
+               : cudaEventRecord(work_queued_.get(), stream_);
+  }
+  // Fails, before any work, a call that would wait for the host while its
+  // stream is captured (which would invalidate the capture).
+  void check_capturable(const HostWaits& waits, std::size_t workspace_bytes) const;
   template <class T>
   void run(const Task& task);
   template <class T>
@@ -277,6 +317,9 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cublasContext, CublasDeleter> cublas_;
   std::unique_ptr<CUevent_st, EventDeleter> work_queued_;
   std::unique_ptr<long long, PinnedDeleter> bad_rows_host_;
+  std::unique_ptr<long long, SlotsDeleter> deferred_reports_;  // [kBadRowSlots]
+  std::unique_ptr<CUstream_st, StreamDeleter> report_stream_;
+  bool deferred_checks_used_ = false;
   DeviceWorkspace workspace_;
   std::size_t workspace_limit_ = 0;
 };
@@ -338,7 +381,7 @@ void declare_arrays(const Task& task, CallLayout& layout, CallArrays& a) {
   // With shared single-label targets every row is its own positive.
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
-  if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
+  if (check_targets) layout.scratch(a.bad_rows, kBadRowBytes);
   if (task.multilabel()) layout.scratch(a.gram, bytes(R * M, sizeof(C)));
   // Embedding logits are computed where dL/dS goes (then overwritten in place
   // by it), or in scratch when dL/dS is not an output.
@@ -377,22 +420,29 @@ void CudaBackend::run(const Task& task) {
   check_workspace_limit(layout.bytes());
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
+  const bool defer_checks = (task.flags & NPAIRS_FLAG_DEFER_CHECKS) != 0;
+  const HostWaits waits = plan_host_waits(layout.bytes(), workspace_.capacity(), check_targets,
+                                          defer_checks, layout.uses_host_memory());
+  if (waits.any()) check_capturable(waits, layout.bytes());
+  const bool deferred_check = check_targets && !waits.wait_for_check;
+  if (deferred_check) deferred_checks_used_ = true;
 
-  layout.bind(workspace_.reserve(layout.bytes(), stream));
+  layout.bind(workspace_.reserve(layout.bytes(), work_queued_.get()));
   layout.upload(stream);
   if (task.shared_targets) {
     a.column_labels = a.labels;
     a.column_multilabels = a.multilabels;
   }
 
-  // 1. The data checks, before any output is written.
+  // 1. The data checks: before any output is written, or (deferred) on the
+  // device after the row kernel (deferred_check.cuh).
+  long long* first_bad = a.bad_rows.as<long long>();
   if (check_targets) {
-    long long* first_bad = a.bad_rows.as<long long>();
-    NPAIRS_CUDA_CHECK(
-        cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), stream));
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowBytes, stream));
     if (task.multilabel()) {
-      launch_first_row_with_negative(a.multilabels.as<const T>(), R, K,
-                                     first_bad + kNegativeMultilabel, stream);
+      if (!deferred_check)
+        launch_first_row_with_negative(a.multilabels.as<const T>(), R, K,
+                                       first_bad + kNegativeMultilabel, stream);
       if (!task.shared_targets)
         launch_first_row_with_negative(a.column_multilabels.as<const T>(), M, K,
                                        first_bad + kNegativeColumnMultilabel, stream);
@@ -402,16 +452,35 @@ void CudaBackend::run(const Task& task) {
                              a.multilabels.as<const T>(), a.column_multilabels.as<const T>(), C(0),
                              a.gram.as<C>());
     }
-    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
-      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, stream);
-    });
-    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad,
-                                      kBadRowSlots * sizeof(long long), cudaMemcpyDeviceToHost,
-                                      stream));
-    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
-    report_bad_rows(task, bad_rows_host_.get());
   }
+  if (check_targets && !deferred_check) {
+    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
+      launch_first_row_without_positive(
+          targets, R, M, first_bad + (task.multilabel() ? kNoPositiveMultilabel : kNoPositiveLabel),
+          stream);
+    });
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad, kBadRowBytes,
+                                      cudaMemcpyDeviceToHost, stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+    report_bad_rows(bad_rows_host_.get());
+  }
+  // The deferred check of the rows, once the outputs it makes NaN are written.
+  DeferredCheckArgs<T> deferred{};
+  deferred.rows = R;
+  deferred.cols = M;
+  deferred.multilabels = a.multilabels.as<const T>();
+  deferred.classes = K;
+  deferred.column_negative =
+      task.multilabel() && !task.shared_targets ? first_bad + kNegativeColumnMultilabel : nullptr;
+  deferred.reports = deferred_reports_.get();
+  auto launch_deferred_check_of_rows = [&] {
+    if (!deferred_check) return;
+    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
+      launch_deferred_check(deferred, targets, stream);
+    });
+  };
   if (R == 0) {
+    launch_deferred_check_of_rows();  // the column check still reports
     // The scalar reductions give 0 and every gradient is zero; only the
     // scalar loss and dL/dP (M x D) have elements.
     if (scalar) zero_output(task.loss, value_size, "loss");
@@ -461,7 +530,12 @@ void CudaBackend::run(const Task& task) {
       args.grad_logits = grad_logits;
       launch_row_loss(args, targets, limits_, stream);
     });
+    deferred.row_losses = args.row_losses;
+    deferred.row_losses_to_sum = args.row_losses_to_sum;
+    deferred.grad_logits = grad_logits;
+    deferred.gemm_grad_logits = scaling.separate_gemm_input ? a.gemm_input.as<T>() : nullptr;
   }
+  launch_deferred_check_of_rows();
 
   // 4. The scalar reductions, with the L2 term.
   if (scalar_loss) {
@@ -503,7 +577,21 @@ void CudaBackend::run(const Task& task) {
   // 6. Host outputs are copied back; host memory is waited for either way, as
   // the caller may reuse it when the call returns.
   layout.download(stream);
-  if (layout.uses_host_memory()) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (waits.wait_at_end) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void CudaBackend::check_capturable(const HostWaits& waits, std::size_t workspace_bytes) const {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+  if (capture == cudaStreamCaptureStatusNone) return;
+  const std::string why =
+      waits.grow_workspace
+          ? "it needs " + std::to_string(workspace_bytes) + " bytes of workspace and the context has " +
+                std::to_string(workspace_.capacity()) + " (npairs_context_reserve them first)"
+      : waits.wait_for_check ? "it checks its targets on the host (pass NPAIRS_FLAG_DEFER_CHECKS)"
+                             : "it reads or writes host or managed memory (pass device pointers)";
+  fail(NPAIRS_ERROR_UNSUPPORTED,
+       "the context's stream is being captured, and the call would wait for the device: " + why);
 }
 
 }  // namespace

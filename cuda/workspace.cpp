@@ -31,9 +31,9 @@ MemoryKind pointer_kind(const void* pointer, int context_device, const char* nam
 
 DeviceWorkspace::~DeviceWorkspace() { (void)cudaFree(data_); }
 
-char* DeviceWorkspace::reserve(std::size_t bytes, cudaStream_t stream) {
+char* DeviceWorkspace::reserve(std::size_t bytes, cudaEvent_t last_use) {
   if (bytes <= capacity_) return data_;
-  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  NPAIRS_CUDA_CHECK(cudaEventSynchronize(last_use));
   NPAIRS_CUDA_CHECK(cudaFree(data_));
   data_ = nullptr;
   capacity_ = 0;

@@ -43,8 +43,10 @@ class DeviceWorkspace {
   DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
   ~DeviceWorkspace();
   // Returns at least `bytes` of device memory. When it has to grow, it first
-  // waits for `stream`, the only stream that may still be using the old one.
-  char* reserve(std::size_t bytes, cudaStream_t stream);
+  // waits for `last_use`, the event that marks the end of the last call that
+  // used it (not its stream, which the caller may have destroyed).
+  char* reserve(std::size_t bytes, cudaEvent_t last_use);
+  std::size_t capacity() const { return capacity_; }
 
  private:
   char* data_ = nullptr;

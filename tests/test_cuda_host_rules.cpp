@@ -1,7 +1,9 @@
 // The CUDA backend's decisions that need no GPU, checked on the CPU
 // (cuda/call_plan.hpp, and the memory rule of cuda/workspace.hpp): where r/tau
-// goes for 16-bit gradients (with a float16 simulation at R = M = 8192), and
-// how a call treats each kind of caller memory.
+// goes for 16-bit gradients (with a float16 simulation at R = M = 8192), how a
+// call treats each kind of caller memory, and when a call waits for the host
+// (never, so that it can be captured into a CUDA graph, with device
+// pointers, reserved workspace and NPAIRS_FLAG_DEFER_CHECKS).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -109,6 +111,26 @@ TEST(CudaHostRules, MemoryKinds) {
   EXPECT_EQ(memory_kind(attributes(cudaMemoryTypeManaged, 0), 1), MemoryKind::managed);
   EXPECT_EQ(memory_kind(attributes(cudaMemoryTypeHost, 0), 0), MemoryKind::host);
   EXPECT_EQ(memory_kind(attributes(cudaMemoryTypeUnregistered, 0), 0), MemoryKind::host);
+}
+
+// The rule of SPEC section 4: device pointers, reserved workspace and the
+// flag make a call that only queues work; each missing piece adds its wait.
+TEST(CudaHostRules, HostWaits) {
+  using npairs::cuda::plan_host_waits;
+  const std::size_t needed = 1000, reserved = 4096;
+  // Captureable: no wait at all, with or without targets to check.
+  EXPECT_FALSE(plan_host_waits(needed, reserved, true, true, false).any());
+  EXPECT_FALSE(plan_host_waits(needed, needed, true, true, false).any());
+  EXPECT_FALSE(plan_host_waits(needed, reserved, false, false, false).any());  // shared labels: no check
+  // Each missing piece: its own wait.
+  auto w = plan_host_waits(needed, reserved, true, false, false);
+  EXPECT_TRUE(w.wait_for_check && !w.grow_workspace && !w.wait_at_end);
+  w = plan_host_waits(needed, needed - 1, true, true, false);
+  EXPECT_TRUE(w.grow_workspace && !w.wait_for_check && !w.wait_at_end);
+  w = plan_host_waits(needed, reserved, true, true, true);
+  EXPECT_TRUE(w.wait_at_end && !w.grow_workspace && !w.wait_for_check);
+  w = plan_host_waits(needed, 0, true, false, true);
+  EXPECT_TRUE(w.grow_workspace && w.wait_for_check && w.wait_at_end);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The CUDA backend's other kernels (cuda/first_row_with_negative.cu,
-// first_row_without_positive.cu, scalar_loss.cu, sum_squares.cu,
-// l2_gradient.cu, as they are now, compiled after cuda_shim.hpp) run on the
+// first_row_without_positive.cu, deferred_check.cu, scalar_loss.cu,
+// sum_squares.cu, l2_gradient.cu, as they are now, compiled after cuda_shim.hpp) run on the
 // CPU by the emulator, through their launchers, against a float64 reference
 // written from SPEC section 1. Each case runs under the three thread orders
 // of emu::Schedule and checks: the results against the reference, bitwise
@@ -11,6 +11,7 @@
 // launchers must neither report nor clear (issue 10, item 2).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "cuda_shim.hpp"
+#include "deferred_check.cuh"
 #include "dtype.cuh"
 #include "first_row_with_negative.cuh"
 #include "first_row_without_positive.cuh"
@@ -197,6 +199,142 @@ TEST(EmulatedFirstRowWithoutPositive, MatchesTheReference) {
   check_gram<double>(4, 1, {2});
   // More rows than blocks (4096): the grid-stride loop goes round.
   check_labels<float, int32_t>(4096 + 20, 1, {4096 + 17}, true);
+}
+
+// ---- deferred_check_kernel (launch_deferred_check) ----
+
+// Rows of a label or Gram problem, some invalid: no positive column, a
+// negative multi-label entry, or (column_bad) a negative column multi-label
+// row that spoils them all. The invalid rows' loss and gradient rows become
+// NaN, the others are left as they were; the report slots keep the first
+// invalid row of each kind, and a lower earlier report stays.
+struct DeferredCase {
+  std::string name;
+  bool gram = false;
+  int64_t rows = 37, cols = 41, classes = 3;
+  std::vector<int64_t> lonely, negative;
+  long long column_bad = npairs::cuda::kNoBadRow;  // this call's column check result
+  bool gemm_input = false;
+};
+
+template <class T>
+void check_deferred(const DeferredCase& c) {
+  SCOPED_TRACE(std::string(type_name<T>()) + " " + c.name);
+  using C = compute_t<T>;
+  using npairs::cuda::kNoBadRow;
+  const std::size_t rows = std::size_t(c.rows), cols = std::size_t(c.cols), n = rows * cols;
+  // Targets: labels i % 5 against column labels j % 5 (every row has a
+  // positive when cols >= 5), or a Gram matrix with one positive per row.
+  std::vector<int32_t> labels(rows), column_labels(cols);
+  for (std::size_t j = 0; j < cols; ++j) column_labels[j] = int32_t(j % 5);
+  for (std::size_t i = 0; i < rows; ++i) labels[i] = int32_t(i % 5);
+  std::vector<C> gram(n, C(0));
+  for (std::size_t i = 0; i < rows; ++i) gram[i * cols + (i * 7) % cols] = C(2);
+  for (int64_t i : c.lonely) {
+    labels[std::size_t(i)] = 99;
+    for (std::size_t j = 0; j < cols; ++j) gram[std::size_t(i) * cols + j] = C(0);
+  }
+  std::vector<T> multilabels(rows * std::size_t(c.classes), from_double<T>(0.5));
+  for (int64_t i : c.negative) multilabels[std::size_t(i * c.classes + c.classes - 1)] = from_double<T>(-1);
+  std::vector<bool> invalid(rows, c.column_bad != kNoBadRow);
+  for (int64_t i : c.lonely) invalid[std::size_t(i)] = true;
+  for (int64_t i : c.negative) invalid[std::size_t(i)] = true;
+
+  GuardedArray<T> row_losses(rows, false), grad(n, true), gemm(c.gemm_input ? n : 0, false);
+  GuardedArray<C> losses_to_sum(rows, false);
+  GuardedArray<long long> reports(npairs::cuda::kBadRowSlots, false), column(1, false);
+  column.data()[0] = c.column_bad;
+  npairs::cuda::DeferredCheckArgs<T> args{};
+  args.rows = c.rows;
+  args.cols = c.cols;
+  args.multilabels = c.gram ? multilabels.data() : nullptr;
+  args.classes = c.classes;
+  args.column_negative = c.gram ? column.data() : nullptr;
+  args.reports = reports.data();
+  args.row_losses = row_losses.data();
+  args.row_losses_to_sum = losses_to_sum.data();
+  args.grad_logits = grad.data();
+  args.gemm_grad_logits = c.gemm_input ? gemm.data() : nullptr;
+  const long long earlier_report = 1;  // an earlier call's, in the label slot
+  run_under_every_schedule(
+      [&] {
+        for (std::size_t i = 0; i < rows; ++i) {
+          row_losses.data()[i] = from_double<T>(double(i));
+          losses_to_sum.data()[i] = C(i);
+        }
+        for (std::size_t k = 0; k < n; ++k) {
+          grad.data()[k] = from_double<T>(double(k % 7));
+          if (c.gemm_input) gemm.data()[k] = from_double<T>(double(k % 3));
+        }
+        for (int slot = 0; slot < npairs::cuda::kBadRowSlots; ++slot) reports.data()[slot] = kNoBadRow;
+        reports.data()[npairs::cuda::kNoPositiveLabel] = earlier_report;
+        if (c.gram)
+          npairs::cuda::launch_deferred_check(args, npairs::cuda::GramTargets<C>{gram.data(), c.cols}, nullptr);
+        else
+          npairs::cuda::launch_deferred_check(
+              args, npairs::cuda::LabelTargets<C, int32_t>{labels.data(), column_labels.data()}, nullptr);
+      },
+      [&] {
+        std::vector<unsigned char> bytes = reports.copy_bytes();
+        for (auto* part : {&row_losses, &grad}) {
+          const std::vector<unsigned char> b = part->copy_bytes();
+          bytes.insert(bytes.end(), b.begin(), b.end());
+        }
+        return bytes;
+      });
+
+  auto first_of = [&](const std::vector<int64_t>& found) {
+    long long first = kNoBadRow;
+    for (int64_t i : found) first = std::min<long long>(first, i);
+    return first;
+  };
+  EXPECT_EQ(reports.data()[npairs::cuda::kNegativeMultilabel], first_of(c.negative));
+  EXPECT_EQ(reports.data()[npairs::cuda::kNegativeColumnMultilabel], c.gram ? c.column_bad : kNoBadRow);
+  EXPECT_EQ(reports.data()[npairs::cuda::kNoPositiveLabel],
+            c.gram ? earlier_report : std::min(earlier_report, first_of(c.lonely)));
+  EXPECT_EQ(reports.data()[npairs::cuda::kNoPositiveMultilabel], c.gram ? first_of(c.lonely) : kNoBadRow);
+  int wrong = 0;
+  for (std::size_t i = 0; i < rows; ++i) {
+    const bool nan = invalid[i];
+    auto expect = [&](bool ok, const std::string& what) {
+      if (!ok && ++wrong <= 5) ADD_FAILURE() << what << " of row " << i << (nan ? " not NaN" : " changed");
+    };
+    expect(nan ? std::isnan(to_double(row_losses.data()[i])) : to_double(row_losses.data()[i]) == double(i),
+           "loss");
+    expect(nan ? std::isnan(double(losses_to_sum.data()[i])) : double(losses_to_sum.data()[i]) == double(i),
+           "loss to sum");
+    for (std::size_t j = 0; j < cols; ++j) {
+      const std::size_t k = i * cols + j;
+      expect(nan ? std::isnan(to_double(grad.data()[k])) : to_double(grad.data()[k]) == double(k % 7), "dS");
+      if (c.gemm_input)
+        expect(nan ? std::isnan(to_double(gemm.data()[k])) : to_double(gemm.data()[k]) == double(k % 3),
+               "GEMM input");
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_TRUE(row_losses.guards_intact() && grad.guards_intact() && gemm.guards_intact() &&
+              losses_to_sum.guards_intact() && reports.guards_intact());
+}
+
+TEST(EmulatedDeferredCheck, MatchesTheReference) {
+  const long long none = npairs::cuda::kNoBadRow;
+  const DeferredCase cases[] = {
+      {"labels valid", false, 37, 41, 3, {}, {}, none, false},
+      {"labels lonely", false, 37, 41, 3, {30, 4, 36}, {}, none, true},
+      {"labels long rows", false, 5, 700, 3, {2}, {}, none, false},
+      {"gram lonely and negative", true, 23, 300, 4, {9, 22}, {5, 9}, none, true},
+      {"gram column bad", true, 6, 9, 2, {}, {}, 3, false},
+      {"gram no rows, column bad", true, 0, 9, 2, {}, {}, 4, false},
+      {"labels grid-stride", false, 4096 + 5, 5, 3, {4096 + 2}, {}, none, false},
+  };
+  for (const DeferredCase& c : cases) {
+    check_deferred<float>(c);
+    if (c.rows < 100) {
+      check_deferred<double>(c);
+      check_deferred<__half>(c);
+      check_deferred<__nv_bfloat16>(c);
+    }
+  }
 }
 
 // ---- sum_squares_kernel (launch_sum_squares) ----
