@@ -5,6 +5,7 @@
 // of the row kernels' limits (cuda/row_kernel_plan.hpp), aligned or not.
 // Every output is poisoned first. All tests skip without a GPU.
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -479,17 +480,43 @@ struct DeviceSimilarityCall {
       : in(inputs), out(outputs), labels(in.labels), column_labels(in.column_labels),
         similarity(in.similarity), loss(out.loss), grad(out.grad_similarity) {}
   bool ok() const { return labels.ok() && column_labels.ok() && similarity.ok() && loss.ok() && grad.ok(); }
-  npairs_status run(npairs_context ctx, uint32_t flags = 0) {
+  npairs_problem problem() const {
     npairs_problem p = in.problem();
     p.labels = labels.data();
     p.column_labels = column_labels.data();
     p.similarity = similarity.data();
+    return p;
+  }
+  npairs_gradients grads() const {
     npairs_gradients g;
     npairs_gradients_init(&g);
     g.similarity = grad.data();
+    return g;
+  }
+  npairs_options options(uint32_t flags) const {
     npairs_options o = in.options();
     o.flags |= flags;
+    return o;
+  }
+  npairs_status run(npairs_context ctx, uint32_t flags = 0) {
+    const npairs_problem p = problem();
+    npairs_gradients g = grads();
+    const npairs_options o = options(flags);
     return npairs_loss(ctx, &o, &p, nullptr, loss.data(), &g);
+  }
+  // Reserves the workspace the call needs.
+  npairs_status reserve(npairs_context ctx, uint32_t flags) const {
+    const npairs_problem p = problem();
+    const npairs_gradients g = grads();
+    const npairs_options o = options(flags);
+    std::size_t bytes = 0;
+    const npairs_status status = npairs_workspace_size(ctx, &o, &p, &g, &bytes);
+    return status != NPAIRS_OK ? status : npairs_context_reserve(ctx, bytes);
+  }
+  // New inputs of the same shapes into the same device memory.
+  bool upload(const npt::Inputs& next) {
+    return labels.upload(next.labels) && column_labels.upload(next.column_labels) &&
+           similarity.upload(next.similarity);
   }
   bool download() { return loss.download(out.loss) && grad.download(out.grad_similarity); }
 };
@@ -675,6 +702,151 @@ TEST(Cuda, Float16LargeBatchGradientsWithDs) {
   npt::Outputs out(in, true, true, true, true);
   ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, out));
   npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), npt::default_rtol(NPAIRS_F16));
+}
+
+// Rows 3 and 5 of a column-label problem match no column.
+npt::Inputs with_lonely_rows(npt::Inputs in) {
+  in.labels.set_int(3, 1000);
+  in.labels.set_int(5, 1001);
+  return in;
+}
+
+// Expects rows 3 and 5 of the NONE loss and of dS NaN, and every other row
+// as in `valid` (the reference of the same problem with valid rows 3 and 5:
+// rows are independent under NONE).
+void expect_nan_rows(const npt::Inputs& valid, npt::Outputs& out) {
+  const auto expected = ref::compute<double>(valid.reference());
+  const std::size_t M = std::size_t(valid.M);
+  for (std::size_t i = 0; i < std::size_t(valid.R); ++i) {
+    const bool invalid = i == 3 || i == 5;
+    const double loss = out.loss.get(i);
+    EXPECT_TRUE(invalid ? std::isnan(loss) : std::fabs(loss - expected.loss[i]) <= 1e-5 * (1 + std::fabs(expected.loss[i])))
+        << "loss row " << i << ": " << loss;
+    for (std::size_t j = 0; j < M; ++j) {
+      const double g = out.grad_similarity.get(i * M + j), e = double(expected.grad_similarity[i * M + j]);
+      if (!(invalid ? std::isnan(g) : std::fabs(g - e) <= 1e-5)) {
+        ADD_FAILURE() << "dS[" << i << "][" << j << "] = " << g;
+        return;
+      }
+    }
+  }
+}
+
+// NPAIRS_FLAG_DEFER_CHECKS, eager: the call returns OK at once, the invalid
+// rows are NaN, and the next synchronize names the first one (then clears it).
+TEST(Cuda, DeferredCheckReportsAtSynchronize) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs valid = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  const npt::Inputs in = with_lonely_rows(valid);
+  npt::Outputs out(in, true, true, false, false);
+  DeviceSimilarityCall call(in, out);
+  ASSERT_TRUE(call.ok());
+  ASSERT_NPAIRS_OK(call.run(gpu.get(), NPAIRS_FLAG_DEFER_CHECKS));
+  EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(npairs_last_error()).find("problem.labels row 3 "), std::string::npos) << npairs_last_error();
+  EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));  // cleared
+  ASSERT_TRUE(call.download());
+  expect_nan_rows(valid, out);
+  // Without the flag the check fails the call itself.
+  npt::Outputs host_out(in, true, true, false, false);
+  EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, host_out, NPAIRS_ERROR_INVALID_VALUE));
+}
+
+// A call captured into a CUDA graph (device pointers, reserved workspace,
+// the flag) and replayed on new inputs written into the same buffers gives
+// the eager results; a replay whose inputs fail the check gives NaN rows,
+// and synchronize reports the row.
+TEST(Cuda, CapturedCallReplaysOnNewInputs) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0), eager(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  ASSERT_NPAIRS_OK(eager.status());
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), stream));
+  npt::Spec first_spec = similarity_spec(NPAIRS_F32, true), second_spec = first_spec;
+  second_spec.seed += 1;
+  const npt::Inputs first = npt::make_inputs(first_spec), second = npt::make_inputs(second_spec);
+  npt::Outputs out(first, true, true, false, false);
+  DeviceSimilarityCall call(first, out);
+  ASSERT_TRUE(call.ok());
+  ASSERT_NPAIRS_OK(call.reserve(gpu.get(), NPAIRS_FLAG_DEFER_CHECKS));
+
+  cudaGraph_t graph = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const npairs_status captured = call.run(gpu.get(), NPAIRS_FLAG_DEFER_CHECKS);
+  NPT_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  ASSERT_NPAIRS_OK(captured);
+  cudaGraphExec_t exec = nullptr;
+  NPT_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  // Captured, not run: the outputs are still poison.
+  ASSERT_TRUE(call.download());
+  EXPECT_TRUE(out.loss.is_poison(0) && out.grad_similarity.is_poison(0));
+
+  for (const npt::Inputs* inputs : {&second, &first}) {
+    ASSERT_TRUE(call.upload(*inputs));
+    NPT_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+    ASSERT_TRUE(call.download());
+    npt::expect_matches_reference(*inputs, out, ref::compute<double>(inputs->reference()), 1e-5);
+    // The eager call on the same buffers gives the same bits.
+    const std::vector<unsigned char> replayed_loss = out.loss.bytes(), replayed_grad = out.grad_similarity.bytes();
+    ASSERT_NPAIRS_OK(call.run(eager.get()));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(eager.get()));
+    ASSERT_TRUE(call.download());
+    EXPECT_TRUE(out.loss.bytes() == replayed_loss) << "the replay's loss is not the eager call's";
+    EXPECT_TRUE(out.grad_similarity.bytes() == replayed_grad) << "the replay's dS is not the eager call's";
+  }
+
+  // A replay on inputs that fail the check.
+  ASSERT_TRUE(call.upload(with_lonely_rows(second)));
+  NPT_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+  EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(npairs_last_error()).find("problem.labels row 3 "), std::string::npos) << npairs_last_error();
+  ASSERT_TRUE(call.download());
+  expect_nan_rows(second, out);
+  EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+
+  NPT_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  NPT_ASSERT_CUDA(cudaGraphDestroy(graph));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+  NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+// Under capture, a call that would wait for the host fails before queuing
+// anything (the capture stays valid) and says what to do.
+TEST(Cuda, CaptureOfAWaitingCallFailsCleanly) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), stream));
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs out(in, true, true, false, false);
+  DeviceSimilarityCall call(in, out);
+  ASSERT_TRUE(call.ok());
+  struct Attempt {
+    bool reserve;
+    uint32_t flags;
+    const char* hint;
+  };
+  for (const Attempt attempt : {Attempt{false, NPAIRS_FLAG_DEFER_CHECKS, "npairs_context_reserve"},
+                                Attempt{true, 0u, "NPAIRS_FLAG_DEFER_CHECKS"}}) {
+    if (attempt.reserve) ASSERT_NPAIRS_OK(call.reserve(gpu.get(), attempt.flags));
+    cudaGraph_t graph = nullptr;
+    NPT_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const npairs_status status = call.run(gpu.get(), attempt.flags);
+    const std::string message = npairs_last_error();
+    NPT_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+    EXPECT_EQ(status, NPAIRS_ERROR_UNSUPPORTED);
+    EXPECT_NE(message.find(attempt.hint), std::string::npos) << message;
+    NPT_ASSERT_CUDA(cudaGraphDestroy(graph));
+  }
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+  NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
 }
 
 // A context on device 0 leaves the caller's current device (1) current,
