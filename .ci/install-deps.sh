@@ -8,7 +8,9 @@
 #                 required one is missing).
 #
 # Required: the C/C++ toolchain, OpenBLAS, GoogleTest, Google Benchmark, and
-# Python 3 with NumPy and pytest (ctest runs the Python package's tests).
+# Python 3 with NumPy, pytest and venv (ctest runs the Python package's tests,
+# and builds and installs its wheel in a fresh venv: the `wheel` test; the
+# venv of PyPI packages for the `python-pypi` test is .ci/python-venv.sh's).
 # Optional: PyTorch (CPU build, python3-torch): its tests are skipped without
 # it; installed when missing and the package index has it.
 #
@@ -23,7 +25,7 @@
 set -euo pipefail
 
 required=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev
-          python3 python3-numpy python3-pytest)
+          python3 python3-numpy python3-pytest python3-venv)
 optional=(python3-torch)
 if [[ "${1:-}" == --checks ]]; then
   required+=(clang libclang-rt-dev libomp-dev abigail-tools)

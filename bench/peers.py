@@ -11,6 +11,11 @@ PyTorch, TensorFlow, OpenMP and OpenBLAS never compete):
                   tensors (through __cuda_array_interface__) on a GPU
   npairs-torch    npairs.torch.NpairsLoss / NpairsEmbeddingsLoss(reg_lambda=0)
                   with torch.autograd.grad, as in a PyTorch training step
+  npairs-torch-none      the same with reduction='none' (per-row losses,
+                  backward of their sum)
+  npairs-torch-weighted  the same (default reduction) with a sample_weight
+                  that requires grad, dL/dw included
+                  (both are to stay within 1.3x of npairs-torch: issue 16)
   torch-eager     logits = S (or A @ P.T); F.cross_entropy(logits, T) with T
                   the row-normalised label-equality matrix, built per call;
                   torch.autograd.grad
@@ -25,8 +30,9 @@ PyTorch, TensorFlow, OpenMP and OpenBLAS never compete):
 Cases: similarity input (loss + dL/dS) and embeddings input (loss + dL/dA +
 dL/dP), R = M rows, int64 labels with R/2 classes (each twice), float32,
 the default reduction (mean over rows), temperature 1. Each figure is the
-median of --repeats calls after --warmup untimed ones; CUDA calls are
-followed by torch.cuda.synchronize(). Every system's loss and gradient norms
+median of --repeats calls after --warmup untimed ones (with --rounds N, the
+median of N such medians, every system run in turn in each round); CUDA
+calls are followed by torch.cuda.synchronize(). Every system's loss and gradient norms
 are checked against npairs'.
 
 Running it (CPU; Python 3.9-3.11, which tensorflow-addons needs):
@@ -67,7 +73,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SYSTEMS = ["npairs", "npairs-torch", "torch-eager", "torch-compile", "tfa-eager", "tfa-function", "torch-gemms"]
+SYSTEMS = ["npairs", "npairs-torch", "npairs-torch-none", "npairs-torch-weighted", "torch-eager", "torch-compile",
+           "tfa-eager", "tfa-function", "torch-gemms"]
+VARIANTS = ["npairs-torch-none", "npairs-torch-weighted"]  # timed against npairs-torch
 INPUTS = ["similarity", "embeddings"]
 
 
@@ -109,7 +117,7 @@ class Runner:
         if system.startswith("npairs"):
             os.environ.setdefault("NPAIRS_LIBRARY", os.path.join(REPO, "build", "release", "libnpairs.so"))
             sys.path.insert(0, os.path.join(REPO, "python"))
-        if system.startswith("torch") or system == "npairs-torch" or device == "cuda":
+        if system.startswith("torch") or system.startswith("npairs-torch") or device == "cuda":
             import torch
 
             self.torch = torch
@@ -186,16 +194,30 @@ class Runner:
 
         return call
 
-    def _npairs_torch(self, input_kind, labels, data):
+    def _npairs_torch(self, input_kind, labels, data, reduction="sum_over_batch_size", weighted=False):
         import npairs.torch as nt
 
+        torch = self.torch
         lab, ts = self._tensors(labels, data, grad=True)
+        weight = torch.ones(len(labels), device=self.device, requires_grad=True) if weighted else None
+        extra = [weight] if weighted else []
+
+        def total(loss):  # 'none': the backward of the per-row losses' mean, the default's value
+            return loss.sum() / loss.shape[0] if reduction == "none" else loss
+
         if input_kind == "similarity":
-            module = nt.NpairsLoss()
-            return self._autograd_call(lambda: module(lab, ts["similarity"]), [ts["similarity"]])
-        module = nt.NpairsEmbeddingsLoss(reg_lambda=0.0)
-        return self._autograd_call(lambda: module(lab, ts["anchors"], ts["positives"]),
-                                   [ts["anchors"], ts["positives"]])
+            module = nt.NpairsLoss(reduction=reduction)
+            return self._autograd_call(lambda: total(module(lab, ts["similarity"], weight)),
+                                       [ts["similarity"]] + extra)
+        module = nt.NpairsEmbeddingsLoss(reg_lambda=0.0, reduction=reduction)
+        return self._autograd_call(lambda: total(module(lab, ts["anchors"], ts["positives"], weight)),
+                                   [ts["anchors"], ts["positives"]] + extra)
+
+    def _npairs_torch_none(self, input_kind, labels, data):
+        return self._npairs_torch(input_kind, labels, data, reduction="none")
+
+    def _npairs_torch_weighted(self, input_kind, labels, data):
+        return self._npairs_torch(input_kind, labels, data, weighted=True)
 
     def _torch_loss(self, input_kind):
         torch = self.torch
@@ -347,6 +369,27 @@ def run_worker(system, args):
     return {"versions": {}, "error": why, "results": []}
 
 
+def combine_rounds(rounds):
+    """One record per case: the median of the rounds' medians (round_medians_ms keeps each)."""
+    by_case = {}
+    for results in rounds:
+        for r in results:
+            by_case.setdefault((r["system"], r["input"], r["rows"]), []).append(r)
+    combined = []
+    for recs in by_case.values():
+        timed = [r for r in recs if "median_ms" in r]
+        if not timed:
+            combined.append(recs[0])
+            continue
+        rec = dict(timed[0])
+        rec["round_medians_ms"] = [r["median_ms"] for r in timed]
+        rec["median_ms"] = statistics.median(rec["round_medians_ms"])
+        rec["min_ms"] = min(r["min_ms"] for r in timed)
+        rec["times_ms"] = [t for r in timed for t in r["times_ms"]]
+        combined.append(rec)
+    return combined
+
+
 def check_against(results, reference="npairs"):
     """Each result's loss and gradient norms, relative to npairs' on the same case."""
     ref = {(r["input"], r["rows"]): r for r in results if r["system"] == reference and "loss" in r}
@@ -378,6 +421,19 @@ def print_table(results, systems, args):
                     ratio = f" ({m / base:5.2f}x)" if base else " " * 9
                     cells.append(f"{m:>{width}.3f}{ratio}")
             print(f"{label:<22}" + "".join(cells))
+    by_case = {(r["system"], r["input"], r["rows"]): r for r in results}
+    for s in [s for s in VARIANTS if s in shown and "npairs-torch" in shown]:
+        for input_kind in args.inputs:
+            for rows in args.rows:
+                m, base = medians.get((s, input_kind, rows)), medians.get(("npairs-torch", input_kind, rows))
+                if m and base:
+                    line = f"{s} {input_kind} R={rows}: {m / base:.2f}x npairs-torch's time (target <= 1.3x)"
+                    pairs = zip(by_case[(s, input_kind, rows)].get("round_medians_ms", []),
+                                by_case[("npairs-torch", input_kind, rows)].get("round_medians_ms", []))
+                    ratios = [a / b for a, b in pairs]
+                    if len(ratios) > 1:  # each round's two figures were taken minutes apart at most
+                        line += f"; median of the rounds' ratios {statistics.median(ratios):.2f}x"
+                    print(line)
     bad = [r for r in results if r.get("loss_rel_diff", 0) > 1e-4 or r.get("grad_norm_rel_diff", 0) > 1e-3]
     for r in bad:
         print(f"CHECK: {r['system']} {r['input']} R={r['rows']}: loss differs by {r['loss_rel_diff']:.2e}, "
@@ -427,6 +483,9 @@ def main():
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per system")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every system this many times, in turn; each figure is then the median of the rounds' "
+                        "medians (so that a load that comes and goes hits every system alike)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--plot", help="write a PNG plot here (matplotlib)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -455,8 +514,9 @@ def main():
     # the running worker on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = datetime.datetime.now(datetime.timezone.utc)
-    workers = {s: run_worker(s, args) for s in systems}
-    results = [r for w in workers.values() for r in w["results"]]
+    rounds = [{s: run_worker(s, args) for s in systems} for _ in range(args.rounds)]
+    workers = rounds[0]
+    results = combine_rounds([[r for w in round_workers.values() for r in w["results"]] for round_workers in rounds])
     check_against(results)
     print_table(results, systems, args)
     for s, w in workers.items():
@@ -479,7 +539,7 @@ def main():
         "command": shlex.join([sys.executable] + sys.argv),
         "machine": machine,
         "settings": {"device": args.device, "rows": args.rows, "dim": args.dim, "inputs": args.inputs,
-                     "repeats": args.repeats, "warmup": args.warmup},
+                     "repeats": args.repeats, "warmup": args.warmup, "rounds": args.rounds},
         "systems": {s: {"versions": w["versions"], "error": w.get("error")} for s, w in workers.items()},
         "results": results,
     }

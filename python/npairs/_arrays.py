@@ -1,7 +1,8 @@
 """Seeing arrays from any library as (pointer, shape, dtype, device).
 
-Host arrays (NumPy, PyTorch CPU tensors, anything ``numpy.asarray`` takes)
-are converted with NumPy. CUDA arrays are read without copying through
+Host arrays (NumPy, anything ``numpy.asarray`` takes) are converted with
+NumPy; PyTorch CPU tensors with PyTorch (``.to``, ``.contiguous()``), and
+not at all when they already have the dtype wanted and are contiguous. CUDA arrays are read without copying through
 ``__cuda_array_interface__`` (CuPy, Numba, PyTorch) or DLPack
 (``__dlpack__``/``__dlpack_device__``); when one needs a cast or a contiguous
 copy, and for the outputs, the array's own library is used (PyTorch, CuPy,
@@ -49,10 +50,6 @@ def family(obj):
 
 def is_torch(obj):
     return family(obj) == "torch" and hasattr(obj, "is_cuda") and hasattr(obj, "detach")
-
-
-def _is_torch_bfloat16(obj):
-    return is_torch(obj) and str(obj.dtype) == "torch.bfloat16"
 
 
 class Array:
@@ -127,23 +124,17 @@ class Array:
 
 
 def host(name, obj, dtype=None):
-    """Wraps a host object as a C-contiguous NumPy array (of dtype if given).
+    """Wraps a host object as a C-contiguous array (of dtype if given).
 
-    With bfloat16 on either side, PyTorch casts, and a bfloat16 result is a
+    NumPy converts other objects; torch tensors stay torch tensors (see
+    _host_torch). With bfloat16 wanted, PyTorch casts, and the result is a
     torch tensor (see _host_bfloat16).
     """
-    if (dtype is not None and np.dtype(dtype) == BFLOAT16) or _is_torch_bfloat16(obj):
+    if is_torch(obj):
+        return _host_torch(name, obj, dtype)
+    if dtype is not None and np.dtype(dtype) == BFLOAT16:
         return _host_bfloat16(name, obj, dtype)
     fam = "numpy"
-    if is_torch(obj):
-        fam = "torch"
-        t = obj.detach()
-        if getattr(t, "is_conj", lambda: False)():
-            t = t.resolve_conj()
-        try:
-            obj = t.numpy()
-        except (TypeError, RuntimeError) as e:
-            raise InvalidDTypeError(f"{name}: cannot view the tensor of dtype {t.dtype} as a NumPy array ({e})") from None
     try:
         a = np.asarray(obj) if dtype is None else np.ascontiguousarray(obj, dtype=dtype)
     except (TypeError, ValueError) as e:
@@ -154,22 +145,52 @@ def host(name, obj, dtype=None):
 
 
 def _host_bfloat16(name, obj, dtype):
-    """host() for a torch.bfloat16 tensor, or a cast to BFLOAT16, through PyTorch."""
+    """host() of a non-torch object cast to BFLOAT16, through PyTorch."""
     import torch
 
+    try:  # float64: a type PyTorch reads, exact for float16/32 values
+        t = torch.from_numpy(np.array(obj, dtype=np.float64))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"{name} is not an array of numbers ({e})") from None
+    return _host_torch(name, t, dtype)
+
+
+def _host_torch(name, t, dtype):
+    """host() of a CPU tensor: cast and made contiguous by PyTorch, only where needed (never through NumPy).
+
+    Without dtype (wrap(), before the dtype wanted is known) the tensor is
+    only viewed, its strides kept, so that the conversion copies it once.
+    """
+    import torch
+
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if dtype is None:
+        strides = None if t.is_contiguous() else tuple(s * t.element_size() for s in t.stride())
+        return Array(name, t, t.data_ptr(), t.shape, numpy_dtype(name, t.dtype), strides, None, None, "torch", t)
+    t = t.to(_torch_dtype(torch, dtype)).contiguous()
+    return Array(name, t, t.data_ptr(), t.shape, numpy_dtype(name, t.dtype), None, None, None, "torch", t)
+
+
+def numpy_dtype(name, torch_dtype):
+    """The NumPy dtype (BFLOAT16 for bfloat16) of a torch dtype."""
+    text = str(torch_dtype).replace("torch.", "")
+    if text == "bfloat16":
+        return BFLOAT16
+    try:
+        return np.dtype(text)
+    except TypeError:
+        raise InvalidDTypeError(f"{name} has dtype {torch_dtype}, which libnpairs does not read") from None
+
+
+def cast(obj, dtype):
+    """obj (a NumPy array or a torch tensor) in dtype, by its own library."""
     if is_torch(obj):
-        t = obj.detach()
-    else:
-        try:  # float64: a type PyTorch reads, exact for float16/32 values
-            t = torch.from_numpy(np.array(obj, dtype=np.float64))
-        except (TypeError, ValueError) as e:
-            raise InvalidArgumentError(f"{name} is not an array of numbers ({e})") from None
-    if dtype is not None:
-        t = t.to(_torch_dtype(torch, dtype))
-    t = t.contiguous()
-    if t.dtype != torch.bfloat16:
-        return host(name, t)
-    return Array(name, t, t.data_ptr(), t.shape, BFLOAT16, None, None, None, "torch", t)
+        import torch
+
+        return obj.to(_torch_dtype(torch, dtype))
+    return obj.astype(dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -318,6 +339,10 @@ def wrap(name, obj):
     it knows the dtype wanted.
     """
     if is_torch(obj):
+        kind = obj.device.type
+        if kind not in ("cpu", "cuda"):
+            what = "a meta tensor, which holds no data" if kind == "meta" else f"on the {obj.device} device"
+            raise InvalidArgumentError(f"{name} is {what}; libnpairs reads CPU or CUDA tensors")
         if obj.is_cuda:
             t = obj.detach()  # __cuda_array_interface__ refuses tensors that require grad
             try:

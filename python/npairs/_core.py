@@ -15,6 +15,7 @@ from . import _arrays, _lib
 from .errors import (
     InvalidArgumentError,
     InvalidDTypeError,
+    UnsupportedError,
     error_for_status,
 )
 
@@ -57,12 +58,24 @@ class Context:
         check(lib.npairs_context_backend(handle, ctypes.byref(kind)))
         self.backend = kind.value
         self._stream = None
+        self._threads = 0  # the library's default: every core
+        self._workspace_limit = 0  # the library's default: none
         self._finalizer = weakref.finalize(self, _destroy, lib, handle, self.backend == _lib.BACKEND_CUDA)
 
     def set_stream(self, stream):
         if stream != self._stream:
             check(_lib.load().npairs_context_set_stream(self.handle, stream))
             self._stream = stream
+
+    def set_threads(self, threads):
+        if threads != self._threads:
+            check(_lib.load().npairs_context_set_threads(self.handle, threads))
+            self._threads = threads
+
+    def set_workspace_limit(self, limit):
+        if limit != self._workspace_limit:
+            check(_lib.load().npairs_context_set_workspace_limit(self.handle, limit))
+            self._workspace_limit = limit
 
     def synchronize(self):
         check(_lib.load().npairs_context_synchronize(self.handle))
@@ -80,19 +93,103 @@ def _destroy(lib, handle, cuda):
     lib.npairs_context_destroy(handle)
 
 
+class _ContextCache(dict):
+    """One thread's contexts by (backend, device); a dict subclass so that the registry can hold it weakly."""
+
+    __hash__ = object.__hash__  # identity: two threads' caches are never the same entry
+
+    def __eq__(self, other):
+        return self is other
+
+
 _local = threading.local()
+_caches = weakref.WeakSet()  # every live thread's _ContextCache, for empty_cache()
+_caches_lock = threading.Lock()
 
 
 def context(backend, device=0):
     """This thread's cached context for (backend, device); created on first use."""
     cache = getattr(_local, "contexts", None)
     if cache is None:
-        cache = _local.contexts = {}
+        cache = _local.contexts = _ContextCache()
+        with _caches_lock:
+            _caches.add(cache)
     key = (backend, device)
     ctx = cache.get(key)
     if ctx is None:
         ctx = cache[key] = Context(backend, device)
     return ctx
+
+
+def empty_cache():
+    """Releases the library's cached workspace: drops every thread's cached contexts.
+
+    Each context keeps the largest workspace any of its calls needed (see the
+    README, "Memory"); destroying it returns that memory. A context that
+    another thread is using right now is destroyed when that call returns.
+    The next call creates a fresh context.
+    """
+    with _caches_lock:
+        caches = list(_caches)
+    for cache in caches:
+        cache.clear()
+
+
+# The thread count of CPU calls that give none: 0 means every core.
+_threads = 0
+
+
+def threads_count(value, name="threads"):
+    """A thread count: an integer >= 0 (0: every core)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InvalidArgumentError(f"{name} must be an integer at least 0 (0: every core), got {value!r}")
+    return int(value)
+
+
+def set_num_threads(threads):
+    """Sets the CPU thread count of calls that pass no threads= (0, the default: every core).
+
+    npairs.torch ignores it and follows torch.get_num_threads().
+    """
+    global _threads
+    _threads = threads_count(threads)
+
+
+def get_num_threads():
+    """The CPU thread count of calls that pass no threads= (0: every core)."""
+    return _threads
+
+
+# The workspace limit of calls that give none, in bytes: 0 means no limit.
+_workspace_limit = 0
+_SIZE_BITS = 8 * ctypes.sizeof(ctypes.c_size_t)
+
+
+def workspace_limit_bytes(value, name="workspace_limit"):
+    """A workspace limit: an integer number of bytes, 0 to SIZE_MAX (0: no limit)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**_SIZE_BITS:
+        raise InvalidArgumentError(
+            f"{name} must be an integer number of bytes, at least 0 (0: no limit) and below 2**{_SIZE_BITS}, "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def set_workspace_limit(limit):
+    """Sets the workspace limit, in bytes, of calls that pass no workspace_limit= (0, the default: none).
+
+    A call whose scratch memory would exceed it is computed in pieces that
+    fit (SPEC section 4); one whose smallest piece does not fit raises
+    OutOfMemoryError. It caps the library's own scratch memory only, not the
+    inputs and outputs.
+    """
+    global _workspace_limit
+    _workspace_limit = workspace_limit_bytes(limit)
+
+
+def get_workspace_limit():
+    """The workspace limit, in bytes, of calls that pass no workspace_limit= (0: none)."""
+    return _workspace_limit
 
 
 # ---------------------------------------------------------------------------
@@ -109,15 +206,31 @@ REDUCTION_NAMES = {v: k for k, v in _REDUCTIONS.items() if k in ("none", "sum", 
 
 
 def reduction_code(reduction):
-    """Keras reduction name ('none', 'sum', 'sum_over_batch_size', also 'auto'/'mean') -> code."""
+    """Keras reduction name ('none', 'sum', 'sum_over_batch_size', also 'auto'/'mean'; any case) -> code.
+
+    Only names: the library's integer codes are not part of the Python API.
+    """
     key = getattr(reduction, "value", reduction)  # tf.keras.losses.Reduction members are strings anyway
     if isinstance(key, str) and key.lower() in _REDUCTIONS:
         return _REDUCTIONS[key.lower()]
-    if isinstance(key, int) and not isinstance(key, bool) and key in REDUCTION_NAMES:
-        return key  # an npairs_reduction value
     raise InvalidArgumentError(
-        f"reduction must be one of 'none', 'sum', 'sum_over_batch_size' (or 'auto'), got {reduction!r}"
+        f"reduction must be one of 'none', 'sum', 'sum_over_batch_size' (or 'auto', 'mean'), got {reduction!r}"
     )
+
+
+def reduction_name(reduction):
+    """The canonical name ('none', 'sum' or 'sum_over_batch_size') of a reduction name."""
+    return REDUCTION_NAMES[reduction_code(reduction)]
+
+
+def check_reg_lambda(reg_lambda, reduction, embeddings=True):
+    """reg_lambda as a float, checked against the reduction code (the L2 term needs a scalar one)."""
+    value = non_negative_float("reg_lambda", reg_lambda)
+    if embeddings and value > 0 and reduction == _lib.REDUCTION_NONE:
+        raise InvalidArgumentError(
+            "reg_lambda must be 0 with reduction='none': the L2 term is added once to a scalar loss"
+        )
+    return value
 
 
 def positive_float(name, value):
@@ -226,6 +339,7 @@ def _prepare(
     targets,
     column_targets,
     multilabel,
+    embeddings,
     similarity,
     anchors,
     positives,
@@ -236,17 +350,19 @@ def _prepare(
     reg_lambda,
     backend,
     names,
+    host_half_as_float32,
+    weights_as_grad_loss,
 ):
     p = _Prepared()
     p.reduction = reduction_code(reduction)
     p.temperature = positive_float("temperature", temperature)
-    p.reg_lambda = non_negative_float("reg_lambda", reg_lambda)
+    p.reg_lambda = check_reg_lambda(reg_lambda, p.reduction, embeddings)
     p.backend = backend_code(backend)
-    embeddings = similarity is None
-    if embeddings and p.reg_lambda > 0 and p.reduction == _lib.REDUCTION_NONE:
-        raise InvalidArgumentError(
-            "reg_lambda must be 0 with reduction='none': the L2 term is added once to a scalar loss"
-        )
+    required = [("targets", targets)] + ([("anchors", anchors), ("positives", positives)] if embeddings
+                                         else [("similarity", similarity)])
+    for key, value in required:
+        if value is None:
+            raise InvalidArgumentError(f"{names[key]} is None; it is a required input")
 
     # Logits.
     if embeddings:
@@ -318,10 +434,13 @@ def _prepare(
                 f"{cname} has {C.shape[0]} entries but {logits[-1].name} has {M} {'rows' if embeddings else 'columns'}"
             )
     elif M != R:
-        what = f"{logits[-1].name} has {M} rows" if embeddings else f"{logits[0].name} has {M} columns"
-        raise InvalidArgumentError(
-            f"{what} but {logits[0].name} has {R} rows; give {names['column_targets']} for the columns"
-        )
+        if embeddings:
+            what = f"{logits[1].name} has {M} rows but {logits[0].name} has {R}"
+            whose = f"the {M} rows of {logits[1].name}"
+        else:
+            what = f"{logits[0].name} is not square ({R} rows, {M} columns)"
+            whose = f"its {M} columns"
+        raise InvalidArgumentError(f"{what}: give {names['column_targets']}, the labels of {whose}")
     p.K = K
     p.multilabel = multilabel
     p.targets_dtype = np.dtype(targets_dtype)
@@ -371,6 +490,20 @@ def _prepare(
         p.backend = _lib.BACKEND_CUDA if cuda else _lib.BACKEND_CPU
     p.device = cuda[0].device if cuda else 0
 
+    # float16/bfloat16 are computed on CUDA only. npairs.torch computes them
+    # in float32 on the CPU (as CPU autocast wants) and returns the 16-bit type.
+    p.out_dtype = dtype
+    if p.backend == _lib.BACKEND_CPU and dtype in (np.dtype("float16"), _arrays.BFLOAT16):
+        half = next(X for X in logits if X.dtype in (np.dtype("float16"), _arrays.BFLOAT16))
+        if not host_half_as_float32:
+            raise UnsupportedError(
+                f"{half.name} is {_arrays.dtype_name(half.dtype)}, which the CPU backend does not compute: "
+                "cast it to float32, or pass CUDA arrays (or backend='cuda')"
+            )
+        dtype = p.dtype = np.dtype("float32")
+        if multilabel:
+            p.targets_dtype = dtype
+
     # Conversion to the dtypes the library reads, C-contiguous.
     def convert(X, want):
         if X is None:
@@ -387,6 +520,14 @@ def _prepare(
     p.C = convert(C, p.targets_dtype)
     p.W = convert(W, dtype)
     p.G = convert(G, dtype)
+    if weights_as_grad_loss:
+        # The caller wants the unweighted row losses and the gradients of
+        # sum_i w_i loss_i from one call (npairs.torch, for dL/dw): a 'none'
+        # call whose upstream gradient is w. Checked as weights, above.
+        if p.reduction != _lib.REDUCTION_NONE or G is not None:
+            raise InvalidArgumentError("weights_as_grad_loss needs reduction='none' and no grad_loss")
+        if p.W is not None:
+            p.G, p.W = p.W, None
     converted = [X for X in p.logits + [p.T, p.C, p.W, p.G] if X is not None]
     # Outputs follow the logits: in CUDA memory (made by the same library) when
     # a logits array is, else on the host (NumPy, or torch for torch tensors).
@@ -402,11 +543,13 @@ def _output(p, name, shape):
     return _arrays.empty_host(p.ref, name, shape, p.dtype)
 
 
-def _finish(a):
-    """The user-facing object of an output: NumPy 0-d arrays become NumPy scalars."""
+def _finish(a, dtype):
+    """The user-facing object of an output, in dtype: NumPy 0-d arrays become NumPy scalars."""
     if a is None:
         return None
     obj = a.obj
+    if a.dtype != dtype:  # computed in float32 for 16-bit host tensors
+        obj = _arrays.cast(obj, dtype)
     if isinstance(obj, np.ndarray) and obj.ndim == 0:
         return obj[()]
     return obj
@@ -436,6 +579,7 @@ def compute(
     targets,
     column_targets=None,
     multilabel=False,
+    embeddings=None,
     similarity=None,
     anchors=None,
     positives=None,
@@ -445,14 +589,28 @@ def compute(
     temperature=1.0,
     reg_lambda=0.0,
     backend="auto",
+    threads=None,
+    workspace_limit=None,
     want_loss=True,
     want_grads=(),
     names=None,
+    host_half_as_float32=False,
+    weights_as_grad_loss=False,
 ):
     """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives'.
 
+    embeddings: whether the logits are anchors and positives (None: when no
+    similarity is given). threads: CPU threads (None: get_num_threads()).
+    workspace_limit: bytes of library workspace (None: get_workspace_limit()).
+    host_half_as_float32: compute 16-bit host inputs in float32 and return
+    outputs in their 16-bit type, instead of raising. weights_as_grad_loss
+    (with reduction='none', no grad_loss): the loss rows come back
+    unweighted and the gradients are those of sum_i w_i loss_i.
+
     Returns (loss or None, {name: gradient}).
     """
+    threads = _threads if threads is None else threads_count(threads)
+    workspace_limit = _workspace_limit if workspace_limit is None else workspace_limit_bytes(workspace_limit)
     all_names = {
         "targets": "labels",
         "column_targets": "column_labels",
@@ -466,6 +624,7 @@ def compute(
         targets=targets,
         column_targets=column_targets,
         multilabel=multilabel,
+        embeddings=similarity is None if embeddings is None else embeddings,
         similarity=similarity,
         anchors=anchors,
         positives=positives,
@@ -476,8 +635,13 @@ def compute(
         reg_lambda=reg_lambda,
         backend=backend,
         names=all_names,
+        host_half_as_float32=host_half_as_float32,
+        weights_as_grad_loss=weights_as_grad_loss,
     )
     ctx = context(p.backend, p.device)
+    if ctx.backend == _lib.BACKEND_CPU:
+        ctx.set_threads(threads)
+    ctx.set_workspace_limit(workspace_limit)
     lib = _lib.load()
 
     opts = _lib.Options()
@@ -499,7 +663,7 @@ def compute(
         prob.labels = p.T.pointer()
         prob.column_labels = p.C.pointer() if p.C is not None else None
         prob.label_dtype = _lib.I32 if p.targets_dtype == np.int32 else _lib.I64
-    if similarity is None:
+    if len(p.logits) == 2:
         prob.anchors = p.logits[0].pointer()
         prob.positives = p.logits[1].pointer()
         prob.dim = p.D
@@ -532,11 +696,24 @@ def compute(
     )
     if status:
         raise error_for_status(status, _user_message(_lib.last_error(), status, all_names, p.multilabel))
-    return _finish(loss), {k: _finish(v) for k, v in grads.items()}
+    return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
 
 
 # ---------------------------------------------------------------------------
 # Public functions, named as in TensorFlow Addons
+#
+# Their keywords are TensorFlow Addons' (y_true, y_pred) and tf.contrib's
+# (labels, anchors, positives); npairs.torch uses PyTorch-style names
+# (labels, similarity, multilabels). The README lists both.
+
+
+def _autograd_wanted(*arrays):
+    """True when a torch tensor among arrays requires grad and grad mode is on: npairs.torch computes those."""
+    if not any(_arrays.is_torch(a) and a.requires_grad for a in arrays):
+        return False
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def npairs_loss(
@@ -548,6 +725,8 @@ def npairs_loss(
     temperature=1.0,
     column_labels=None,
     backend="auto",
+    threads=None,
+    workspace_limit=None,
     return_grad=False,
     grad_loss=None,
 ):
@@ -566,6 +745,12 @@ def npairs_loss(
       column_labels: labels of the M columns, when they differ from y_true
         (needed when M != R).
       backend: 'auto' (CUDA for CUDA arrays, else CPU), 'cpu' or 'cuda'.
+      threads: CPU threads for this call; None: :func:`npairs.get_num_threads`
+        (0: every core).
+      workspace_limit: bytes of scratch memory the library may use for this
+        call; None: :func:`npairs.get_workspace_limit` (0: no limit). A call
+        that needs more is computed in pieces that fit; one whose smallest
+        piece does not fit raises OutOfMemoryError.
       return_grad: also return dL/dy_pred.
       grad_loss: upstream gradient (a scalar, or [R] with reduction='none');
         None means ones.
@@ -573,10 +758,13 @@ def npairs_loss(
     Returns:
       The loss (a scalar, or [R] for 'none'), or ``(loss, grad)`` with
       ``return_grad``. NumPy inputs give NumPy outputs; PyTorch, CuPy and
-      Numba inputs give outputs of the same library and device.
+      Numba inputs give outputs of the same library and device. Without
+      ``return_grad``, a torch tensor that requires grad (y_pred or
+      sample_weight) is computed by :mod:`npairs.torch`, so the loss is
+      differentiable.
     """
     return _similarity_loss(False, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss)
 
 
 def npairs_multilabel_loss(
@@ -588,6 +776,8 @@ def npairs_multilabel_loss(
     temperature=1.0,
     column_labels=None,
     backend="auto",
+    threads=None,
+    workspace_limit=None,
     return_grad=False,
     grad_loss=None,
 ):
@@ -603,22 +793,32 @@ def npairs_multilabel_loss(
     arguments and the result are as for :func:`npairs_loss`.
     """
     return _similarity_loss(True, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss)
 
 
 def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                     return_grad, grad_loss):
+                     threads, workspace_limit, return_grad, grad_loss):
     """The shared body of npairs_loss and npairs_multilabel_loss."""
+    if not return_grad and _autograd_wanted(y_pred, sample_weight):
+        from . import torch as nt
+
+        loss = nt.npairs_multilabel_loss if multilabel else nt.npairs_loss
+        return loss(y_true, y_pred, sample_weight, reduction=reduction, temperature=temperature, backend=backend,
+                    threads=threads, workspace_limit=workspace_limit,
+                    **{"column_multilabels" if multilabel else "column_labels": column_labels})
     loss, grads = compute(
         targets=y_true,
         column_targets=column_labels,
         multilabel=multilabel,
+        embeddings=False,
         similarity=y_pred,
         sample_weight=sample_weight,
         grad_loss=grad_loss,
         reduction=reduction,
         temperature=temperature,
         backend=backend,
+        threads=threads,
+        workspace_limit=workspace_limit,
         want_grads=("similarity",) if return_grad else (),
         names={"targets": "y_true", "similarity": "y_pred"},
     )
@@ -630,22 +830,26 @@ def npairs_embeddings_loss(
     anchors,
     positives,
     *,
-    reg_lambda=0.002,
+    reg_lambda=0.0,
     temperature=1.0,
     reduction="sum_over_batch_size",
     column_labels=None,
     sample_weight=None,
     multilabel=None,
     backend="auto",
+    threads=None,
+    workspace_limit=None,
     return_grads=False,
     grad_loss=None,
 ):
-    """N-pairs loss of embeddings with tf.contrib's L2 term.
+    """N-pairs loss of embeddings, with tf.contrib's optional L2 term.
 
-    ``tf.contrib.losses.metric_learning.npairs_loss(labels, anchors,
-    positives, reg_lambda=0.002)``: logits ``anchors @ positives.T /
-    temperature`` plus ``0.25 * reg_lambda * (mean_i |a_i|^2 + mean_j
-    |p_j|^2)`` (added once; reg_lambda must be 0 with reduction='none').
+    Logits ``anchors @ positives.T / temperature``, plus ``0.25 *
+    reg_lambda * (mean_i |a_i|^2 + mean_j |p_j|^2)`` (added once;
+    reg_lambda must be 0 with reduction='none'). The default reg_lambda is
+    0 (no L2 term, as pytorch-metric-learning and CLIP expect);
+    ``reg_lambda=0.002`` reproduces
+    ``tf.contrib.losses.metric_learning.npairs_loss(labels, anchors, positives)``.
 
     Args:
       labels: [R] integer labels, or an [R, K] multi-hot matrix.
@@ -656,18 +860,24 @@ def npairs_embeddings_loss(
       column_labels: labels (or multi-hot rows) of the positives when they
         differ from labels (needed when M != R).
       return_grads: also return ``(dL/danchors, dL/dpositives)``.
-      Others as for :func:`npairs_loss`.
+      Others as for :func:`npairs_loss` (torch tensors that require grad go
+      to :mod:`npairs.torch` without ``return_grads``).
 
     Returns:
       The loss, or ``(loss, (grad_anchors, grad_positives))``.
     """
-    if multilabel is None:
-        shape = np.shape(_densify("labels", labels)) if not hasattr(labels, "shape") else tuple(labels.shape)
-        multilabel = len(shape) == 2 and shape[1] != 1
+    if not return_grads and _autograd_wanted(anchors, positives, sample_weight):
+        from . import torch as nt
+
+        return nt.npairs_embeddings_loss(labels, anchors, positives, sample_weight, column_labels=column_labels,
+                                         reg_lambda=reg_lambda, temperature=temperature, reduction=reduction,
+                                         multilabel=multilabel, backend=backend, threads=threads,
+                                         workspace_limit=workspace_limit)
     loss, grads = compute(
         targets=labels,
         column_targets=column_labels,
-        multilabel=bool(multilabel),
+        multilabel=is_multilabel(labels, multilabel),
+        embeddings=True,
         anchors=anchors,
         positives=positives,
         sample_weight=sample_weight,
@@ -676,6 +886,18 @@ def npairs_embeddings_loss(
         temperature=temperature,
         reg_lambda=reg_lambda,
         backend=backend,
+        threads=threads,
+        workspace_limit=workspace_limit,
         want_grads=("anchors", "positives") if return_grads else (),
     )
     return (loss, (grads["anchors"], grads["positives"])) if return_grads else loss
+
+
+def is_multilabel(labels, multilabel=None):
+    """multilabel if given, else whether labels look multi-hot (2-D with more than one column)."""
+    if multilabel is not None:
+        return bool(multilabel)
+    if labels is None:
+        return False
+    shape = tuple(labels.shape) if hasattr(labels, "shape") else np.shape(_densify("labels", labels))
+    return len(shape) == 2 and shape[1] != 1

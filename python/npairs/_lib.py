@@ -3,7 +3,8 @@
 The shared library is found lazily, at the first call that needs it:
 
 1. the path in the environment variable ``NPAIRS_LIBRARY``;
-2. a ``libnpairs.so*`` (``libnpairs*.dylib``, ``npairs.dll``) next to this file;
+2. a ``libnpairs.so*`` (``libnpairs*.dylib``, ``npairs.dll``) next to this file,
+   where ``pip install .`` (pyproject.toml) puts the one it builds;
 3. the system loader: ``libnpairs.so.1``, then whatever
    ``ctypes.util.find_library("npairs")`` returns.
 
@@ -119,6 +120,8 @@ _SIGNATURES = {
     "npairs_context_set_stream": (npairs_status, [npairs_context, ctypes.c_void_p]),
     "npairs_context_set_threads": (npairs_status, [npairs_context, ctypes.c_int32]),
     "npairs_context_synchronize": (npairs_status, [npairs_context]),
+    "npairs_context_set_workspace_limit": (npairs_status, [npairs_context, ctypes.c_size_t]),
+    "npairs_context_reserve": (npairs_status, [npairs_context, ctypes.c_size_t]),
     "npairs_options_init": (None, [ctypes.POINTER(Options)]),
     "npairs_problem_init": (None, [ctypes.POINTER(Problem)]),
     "npairs_gradients_init": (None, [ctypes.POINTER(Gradients)]),
@@ -133,11 +136,22 @@ _SIGNATURES = {
             ctypes.POINTER(Gradients),
         ],
     ),
+    "npairs_workspace_size": (
+        npairs_status,
+        [
+            npairs_context,
+            ctypes.POINTER(Options),
+            ctypes.POINTER(Problem),
+            ctypes.POINTER(Gradients),
+            ctypes.POINTER(ctypes.c_size_t),
+        ],
+    ),
 }
 
 _lock = threading.Lock()
 _lib = None
 _path = None
+_origin = None
 
 
 def _candidates():
@@ -181,7 +195,7 @@ def load():
     Raises LibraryNotFoundError (an NpairsError and an OSError) when no
     usable libnpairs is found.
     """
-    global _lib, _path
+    global _lib, _path, _origin
     if _lib is not None:
         return _lib
     with _lock:
@@ -206,13 +220,13 @@ def load():
                     f"version {version // 10000}; this package needs {SUPPORTED_MAJOR}.x"
                 )
                 continue
-            _lib, _path = lib, name
+            _lib, _path, _origin = lib, name, what
             return lib
         raise LibraryNotFoundError(
             "libnpairs (the shared library behind the npairs package) could not be loaded. "
-            f"Set {ENV_VAR} to the path of libnpairs.so, copy libnpairs.so* next to "
-            f"{pathlib.Path(__file__).resolve().parent}, or install it where the system loader "
-            "finds it. Tried:\n" + "\n".join(tried)
+            "Install the package with `pip install .` at the repository root (it builds the library "
+            f"into the package), set {ENV_VAR} to the path of a libnpairs.so, or install the library "
+            "where the system loader finds it. Tried:\n" + "\n".join(tried)
         )
 
 
@@ -220,6 +234,12 @@ def library_path():
     """The name or path the library was loaded from (loads it if needed)."""
     load()
     return _path
+
+
+def library_origin():
+    """How the library was found, e.g. 'next to the package: PATH' (loads it if needed)."""
+    load()
+    return _origin
 
 
 def last_error():

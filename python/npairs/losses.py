@@ -7,7 +7,11 @@ per row) applied before the reduction, as Keras losses do:
 
 Unlike ``tfa.losses.NpairsLoss`` (fixed reduction NONE over an already
 averaged scalar), the reduction here is configurable and weights act per
-row. ``get_config()`` / ``from_config()`` round-trip.
+row. ``get_config()`` / ``from_config()`` round-trip. ``threads`` (None:
+:func:`npairs.get_num_threads`) sets the CPU threads of each call,
+``workspace_limit`` (None: :func:`npairs.get_workspace_limit`) the bytes of
+library workspace it may use. Torch tensors that require grad are computed
+by :mod:`npairs.torch`, so the loss they give is differentiable.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from . import _core
 class _LossBase:
     _defaults = {}
 
-    def __init__(self, name, reduction, temperature, backend):
-        code = _core.reduction_code(reduction)
-        self.reduction = _core.REDUCTION_NAMES[code] if str(reduction).lower() != "auto" else "auto"
+    def __init__(self, name, reduction, temperature, backend, threads, workspace_limit):
+        canonical = _core.reduction_name(reduction)
+        self.reduction = canonical if str(reduction).lower() != "auto" else "auto"
         self.temperature = _core.positive_float("temperature", temperature)
         _core.backend_code(backend)
         self.backend = str(backend).lower()
+        self.threads = None if threads is None else _core.threads_count(threads)
+        self.workspace_limit = None if workspace_limit is None else _core.workspace_limit_bytes(workspace_limit)
         self.name = name
 
     def get_config(self):
@@ -32,6 +38,8 @@ class _LossBase:
             "reduction": self.reduction,
             "temperature": self.temperature,
             "backend": self.backend,
+            "threads": self.threads,
+            "workspace_limit": self.workspace_limit,
         }
 
     @classmethod
@@ -55,17 +63,19 @@ class NpairsLoss(_LossBase):
     ``y_pred`` [R, R] similarities (see :func:`npairs.npairs_loss`).
     """
 
-    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", name="npairs_loss", backend="auto"):
-        super().__init__(name, reduction, temperature, backend)
+    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", name="npairs_loss", backend="auto",
+                 threads=None, workspace_limit=None):
+        super().__init__(name, reduction, temperature, backend, threads, workspace_limit)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        return _core.npairs_loss(
-            y_true, y_pred, sample_weight, reduction=self.reduction, temperature=self.temperature, backend=self.backend
-        )
+        return _core.npairs_loss(y_true, y_pred, sample_weight, reduction=self.reduction, temperature=self.temperature,
+                                 backend=self.backend, threads=self.threads,
+                                 workspace_limit=self.workspace_limit)
 
     def call(self, y_true, y_pred):
         """Per-row losses (Keras' Loss.call): the 'none' reduction, unweighted."""
-        return _core.npairs_loss(y_true, y_pred, reduction="none", temperature=self.temperature, backend=self.backend)
+        return _core.npairs_loss(y_true, y_pred, reduction="none", temperature=self.temperature, backend=self.backend,
+                                 threads=self.threads, workspace_limit=self.workspace_limit)
 
 
 class NpairsMultilabelLoss(_LossBase):
@@ -75,37 +85,42 @@ class NpairsMultilabelLoss(_LossBase):
     """
 
     def __init__(
-        self, temperature=1.0, reduction="sum_over_batch_size", name="npairs_multilabel_loss", backend="auto"
+        self, temperature=1.0, reduction="sum_over_batch_size", name="npairs_multilabel_loss", backend="auto",
+        threads=None, workspace_limit=None,
     ):
-        super().__init__(name, reduction, temperature, backend)
+        super().__init__(name, reduction, temperature, backend, threads, workspace_limit)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        return _core.npairs_multilabel_loss(
-            y_true, y_pred, sample_weight, reduction=self.reduction, temperature=self.temperature, backend=self.backend
-        )
+        return _core.npairs_multilabel_loss(y_true, y_pred, sample_weight, reduction=self.reduction,
+                                            temperature=self.temperature, backend=self.backend, threads=self.threads,
+                                            workspace_limit=self.workspace_limit)
 
     def call(self, y_true, y_pred):
-        return _core.npairs_multilabel_loss(
-            y_true, y_pred, reduction="none", temperature=self.temperature, backend=self.backend
-        )
+        return _core.npairs_multilabel_loss(y_true, y_pred, reduction="none", temperature=self.temperature,
+                                            backend=self.backend, threads=self.threads,
+                                            workspace_limit=self.workspace_limit)
 
 
 class NpairsEmbeddingsLoss(_LossBase):
     """tf.contrib's embeddings form: ``__call__(labels, anchors, positives, sample_weight=None)``.
+
+    The default reg_lambda is 0; ``reg_lambda=0.002`` reproduces tf.contrib.
 
     See :func:`npairs.npairs_embeddings_loss`.
     """
 
     def __init__(
         self,
-        reg_lambda=0.002,
+        reg_lambda=0.0,
         temperature=1.0,
         reduction="sum_over_batch_size",
         name="npairs_embeddings_loss",
         backend="auto",
+        threads=None,
+        workspace_limit=None,
     ):
-        super().__init__(name, reduction, temperature, backend)
-        self.reg_lambda = _core.non_negative_float("reg_lambda", reg_lambda)
+        super().__init__(name, reduction, temperature, backend, threads, workspace_limit)
+        self.reg_lambda = _core.check_reg_lambda(reg_lambda, _core.reduction_code(reduction))
 
     def get_config(self):
         config = super().get_config()
@@ -122,4 +137,6 @@ class NpairsEmbeddingsLoss(_LossBase):
             reduction=self.reduction,
             sample_weight=sample_weight,
             backend=self.backend,
+            threads=self.threads,
+            workspace_limit=self.workspace_limit,
         )

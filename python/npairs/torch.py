@@ -2,60 +2,103 @@
 
 ``NpairsLoss`` (labels + similarity), ``NpairsMultilabelLoss`` (multi-hot +
 similarity) and ``NpairsEmbeddingsLoss`` (labels + anchors + positives, with
-tf.contrib's L2 term). The forward pass computes the loss and its gradients
-in one library call; backward scales the saved gradients by ``grad_output``
-(for reduction 'none' it asks the library again with ``grad_loss =
-grad_output``). CPU tensors are passed without copying through NumPy views,
-CUDA tensors through ``__cuda_array_interface__`` on the current stream.
-float16 and bfloat16 tensors are computed on CUDA (on the CPU they raise
-UnsupportedError), with outputs and gradients in the same dtype.
+tf.contrib's optional L2 term). The forward pass computes the loss and its
+gradients in one library call, and backward only scales them by
+``grad_output``: it does not call the library again (for reduction 'none' the
+forward pass keeps dL/dS for a unit upstream gradient; backward scales its
+rows in place and, for embeddings, multiplies it by the positives and
+anchors; only a second backward through a retained graph asks the library
+again). A
+``sample_weight`` that requires grad costs no extra call either: the same
+call returns the unweighted row losses (dL/dw_i is proportional to them).
+
+CPU tensors reach the library without copying when contiguous (else
+``.contiguous()`` copies them), CUDA tensors through
+``__cuda_array_interface__`` on the current stream. CPU calls use
+``torch.get_num_threads()`` threads (or ``threads=``), and at most
+``npairs.get_workspace_limit()`` bytes of library workspace (or
+``workspace_limit=``; 0: no limit), streaming a call that needs more. float16 and bfloat16 tensors are
+computed on CUDA in their own type; on the CPU (e.g. under
+``torch.autocast("cpu", dtype=torch.bfloat16)``) in float32, with the loss
+and gradients returned in the 16-bit type.
 
 Gradients flow to the similarity (or the anchors and positives) and to
 ``sample_weight``; labels and multi-hot targets are constants. Double
-backward is not supported.
+backward (``create_graph=True`` through the loss, e.g. a gradient penalty)
+is not supported: it raises UnsupportedError rather than drop the
+second-order terms.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
-from . import _core, _lib
+from . import _core
+from .errors import UnsupportedError
+
+_DOUBLE_BACKWARD = (
+    "npairs.torch does not support double backward: a graph was requested through the N-pairs loss's gradient "
+    "(torch.autograd.grad or backward with create_graph=True, e.g. for a gradient penalty). Compute the loss "
+    "with plain PyTorch ops where second-order terms are needed, or take the gradient without create_graph."
+)
 
 
 class _Config:
-    __slots__ = ("multilabel", "reduction", "temperature", "reg_lambda", "backend")
+    __slots__ = ("multilabel", "embeddings", "reduction", "temperature", "reg_lambda", "backend", "threads",
+                 "workspace_limit")
 
-    def __init__(self, multilabel, reduction, temperature, reg_lambda, backend):
-        self.multilabel = multilabel
-        self.reduction = _core.reduction_code(reduction)
+    def __init__(self, multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads=None,
+                 workspace_limit=None):
+        self.multilabel = bool(multilabel)
+        self.embeddings = embeddings
+        self.reduction = _core.reduction_name(reduction)
         self.temperature = _core.positive_float("temperature", temperature)
-        self.reg_lambda = _core.non_negative_float("reg_lambda", reg_lambda)
+        self.reg_lambda = _core.check_reg_lambda(reg_lambda, _core.reduction_code(reduction), embeddings)
         self.backend = backend
         _core.backend_code(backend)
+        self.threads = None if threads is None else _core.threads_count(threads)
+        self.workspace_limit = None if workspace_limit is None else _core.workspace_limit_bytes(workspace_limit)
 
 
-def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, *, grad_loss=None,
-          want_loss=True, want_grads=(), reduction=None, reg_lambda=None, use_weight=True):
-    names = {"targets": "multilabels" if cfg.multilabel else "labels"}
+def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, *, want_grads, reduction=None,
+          reg_lambda=None, weights_as_grad_loss=False, grad_loss=None):
+    names = {"targets": "multilabels", "column_targets": "column_multilabels"} if cfg.multilabel else {}
     return _core.compute(
         targets=targets,
         column_targets=column_targets,
         multilabel=cfg.multilabel,
+        embeddings=cfg.embeddings,
         similarity=similarity,
         anchors=anchors,
         positives=positives,
-        sample_weight=weight if use_weight else None,
+        sample_weight=weight,
         grad_loss=grad_loss,
         reduction=cfg.reduction if reduction is None else reduction,
         temperature=cfg.temperature,
         reg_lambda=cfg.reg_lambda if reg_lambda is None else reg_lambda,
         backend=cfg.backend,
-        want_loss=want_loss,
+        threads=torch.get_num_threads() if cfg.threads is None else cfg.threads,
+        workspace_limit=cfg.workspace_limit,
         want_grads=want_grads,
         names=names,
+        host_half_as_float32=True,
+        weights_as_grad_loss=weights_as_grad_loss,
     )
+
+
+def _rows(logits):
+    """The row count of a 2-D logits input (checked by the library call that follows; 0 if it has none)."""
+    shape = getattr(logits, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) > 0 else 0
+
+
+def _detached(x):
+    return x.detach() if torch.is_tensor(x) else x
+
+
+def _tensor(x, like):
+    return x if torch.is_tensor(x) else torch.as_tensor(x, device=like.device)
 
 
 class NpairsFunction(torch.autograd.Function):
@@ -63,153 +106,218 @@ class NpairsFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cfg, targets, column_targets, weight, similarity, anchors, positives):
-        logits = ("similarity",) if similarity is not None else ("anchors", "positives")
-        needs = dict(zip(("similarity", "anchors", "positives"), ctx.needs_input_grad[4:7]))
-        wanted = tuple(n for n in logits if needs[n])
-        none = cfg.reduction == _lib.REDUCTION_NONE
-        # Scalar reductions: loss and gradients (for grad_output = 1) in one call.
-        loss, grads = _call(cfg, targets, column_targets, weight, similarity, anchors, positives,
-                            want_grads=() if none else wanted)
-        # dL/dw_i = g * r * loss_i, loss_i the unweighted row loss.
-        row_loss = None
-        if weight is not None and ctx.needs_input_grad[3]:
-            row_loss, _ = _call(cfg, targets, column_targets, weight, similarity, anchors, positives,
-                                reduction=_lib.REDUCTION_NONE, reg_lambda=0.0, use_weight=False)
-        ctx.cfg = cfg
-        ctx.wanted = wanted
-        ctx.weight_meta = (weight.shape, weight.dtype) if torch.is_tensor(weight) else None
-        ctx.rows = len(targets)
-        if none:
-            # The inputs, to ask the library again with grad_loss = grad_output;
-            # labels or weights given as NumPy arrays or numbers are kept aside.
-            items = (targets, column_targets, weight, similarity, anchors, positives, row_loss)
-            ctx.others = {i: v for i, v in enumerate(items) if v is not None and not torch.is_tensor(v)}
-            ctx.save_for_backward(*(v if torch.is_tensor(v) else None for v in items))
+        inputs = {"similarity": similarity, "anchors": anchors, "positives": positives}
+        needs = dict(zip(inputs, ctx.needs_input_grad[4:7]))
+        wanted = tuple(n for n in (("anchors", "positives") if cfg.embeddings else ("similarity",)) if needs[n])
+        none = cfg.reduction == "none"
+        weight_grad = ctx.needs_input_grad[3]
+        # 'none': dL/dS for a unit upstream gradient, whose rows backward scales.
+        want = ("similarity",) if none and wanted else wanted
+        rows = None
+        if weight_grad:
+            # One call gives the unweighted row losses (for dL/dw) and the
+            # gradients of sum_i r w_i loss_i (r: the reduction's factor, as
+            # the library's upstream gradient); the reduction and the L2 term
+            # are applied here, as SPEC section 1 defines them.
+            w = weight.detach()
+            r = 1.0 / max(_rows(similarity if anchors is None else anchors), 1) \
+                if cfg.reduction == "sum_over_batch_size" else 1.0
+            rows, grads = _call(cfg, targets, column_targets, w * r if r != 1.0 else w, similarity, anchors,
+                                positives, want_grads=want, reduction="none", reg_lambda=0.0,
+                                weights_as_grad_loss=True)
+            w = w.reshape(-1).to(device=rows.device, dtype=rows.dtype)
+            loss = rows * w if none else (rows * w).sum() * r
+            if cfg.reg_lambda > 0 and not none:
+                loss = loss + _add_l2_term(cfg.reg_lambda, _tensor(anchors, loss), positives, grads)
         else:
-            ctx.save_for_backward(*(grads.get(n) for n in ("similarity", "anchors", "positives")), row_loss)
+            loss, grads = _call(cfg, targets, column_targets, weight, similarity, anchors, positives,
+                                want_grads=want)
+        ctx.none, ctx.wanted = none, wanted
+        ctx.scale = 1.0 / max(rows.shape[0], 1) if rows is not None and cfg.reduction == "sum_over_batch_size" \
+            else 1.0
+        ctx.dtypes = {name: x.dtype for name, x in inputs.items() if torch.is_tensor(x)}
+        ctx.weight_meta = (weight.shape, weight.dtype, weight.device) if weight_grad else None
+        saved = [grads.get(n) for n in ("similarity", "anchors", "positives")] + [rows]
+        ctx.unit_dS = None
+        if none and wanted:
+            dS = grads["similarity"]
+            if cfg.embeddings:
+                saved[1:3] = [_tensor(anchors, dS), _tensor(positives, dS)]  # backward multiplies dS by them
+            else:
+                # Scaled in place by the first backward (no new R x M array), so
+                # kept outside the saved tensors, whose versions autograd checks;
+                # a second backward (retain_graph=True) asks the library again.
+                saved[0] = None
+                ctx.unit_dS = dS
+                ctx.recompute = (cfg, targets, column_targets, _detached(weight), _detached(similarity))
+        ctx.save_for_backward(*saved)
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
-        cfg = ctx.cfg
+        if torch.is_grad_enabled():  # create_graph=True: second-order terms were asked for
+            raise UnsupportedError(_DOUBLE_BACKWARD)
+        similarity, anchors, positives, rows = ctx.saved_tensors
         out = {"similarity": None, "anchors": None, "positives": None}
         grad_weight = None
-        if cfg.reduction == _lib.REDUCTION_NONE:
-            saved = list(ctx.saved_tensors)
-            for i, v in ctx.others.items():
-                saved[i] = v
-            targets, column_targets, weight, similarity, anchors, positives, row_loss = saved
-            g = grad_output.detach().contiguous()
-            if ctx.wanted:
-                _, grads = _call(cfg, targets, column_targets, weight, similarity, anchors, positives,
-                                 grad_loss=g, want_loss=False, want_grads=ctx.wanted)
-                out.update(grads)
-            if row_loss is not None:
-                grad_weight = g * row_loss
+        if ctx.none:
+            if ctx.wanted and similarity is not None:  # embeddings: the upstream gradient scales rows of D values
+                g = grad_output.to(similarity.dtype).reshape(-1, 1)
+                if "anchors" in ctx.wanted:
+                    out["anchors"] = g * (similarity @ positives.to(g.dtype))
+                if "positives" in ctx.wanted:
+                    out["positives"] = similarity.T @ (g * anchors.to(g.dtype))
+            elif ctx.wanted and ctx.unit_dS is not None:
+                out["similarity"] = ctx.unit_dS.mul_(grad_output.to(ctx.unit_dS.dtype).reshape(-1, 1))
+                ctx.unit_dS = None
+            elif ctx.wanted:
+                cfg, targets, column_targets, weight, logits = ctx.recompute
+                _, grads = _call(cfg, targets, column_targets, weight, logits, None, None, want_grads=("similarity",),
+                                 grad_loss=grad_output.detach().contiguous())
+                out["similarity"] = grads["similarity"]
+            if rows is not None:
+                grad_weight = grad_output * rows
         else:
-            *saved, row_loss = ctx.saved_tensors
             # loss.backward() passes a 1: then the saved gradients are the answer, and
             # skipping the product saves a pass and an allocation of R x M. (Checked on
             # CPU only, where reading the value costs no device synchronisation.)
             unit = grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1.0
-            for name, grad in zip(("similarity", "anchors", "positives"), saved):
-                if grad is not None:
+            for name, grad in zip(out, (similarity, anchors, positives)):
+                if grad is not None and name in ctx.wanted:
                     out[name] = grad if unit else grad * grad_output
-            if row_loss is not None:
-                r = 1.0 / max(ctx.rows, 1) if cfg.reduction == _lib.REDUCTION_SUM_OVER_BATCH_SIZE else 1.0
-                grad_weight = row_loss * (grad_output * r)
+            if rows is not None:
+                grad_weight = rows * (grad_output * ctx.scale)
+        for name, grad in out.items():
+            if grad is not None:
+                out[name] = grad.to(ctx.dtypes[name])
         if grad_weight is not None:  # back to the weights' own shape: [R], [R, 1] or a broadcast scalar
-            shape, dtype = ctx.weight_meta
-            grad_weight = (grad_weight.sum() if len(shape) == 0 else grad_weight).reshape(shape).to(dtype)
+            shape, dtype, device = ctx.weight_meta
+            grad_weight = (grad_weight.sum() if len(shape) == 0 else grad_weight).reshape(shape)
+            grad_weight = grad_weight.to(device=device, dtype=dtype)
         return None, None, None, grad_weight, out["similarity"], out["anchors"], out["positives"]
+
+
+def _add_l2_term(reg_lambda, anchors, positives, grads):
+    """tf.contrib's L2 term, 0.25 reg (mean_i |a_i|^2 + mean_j |p_j|^2), with its gradients added to grads.
+
+    Only for a sample_weight that requires grad: that path's 'none' call
+    (for the row losses) cannot include the term.
+    """
+    a, p = anchors.detach(), _tensor(positives, anchors).detach()
+    if "anchors" in grads:
+        grads["anchors"] += (0.5 * reg_lambda / max(a.shape[0], 1)) * a.to(grads["anchors"].dtype)
+    if "positives" in grads:
+        grads["positives"] += (0.5 * reg_lambda / max(p.shape[0], 1)) * p.to(grads["positives"].dtype)
+    return 0.25 * reg_lambda * (a.pow(2).sum(1).mean() + p.pow(2).sum(1).mean())
 
 
 def _weight(sample_weight, like):
     """Tensor weights pass through (they may require grad); so do numbers, which the library broadcasts."""
     if sample_weight is None or isinstance(sample_weight, (torch.Tensor, int, float)):
         return sample_weight
+    if not torch.is_tensor(like):
+        return torch.as_tensor(sample_weight)
     return torch.as_tensor(sample_weight, dtype=like.dtype, device=like.device)
 
 
 def npairs_loss(labels, similarity, sample_weight=None, *, column_labels=None, reduction="sum_over_batch_size",
-                temperature=1.0, backend="auto"):
-    """Differentiable N-pairs loss of [R] integer labels and an [R, M] similarity."""
-    cfg = _Config(False, reduction, temperature, 0.0, backend)
+                temperature=1.0, backend="auto", threads=None, workspace_limit=None):
+    """Differentiable N-pairs loss of [R] integer labels and an [R, M] similarity.
+
+    threads: CPU threads (None: torch.get_num_threads()). workspace_limit:
+    bytes of library workspace (None: npairs.get_workspace_limit(); 0: no
+    limit).
+    """
+    cfg = _Config(False, False, reduction, temperature, 0.0, backend, threads, workspace_limit)
     return NpairsFunction.apply(cfg, labels, column_labels, _weight(sample_weight, similarity), similarity, None, None)
 
 
 def npairs_multilabel_loss(multilabels, similarity, sample_weight=None, *, column_multilabels=None,
-                           reduction="sum_over_batch_size", temperature=1.0, backend="auto"):
+                           reduction="sum_over_batch_size", temperature=1.0, backend="auto", threads=None,
+                           workspace_limit=None):
     """Differentiable multi-label N-pairs loss of an [R, K] multi-hot matrix and an [R, M] similarity."""
-    cfg = _Config(True, reduction, temperature, 0.0, backend)
+    cfg = _Config(True, False, reduction, temperature, 0.0, backend, threads, workspace_limit)
     return NpairsFunction.apply(cfg, multilabels, column_multilabels, _weight(sample_weight, similarity),
                                 similarity, None, None)
 
 
-def npairs_embeddings_loss(labels, anchors, positives, sample_weight=None, *, column_labels=None, reg_lambda=0.002,
-                           temperature=1.0, reduction="sum_over_batch_size", multilabel=None, backend="auto"):
-    """Differentiable N-pairs loss of anchors [R, D] and positives [M, D], with tf.contrib's L2 term."""
-    if multilabel is None:
-        multilabel = labels.dim() == 2 and labels.shape[1] != 1
-    cfg = _Config(bool(multilabel), reduction, temperature, reg_lambda, backend)
+def npairs_embeddings_loss(labels, anchors, positives, sample_weight=None, *, column_labels=None, reg_lambda=0.0,
+                           temperature=1.0, reduction="sum_over_batch_size", multilabel=None, backend="auto",
+                           threads=None, workspace_limit=None):
+    """Differentiable N-pairs loss of anchors [R, D] and positives [M, D].
+
+    reg_lambda adds tf.contrib's L2 term (0.002 reproduces tf.contrib's
+    npairs_loss; the default 0 adds none).
+    """
+    cfg = _Config(_core.is_multilabel(labels, multilabel), True, reduction, temperature, reg_lambda, backend, threads,
+                  workspace_limit)
     return NpairsFunction.apply(cfg, labels, column_labels, _weight(sample_weight, anchors), None, anchors, positives)
+
+
+def _limit_repr(workspace_limit):
+    """The extra_repr part of a module's workspace limit: none when it follows the package-level setting."""
+    return "" if workspace_limit is None else f", workspace_limit={workspace_limit}"
 
 
 class NpairsLoss(nn.Module):
     """``NpairsLoss(temperature=1.0, reduction='sum_over_batch_size')(labels, similarity)``.
 
     reduction: 'sum_over_batch_size' (also 'mean'/'auto'), 'sum' or 'none'.
+    workspace_limit: bytes of library workspace per call (None:
+    npairs.get_workspace_limit(); 0: no limit).
     """
 
-    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto"):
+    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto", workspace_limit=None):
         super().__init__()
-        self._cfg = _Config(False, reduction, temperature, 0.0, backend)
+        self._cfg = _Config(False, False, reduction, temperature, 0.0, backend, workspace_limit=workspace_limit)
         self.temperature = self._cfg.temperature
-        self.reduction = _core.REDUCTION_NAMES[self._cfg.reduction]
+        self.reduction = self._cfg.reduction
         self.backend = backend
+        self.workspace_limit = self._cfg.workspace_limit
 
     def forward(self, labels, similarity, sample_weight=None, column_labels=None):
         return NpairsFunction.apply(self._cfg, labels, column_labels, _weight(sample_weight, similarity),
                                     similarity, None, None)
 
     def extra_repr(self):
-        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"temperature={self.temperature}, reduction={self.reduction!r}" + _limit_repr(self.workspace_limit)
 
 
 class NpairsMultilabelLoss(NpairsLoss):
     """``NpairsMultilabelLoss(...)(multilabels, similarity)`` with [R, K] multi-hot targets."""
 
-    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto"):
-        super().__init__(temperature, reduction, backend)
-        self._cfg = _Config(True, reduction, temperature, 0.0, backend)
+    def __init__(self, temperature=1.0, reduction="sum_over_batch_size", backend="auto", workspace_limit=None):
+        super().__init__(temperature, reduction, backend, workspace_limit)
+        self._cfg = _Config(True, False, reduction, temperature, 0.0, backend, workspace_limit=workspace_limit)
 
     def forward(self, multilabels, similarity, sample_weight=None, column_multilabels=None):
         return super().forward(multilabels, similarity, sample_weight, column_multilabels)
 
 
 class NpairsEmbeddingsLoss(nn.Module):
-    """``NpairsEmbeddingsLoss(reg_lambda=0.002, temperature=1.0)(labels, anchors, positives)``.
+    """``NpairsEmbeddingsLoss(reg_lambda=0.0, temperature=1.0)(labels, anchors, positives)``.
 
     Logits ``anchors @ positives.T / temperature``, plus
-    ``0.25 * reg_lambda * (mean |a_i|^2 + mean |p_j|^2)`` for scalar reductions.
+    ``0.25 * reg_lambda * (mean |a_i|^2 + mean |p_j|^2)`` for scalar
+    reductions (``reg_lambda=0.002`` reproduces tf.contrib's npairs_loss).
     """
 
-    def __init__(self, reg_lambda=0.002, temperature=1.0, reduction="sum_over_batch_size", multilabel=False,
-                 backend="auto"):
+    def __init__(self, reg_lambda=0.0, temperature=1.0, reduction="sum_over_batch_size", multilabel=False,
+                 backend="auto", workspace_limit=None):
         super().__init__()
-        self._cfg = _Config(bool(multilabel), reduction, temperature, reg_lambda, backend)
-        if self._cfg.reg_lambda > 0 and self._cfg.reduction == _lib.REDUCTION_NONE:
-            raise _core.InvalidArgumentError("reg_lambda must be 0 with reduction='none'")
+        self._cfg = _Config(bool(multilabel), True, reduction, temperature, reg_lambda, backend,
+                            workspace_limit=workspace_limit)
         self.reg_lambda = self._cfg.reg_lambda
         self.temperature = self._cfg.temperature
-        self.reduction = _core.REDUCTION_NAMES[self._cfg.reduction]
+        self.reduction = self._cfg.reduction
         self.multilabel = bool(multilabel)
         self.backend = backend
+        self.workspace_limit = self._cfg.workspace_limit
 
     def forward(self, labels, anchors, positives, sample_weight=None, column_labels=None):
         return NpairsFunction.apply(self._cfg, labels, column_labels, _weight(sample_weight, anchors), None,
                                     anchors, positives)
 
     def extra_repr(self):
-        return f"reg_lambda={self.reg_lambda}, temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"reg_lambda={self.reg_lambda}, temperature={self.temperature}, reduction={self.reduction!r}" + \
+            _limit_repr(self.workspace_limit)

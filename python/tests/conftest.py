@@ -23,8 +23,8 @@ def pytest_configure(config):
         _lib.load()
     except npairs.LibraryNotFoundError as e:
         hint = "" if os.environ.get(_lib.ENV_VAR) else (
-            f"\n{_lib.ENV_VAR} is not set: build libnpairs (cmake -S . -B build && cmake --build build) "
-            f"and run with {_lib.ENV_VAR}=build/libnpairs.so"
+            f"\n{_lib.ENV_VAR} is not set: build libnpairs (cmake --preset release && cmake --build --preset release) "
+            f"and run with {_lib.ENV_VAR}=build/release/libnpairs.so"
         )
         raise pytest.UsageError(f"npairs tests need libnpairs: {e}{hint}") from None
 
@@ -34,3 +34,53 @@ def pytest_report_header(config):
 
     return f"libnpairs {npairs.library_version()} from {npairs.library_path()}; CUDA backend available: " \
            f"{npairs.backend_available('cuda')}"
+
+
+class LibraryCall:
+    """What one npairs_loss call was handed: copies of its structs, and its raw output pointers."""
+
+    def __init__(self, options, problem, grad_loss, loss, grads):
+        from npairs import _lib
+
+        self.options = _lib.Options.from_buffer_copy(options._obj) if options is not None else None
+        self.problem = _lib.Problem.from_buffer_copy(problem._obj)
+        self.grad_loss = grad_loss
+        self.loss = loss
+        self.grads = _lib.Gradients.from_buffer_copy(grads._obj) if grads is not None else None
+
+
+@pytest.fixture
+def library_calls(monkeypatch):
+    """Every npairs_loss call the package makes during the test, recorded before it is made."""
+    from npairs import _lib
+
+    lib = _lib.load()
+    real = lib.npairs_loss
+    calls = []
+
+    def spy(ctx, options, problem, grad_loss, loss, grads):
+        calls.append(LibraryCall(options, problem, grad_loss, loss, grads))
+        return real(ctx, options, problem, grad_loss, loss, grads)
+
+    monkeypatch.setattr(lib, "npairs_loss", spy)
+    return calls
+
+
+@pytest.fixture
+def thread_settings(monkeypatch):
+    """Every thread count handed to npairs_context_set_threads during the test (on fresh contexts)."""
+    import npairs
+    from npairs import _lib
+
+    lib = _lib.load()
+    real = lib.npairs_context_set_threads
+    settings = []
+
+    def spy(ctx, threads):
+        settings.append(threads)
+        return real(ctx, threads)
+
+    monkeypatch.setattr(lib, "npairs_context_set_threads", spy)
+    npairs.empty_cache()  # fresh contexts: each starts at the library's default, 0
+    yield settings
+    npairs.empty_cache()  # no context keeps a thread count the spy saw set

@@ -87,3 +87,28 @@ def random_multilabels(rng, n, classes, density=0.3):
         if not Y[i].any():
             Y[i, rng.integers(classes)] = 1.0
     return Y
+
+
+# The project's tolerances: float32 agrees to 1e-5 relative, float64 to 1e-12.
+RTOL = {np.dtype("float32"): 1e-5, np.dtype("float64"): 1e-12}
+
+
+def assert_matches(got, expected, dtype):
+    """got agrees with the float64 reference to dtype's relative tolerance, element by element.
+
+    The absolute floor, rtol times the largest |expected|, is for cancellation:
+    a gradient entry is a difference softmax - T (or a sum of such terms), so
+    its rounding error is that of the largest entries, not of itself.
+    """
+    rtol = RTOL[np.dtype(dtype)]
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    floor = rtol * float(np.max(np.abs(expected))) if expected.size else 0.0
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=floor)
+
+
+def seed(*params):
+    """A fixed seed per test case: crc32 of the parameters' text (never hash(), which changes every process)."""
+    import zlib
+
+    return zlib.crc32(repr(params).encode())

@@ -222,6 +222,9 @@ def fake_cuda(monkeypatch):
         def set_stream(self, stream):
             self.streams.append(stream)
 
+        def set_workspace_limit(self, limit):
+            self.owner.set_workspace_limit(limit)
+
     ctx = FakeContext()
 
     def context(backend, device=0):

@@ -103,11 +103,93 @@ def test_multilabel_row_without_positive():
         npairs.npairs_multilabel_loss(Y, S)
 
 
-def test_outputs_untouched_on_error_none_written():
-    # Nothing to observe from Python except that nothing crashes and the next call works.
+POISON = 0xA5
+
+
+def _output_spans(call):
+    """(pointer, bytes) of each output of a recorded npairs_loss call."""
+    p = call.problem
+    item = {_lib.F32: 4, _lib.F64: 8}[p.dtype]
+    R, M = p.rows, p.cols or p.rows
+    spans = []
+    if call.loss:
+        none = call.options is not None and call.options.reduction == _lib.REDUCTION_NONE
+        spans.append((call.loss, item * (R if none else 1)))
+    if call.grads is not None:
+        for name, n in (("similarity", R * M), ("anchors", R * p.dim), ("positives", M * p.dim)):
+            if getattr(call.grads, name):
+                spans.append((getattr(call.grads, name), item * n))
+    return spans
+
+
+def poisoning_spy(monkeypatch, write_first=False):
+    """Wraps npairs_loss: fills every output with POISON before the call and records, for each failed
+    call, whether every output byte is still POISON. write_first plants a bug: one byte written first."""
+    lib = _lib.load()
+    real = lib.npairs_loss
+    failed = []
+
+    def spy(ctx, options, problem, grad_loss, loss, grads):
+        from conftest import LibraryCall
+
+        call = LibraryCall(options, problem, grad_loss, loss, grads)
+        spans = _output_spans(call)
+        for ptr, n in spans:
+            ctypes.memset(ptr, POISON, n)
+        if write_first and spans:
+            ctypes.memset(spans[0][0], 0, 1)
+        status = real(ctx, options, problem, grad_loss, loss, grads)
+        if status:
+            failed.append(all(ctypes.string_at(ptr, n) == bytes([POISON]) * n for ptr, n in spans))
+        return status
+
+    monkeypatch.setattr(lib, "npairs_loss", spy)
+    return failed
+
+
+def _library_detected_errors():
+    """Bad inputs that only the library can see (the targets' values), with every output asked for."""
+    Y = np.eye(4)
+    Y[1, 2] = -1
+    return [
+        lambda: npairs.npairs_loss(LABELS, np.ones((4, 3)), column_labels=[0, 0, 5], return_grad=True),
+        lambda: npairs.npairs_loss(LABELS, np.ones((4, 3)), column_labels=[0, 0, 5], reduction="none",
+                                   return_grad=True),
+        lambda: npairs.npairs_multilabel_loss(Y, S, return_grad=True),
+        lambda: npairs.npairs_embeddings_loss(LABELS, np.ones((4, 2)), np.ones((3, 2)), column_labels=[0, 0, 5],
+                                              return_grads=True),
+    ]
+
+
+def test_outputs_untouched_on_library_errors(monkeypatch):
+    failed = poisoning_spy(monkeypatch)
+    cases = _library_detected_errors()
+    for case in cases:
+        with pytest.raises(npairs.InvalidValueError):
+            case()
+    assert failed == [True] * len(cases)  # every failed call left every output byte as it was
+
+
+def test_outputs_untouched_check_catches_a_planted_write(monkeypatch):
+    failed = poisoning_spy(monkeypatch, write_first=True)
     with pytest.raises(npairs.InvalidValueError):
-        npairs.npairs_loss(LABELS, np.ones((4, 3)), column_labels=[0, 0, 5])
-    assert np.isfinite(npairs.npairs_loss(LABELS, S))
+        _library_detected_errors()[0]()
+    assert failed == [False]
+
+
+@pytest.mark.parametrize("case", [
+    lambda: npairs.npairs_loss(LABELS[:3], S),
+    lambda: npairs.npairs_loss(LABELS, np.ones((4, 5))),
+    lambda: npairs.npairs_loss(LABELS, S, np.ones(3)),
+    lambda: npairs.npairs_loss(LABELS, S, temperature=0),
+    lambda: npairs.npairs_loss(LABELS, S.astype(np.float16)),
+    lambda: npairs.npairs_embeddings_loss(LABELS, S, S, reg_lambda=0.1, reduction="none"),
+    lambda: npairs.npairs_multilabel_loss(np.eye(4), np.ones((4, 3)), column_labels=np.ones((3, 5))),
+])
+def test_python_checked_errors_never_call_the_library(library_calls, case):
+    with pytest.raises(npairs.NpairsError):
+        case()
+    assert library_calls == []
 
 
 @pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), "x"])
@@ -124,7 +206,9 @@ def test_bad_reg_lambda(value):
 
 def test_reg_lambda_with_none_reduction():
     with raises(npairs.InvalidArgumentError, "reg_lambda", "none"):
-        npairs.npairs_embeddings_loss(LABELS, S, S, reduction="none")
+        npairs.npairs_embeddings_loss(LABELS, S, S, reg_lambda=0.002, reduction="none")
+    with raises(npairs.InvalidArgumentError, "reg_lambda", "none"):
+        npairs.NpairsEmbeddingsLoss(reg_lambda=0.002, reduction="none")
 
 
 def test_bad_reduction():
@@ -135,8 +219,45 @@ def test_bad_reduction():
 def test_reduction_aliases():
     base = npairs.npairs_loss(LABELS, S)
     assert npairs.npairs_loss(LABELS, S, reduction="AUTO") == base
+    assert npairs.npairs_loss(LABELS, S, reduction="mean") == base
     assert npairs.npairs_loss(LABELS, S, reduction="Sum_Over_Batch_Size") == base
-    assert npairs.npairs_loss(LABELS, S, reduction="sum") == pytest.approx(4 * base)
+    assert abs(npairs.npairs_loss(LABELS, S, reduction="sum") - 4 * base) <= 1e-15 * 4 * base
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, True])
+def test_reduction_integers_are_refused(code):
+    with raises(npairs.InvalidArgumentError, "reduction", repr(code)):
+        npairs.npairs_loss(LABELS, S, reduction=code)
+    with raises(npairs.InvalidArgumentError, "reduction"):
+        npairs.NpairsLoss(reduction=code)
+
+
+def test_non_square_similarity_without_column_labels():
+    with raises(npairs.InvalidArgumentError, "y_pred is not square (4 rows, 6 columns)", "column_labels"):
+        npairs.npairs_loss(LABELS, np.ones((4, 6)))
+    with raises(npairs.InvalidArgumentError, "positives has 5 rows but anchors has 4", "column_labels"):
+        npairs.npairs_embeddings_loss(LABELS, np.ones((4, 2)), np.ones((5, 2)))
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: npairs.npairs_loss(None, S), "y_true"),
+    (lambda: npairs.npairs_loss(LABELS, None), "y_pred"),
+    (lambda: npairs.npairs_multilabel_loss(None, S), "y_true"),
+    (lambda: npairs.npairs_embeddings_loss(None, S, S), "labels"),
+    (lambda: npairs.npairs_embeddings_loss(LABELS, S, None), "positives"),
+    (lambda: npairs.NpairsLoss()(None, S), "y_true"),
+])
+def test_missing_inputs_are_named(call, name):
+    with raises(npairs.InvalidArgumentError, f"{name} is None"):
+        call()
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "2", True])
+def test_bad_threads(value):
+    with raises(npairs.InvalidArgumentError, "threads"):
+        npairs.npairs_loss(LABELS, S, threads=value)
+    with raises(npairs.InvalidArgumentError, "threads"):
+        npairs.set_num_threads(value)
 
 
 def test_bad_backend():
@@ -261,7 +382,7 @@ def test_raw_struct_size_rules():
     ctx = _core.context(_lib.BACKEND_CPU, 0)
     out = ctypes.c_double()
     assert lib.npairs_loss(ctx.handle, None, ctypes.byref(prob), None, ctypes.byref(out), None) == 0
-    assert out.value == pytest.approx(npairs.npairs_loss(labels, S64), rel=1e-15)
+    assert out.value == npairs.npairs_loss(labels, S64)  # the same call through the package
 
     class Bigger(ctypes.Structure):
         _fields_ = [("problem", _lib.Problem), ("extra", ctypes.c_uint64)]

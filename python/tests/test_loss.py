@@ -1,14 +1,18 @@
 """npairs' functions against the independent NumPy reference (SPEC section 1)."""
 
+import os
+
 import numpy as np
 import pytest
 
 import npairs
 from npairs_reference import (
     REDUCTIONS,
+    assert_matches,
     loss_and_grads,
     random_labels,
     random_multilabels,
+    seed,
     targets_from_labels,
     targets_from_multilabels,
 )
@@ -18,10 +22,6 @@ CHECK_LABELS = np.array([0, 0, 1, 1])
 CHECK_VALUE = 1.253856022085945
 
 DTYPES = [np.float32, np.float64]
-
-
-def tol(dtype):
-    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
 
 
 def weights_for(kind, rng, R):
@@ -47,11 +47,13 @@ def test_check_value_reference():
     assert abs(loss - CHECK_VALUE) <= 1e-15
 
 
-def test_embeddings_default_reg_lambda_is_tf_contrib():
-    # tf.contrib.losses.metric_learning.npairs_loss(..., reg_lambda=0.002)
-    loss = npairs.npairs_embeddings_loss(CHECK_LABELS, CHECK_A, CHECK_A)
+def test_embeddings_default_has_no_l2_term_and_0002_is_tf_contrib():
+    assert abs(npairs.npairs_embeddings_loss(CHECK_LABELS, CHECK_A, CHECK_A) - CHECK_VALUE) <= 1e-15
+    assert abs(npairs.NpairsEmbeddingsLoss()(CHECK_LABELS, CHECK_A, CHECK_A) - CHECK_VALUE) <= 1e-15
+    # tf.contrib.losses.metric_learning.npairs_loss(labels, anchors, positives), whose reg_lambda is 0.002
+    loss = npairs.npairs_embeddings_loss(CHECK_LABELS, CHECK_A, CHECK_A, reg_lambda=0.002)
     expected = CHECK_VALUE + 0.25 * 0.002 * (2.0 + 2.0)
-    assert abs(loss - expected) <= 1e-14
+    assert abs(loss - expected) <= 1e-15
 
 
 # ---------------------------------------------------------------------------
@@ -63,7 +65,7 @@ def test_embeddings_default_reg_lambda_is_tf_contrib():
 @pytest.mark.parametrize("weights", ["none", "scalar", "vector"])
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
 def test_labels_similarity(dtype, reduction, weights, label_dtype):
-    rng = np.random.default_rng(hash((str(dtype), reduction, weights, str(label_dtype))) % 2**32)
+    rng = np.random.default_rng(seed(np.dtype(dtype).name, reduction, weights, np.dtype(label_dtype).name))
     R = 13
     labels = random_labels(rng, R, 5).astype(label_dtype)
     S = (rng.standard_normal((R, R)) * 3).astype(dtype)
@@ -75,8 +77,8 @@ def test_labels_similarity(dtype, reduction, weights, label_dtype):
     assert np.asarray(loss).dtype == dtype and grad.dtype == dtype
     assert np.shape(loss) == ((R,) if reduction == "none" else ())
     assert grad.shape == (R, R)
-    np.testing.assert_allclose(loss, ref_loss, **tol(dtype))
-    np.testing.assert_allclose(grad, ref_grad, **tol(dtype))
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(grad, ref_grad, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -93,8 +95,8 @@ def test_column_labels_and_grad_loss(dtype, reduction):
                                     return_grad=True)
     ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_labels(labels, col), S=S, weights=w, reduction=reduction,
                                               grad_loss=g)
-    np.testing.assert_allclose(loss, ref_loss, **tol(dtype))
-    np.testing.assert_allclose(grad, ref_grad, **tol(dtype))
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(grad, ref_grad, dtype)
 
 
 def test_label_forms_are_equivalent():
@@ -113,7 +115,7 @@ def test_labels_compare_as_exact_integers():
     labels = np.array([2**53, 2**53 + 1, 2**53, 2**53 + 1], dtype=np.int64)
     S = np.arange(16.0).reshape(4, 4) / 10
     ref, *_ = loss_and_grads(targets_from_labels(labels), S=S)
-    np.testing.assert_allclose(npairs.npairs_loss(labels, S), ref, rtol=1e-13)
+    assert_matches(npairs.npairs_loss(labels, S), ref, np.float64)
 
 
 def test_non_contiguous_inputs_are_copied():
@@ -163,8 +165,8 @@ def test_multilabels_similarity(dtype, reduction, weights):
     ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_multilabels(Y), S=S, temperature=1.3, weights=w,
                                               reduction=reduction)
     assert grad.dtype == dtype
-    np.testing.assert_allclose(loss, ref_loss, **tol(dtype))
-    np.testing.assert_allclose(grad, ref_grad, **tol(dtype))
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(grad, ref_grad, dtype)
 
 
 def test_multilabels_with_columns():
@@ -176,8 +178,8 @@ def test_multilabels_with_columns():
     loss, grad = npairs.npairs_multilabel_loss(Y.astype(bool), S, column_labels=Yc.astype(np.int32),
                                                return_grad=True)
     ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_multilabels(Y, Yc), S=S)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
-    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
+    assert_matches(loss, ref_loss, np.float64)
+    assert_matches(grad, ref_grad, np.float64)
 
 
 def test_multilabels_from_sparse_tensor_like():
@@ -197,8 +199,7 @@ def test_one_hot_multilabels_equal_labels():
     rng = np.random.default_rng(14)
     labels = random_labels(rng, 10, 4)
     S = rng.standard_normal((10, 10))
-    np.testing.assert_allclose(npairs.npairs_multilabel_loss(np.eye(4)[labels], S), npairs.npairs_loss(labels, S),
-                               rtol=1e-14)
+    assert_matches(npairs.npairs_multilabel_loss(np.eye(4)[labels], S), npairs.npairs_loss(labels, S), np.float64)
 
 
 # ---------------------------------------------------------------------------
@@ -222,9 +223,9 @@ def test_embeddings(dtype, reduction, multilabel):
     ref_loss, _, ref_dA, ref_dP = loss_and_grads(T, A=A, P=P, temperature=0.5, weights=w, reduction=reduction,
                                                  reg_lambda=reg)
     assert dA.dtype == dtype and dP.dtype == dtype and dA.shape == (R, D) and dP.shape == (R, D)
-    np.testing.assert_allclose(loss, ref_loss, **tol(dtype))
-    np.testing.assert_allclose(dA, ref_dA, **tol(dtype))
-    np.testing.assert_allclose(dP, ref_dP, **tol(dtype))
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(dA, ref_dA, dtype)
+    assert_matches(dP, ref_dP, dtype)
 
 
 def test_embeddings_with_columns_and_grad_loss():
@@ -237,9 +238,9 @@ def test_embeddings_with_columns_and_grad_loss():
                                                    grad_loss=-0.5, return_grads=True)
     ref_loss, _, ref_dA, ref_dP = loss_and_grads(targets_from_labels(labels, col), A=A, P=P, reduction="sum",
                                                  reg_lambda=0.1, grad_loss=-0.5)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
-    np.testing.assert_allclose(dA, ref_dA, rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(dP, ref_dP, rtol=1e-11, atol=1e-14)
+    assert_matches(loss, ref_loss, np.float64)
+    assert_matches(dA, ref_dA, np.float64)
+    assert_matches(dP, ref_dP, np.float64)
 
 
 def test_mixed_float_dtypes_promote():
@@ -251,7 +252,9 @@ def test_mixed_float_dtypes_promote():
 
 
 # ---------------------------------------------------------------------------
-# Gradients by finite differences (of the library's own loss)
+# Gradients by finite differences (of the library's own loss). Their
+# tolerance is the central difference's error, not the library's: truncation
+# h^2 |f^(3)| / 6 ~ 1e-12 plus rounding eps / h ~ 1e-10, with margin.
 
 
 def _numeric_grad(f, x, h=1e-6):
@@ -301,11 +304,30 @@ def test_embeddings_gradient_finite_differences():
 # Backends and contexts
 
 
-def test_cpu_backend_matches_auto():
+def _backend_case():
     rng = np.random.default_rng(41)
     labels = random_labels(rng, 8, 3)
     S = rng.standard_normal((8, 8))
-    assert npairs.npairs_loss(labels, S, backend="cpu") == npairs.npairs_loss(labels, S, backend="auto")
+    ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=0.9)
+    return labels, S, ref_loss, ref_grad
+
+
+@pytest.mark.parametrize("backend", ["cpu", "auto"])
+def test_backend_matches_reference(backend):
+    # NumPy arrays make 'auto' the CPU backend: each is held to the float64 reference, not to the other.
+    labels, S, ref_loss, ref_grad = _backend_case()
+    loss, grad = npairs.npairs_loss(labels, S, temperature=0.9, backend=backend, return_grad=True)
+    assert_matches(loss, ref_loss, np.float64)
+    assert_matches(grad, ref_grad, np.float64)
+
+
+@pytest.mark.skipif(not npairs.backend_available("cuda"),
+                    reason="no CUDA device (or a CPU-only libnpairs): the CUDA backend cannot be compared")
+def test_cuda_backend_on_host_arrays_matches_reference():
+    labels, S, ref_loss, ref_grad = _backend_case()
+    loss, grad = npairs.npairs_loss(labels, S, temperature=0.9, backend="cuda", return_grad=True)
+    assert_matches(loss, ref_loss, np.float64)
+    assert_matches(grad, ref_grad, np.float64)
 
 
 def test_contexts_are_cached_per_thread_and_reproducible():
@@ -335,3 +357,74 @@ def test_contexts_are_cached_per_thread_and_reproducible():
     for loss, grad in results:
         assert loss == expected[0]
         assert np.array_equal(grad, expected[1])
+
+
+# ---------------------------------------------------------------------------
+# Threads and cached workspace
+
+
+def test_thread_count_reaches_the_library(thread_settings):
+    labels, S, _, _ = _backend_case()
+    try:
+        npairs.set_num_threads(1)
+        assert npairs.get_num_threads() == 1
+        npairs.npairs_loss(labels, S)
+        assert thread_settings == [1]
+        npairs.npairs_loss(labels, S, threads=2)  # per call
+        npairs.NpairsLoss(threads=3)(labels, S)
+        assert thread_settings == [1, 2, 3]
+    finally:
+        npairs.set_num_threads(0)
+    npairs.npairs_loss(labels, S)
+    assert thread_settings[-1] == 0  # back to every core
+
+
+def test_empty_cache_destroys_every_threads_contexts(monkeypatch):
+    import threading
+
+    from npairs import _core, _lib
+
+    lib = _lib.load()
+    real = lib.npairs_context_destroy
+    destroyed = []
+    monkeypatch.setattr(lib, "npairs_context_destroy", lambda h: (destroyed.append(getattr(h, "value", h)), real(h))[1])
+    labels, S, ref_loss, _ = _backend_case()
+    npairs.npairs_loss(labels, S)
+    here = _core.context(_lib.BACKEND_CPU, 0)
+    others = []
+    ready, done = threading.Event(), threading.Event()
+
+    def other_thread():
+        npairs.npairs_loss(labels, S)
+        others.append(_core.context(_lib.BACKEND_CPU, 0))
+        ready.set()
+        done.wait()
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    ready.wait()
+    handles = {here.handle.value, others[0].handle.value}
+    del here, others[:]
+    npairs.empty_cache()
+    done.set()
+    t.join()
+    assert handles <= set(destroyed)  # the workspace of both threads' contexts is freed
+    assert_matches(npairs.npairs_loss(labels, S, temperature=0.9), ref_loss, np.float64)  # a fresh context works
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc")
+def test_empty_cache_returns_the_documented_workspace():
+    # README, "Memory": a CPU embeddings call without dL/dS keeps R * M logits (float64 here);
+    # 2100^2 * 8 bytes is above glibc's largest mmap threshold, so freeing it returns it to the system.
+    R, page = 2100, os.sysconf("SC_PAGE_SIZE")
+
+    def resident():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    rng = np.random.default_rng(43)
+    A = rng.standard_normal((R, 4))
+    npairs.npairs_embeddings_loss(np.arange(R), A, A, return_grads=True)
+    before = resident()
+    npairs.empty_cache()
+    assert before - resident() >= 0.95 * R * R * 8

@@ -5,8 +5,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed")
 F = torch.nn.functional
 
+import numpy as np  # noqa: E402
+
 import npairs  # noqa: E402
 import npairs.torch as nt  # noqa: E402
+from npairs_reference import assert_matches  # noqa: E402
 
 REDUCTIONS = ("none", "sum", "sum_over_batch_size")
 
@@ -32,8 +35,11 @@ def eager(labels, a, b, *, tau=1.0, weight=None, reduction="sum_over_batch_size"
     return loss
 
 
-def tol(dtype):
-    return dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+def match(got, expected, dtype=torch.float64):
+    """The project's tolerances (float32 1e-5, float64 1e-12 relative; see assert_matches)."""
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert_matches(got.detach().cpu().double().numpy(), expected.detach().cpu().double().numpy(),
+                   np.float32 if dtype == torch.float32 else np.float64)
 
 
 def make(R=11, M=None, D=6, classes=4, dtype=torch.float64, seed=0, multilabel=False):
@@ -71,11 +77,11 @@ def test_similarity_module_matches_eager(dtype, reduction, weighted):
     ours = nt.NpairsLoss(temperature=tau, reduction=reduction)(labels, S1, weight)
     ref = eager(labels, S2, torch.eye(S2.shape[1], dtype=dtype), tau=tau, weight=weight, reduction=reduction)
     assert ours.dtype == dtype and ours.shape == ref.shape
-    torch.testing.assert_close(ours, ref.detach(), **tol(dtype))
+    match(ours, ref.detach(), dtype)
     up = torch.randn(ours.shape, dtype=dtype)
     ours.backward(up)
     ref.backward(up)
-    torch.testing.assert_close(S1.grad, S2.grad, **tol(dtype))
+    match(S1.grad, S2.grad, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -89,12 +95,12 @@ def test_embeddings_module_matches_eager(dtype, reduction, multilabel):
     module = nt.NpairsEmbeddingsLoss(reg_lambda=reg, temperature=0.8, reduction=reduction, multilabel=multilabel)
     ours = module(labels, a1, b1, w)
     ref = eager(labels, a2, b2, tau=0.8, weight=w, reduction=reduction, reg_lambda=reg, multilabel=multilabel)
-    torch.testing.assert_close(ours, ref.detach(), **tol(dtype))
+    match(ours, ref.detach(), dtype)
     up = torch.randn(ours.shape, dtype=dtype)
     ours.backward(up)
     ref.backward(up)
-    torch.testing.assert_close(a1.grad, a2.grad, **tol(dtype))
-    torch.testing.assert_close(b1.grad, b2.grad, **tol(dtype))
+    match(a1.grad, a2.grad, dtype)
+    match(b1.grad, b2.grad, dtype)
 
 
 def test_multilabel_module_matches_eager():
@@ -103,10 +109,10 @@ def test_multilabel_module_matches_eager():
     S2 = S1.detach().clone().requires_grad_()
     ours = nt.NpairsMultilabelLoss(reduction="sum")(labels, S1, w)
     ref = eager(labels, S2, torch.eye(S2.shape[1], dtype=S2.dtype), weight=w, reduction="sum", multilabel=True)
-    torch.testing.assert_close(ours, ref.detach(), rtol=1e-10, atol=1e-12)
+    match(ours, ref.detach())
     ours.backward()
     ref.backward()
-    torch.testing.assert_close(S1.grad, S2.grad, rtol=1e-10, atol=1e-12)
+    match(S1.grad, S2.grad)
 
 
 def test_column_labels():
@@ -117,7 +123,7 @@ def test_column_labels():
     b = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     ours = nt.NpairsEmbeddingsLoss(reg_lambda=0.1)(labels, a, b, column_labels=col)
     ref = eager(labels, a, b, reg_lambda=0.1, column_labels=col)
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-14)
+    match(ours, ref)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -162,7 +168,7 @@ def test_only_some_inputs_need_grad():
 def test_scalar_sample_weight():
     labels, a, b, _ = make(seed=9)
     S = a @ b.T
-    torch.testing.assert_close(nt.NpairsLoss()(labels, S, 0.5), 0.5 * nt.NpairsLoss()(labels, S))
+    match(nt.NpairsLoss()(labels, S, 0.5), 0.5 * nt.NpairsLoss()(labels, S))
 
 
 def test_functional_api_returns_torch_tensors():
@@ -172,7 +178,7 @@ def test_functional_api_returns_torch_tensors():
     assert isinstance(loss, torch.Tensor) and isinstance(grad, torch.Tensor)
     assert loss.dtype == torch.float32 and grad.shape == S.shape
     ref = npairs.npairs_loss(labels.numpy(), S.numpy())
-    assert loss.item() == pytest.approx(float(ref), rel=1e-7)
+    assert_matches(loss.item(), ref, np.float32)
 
 
 def test_errors_surface_as_npairs_errors():
@@ -180,14 +186,15 @@ def test_errors_surface_as_npairs_errors():
     with pytest.raises(npairs.InvalidArgumentError, match="labels"):
         nt.NpairsLoss()(labels[:3], a @ b.T)
     with pytest.raises(npairs.InvalidArgumentError, match="reg_lambda"):
-        nt.NpairsEmbeddingsLoss(reduction="none")
+        nt.NpairsEmbeddingsLoss(reg_lambda=0.002, reduction="none")
     with pytest.raises(npairs.InvalidDTypeError, match="similarity"):
         nt.NpairsLoss()(labels, (a @ b.T).to(torch.complex64))
 
 
 def test_module_repr():
     assert "temperature=0.5" in repr(nt.NpairsLoss(temperature=0.5))
-    assert "reg_lambda=0.002" in repr(nt.NpairsEmbeddingsLoss())
+    assert "reg_lambda=0.0," in repr(nt.NpairsEmbeddingsLoss())  # no L2 term unless asked for
+    assert "reg_lambda=0.002" in repr(nt.NpairsEmbeddingsLoss(reg_lambda=0.002))
 
 
 cuda = pytest.mark.skipif(not (torch.cuda.is_available() and npairs.backend_available("cuda")),
@@ -207,7 +214,7 @@ def test_cuda_matches_cpu(reduction):
         loss.sum().backward()
         results.append([t.detach().cpu() for t in (loss, x.grad, y.grad)])
     for c, g in zip(*results):
-        torch.testing.assert_close(g, c, rtol=1e-10, atol=1e-12)
+        match(g, c)
 
 
 @cuda
@@ -219,14 +226,14 @@ def test_cuda_on_a_side_stream():
     with torch.cuda.stream(stream):
         got = nt.NpairsLoss()(labels.cuda(), S)
     stream.synchronize()
-    torch.testing.assert_close(got, expected)
+    match(got, expected, torch.float32)
 
 
 @cuda
 def test_cuda_host_labels_are_staged():
     labels, a, b, _ = make(R=9, seed=14)
     S = (a @ b.T).cuda()
-    torch.testing.assert_close(nt.NpairsLoss()(labels, S).cpu(), nt.NpairsLoss()(labels, S.cpu()))
+    match(nt.NpairsLoss()(labels, S).cpu(), nt.NpairsLoss()(labels, S.cpu()))
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -236,10 +243,10 @@ def test_non_tensor_labels_and_weights(reduction):
     S2 = S1.detach().clone().requires_grad_()
     ours = nt.NpairsLoss(reduction=reduction)(labels.numpy(), S1, 0.5)
     ref = nt.NpairsLoss(reduction=reduction)(labels, S2, torch.full((S2.shape[0],), 0.5, dtype=S2.dtype))
-    torch.testing.assert_close(ours, ref)
+    match(ours, ref)
     ours.sum().backward()
     ref.sum().backward()
-    torch.testing.assert_close(S1.grad, S2.grad)
+    match(S1.grad, S2.grad)
 
 
 @pytest.mark.parametrize("shape", [(), (6, 1)])
@@ -260,6 +267,253 @@ def test_repeated_backward_accumulates_unchanged_gradients():
     loss.backward(retain_graph=True)
     first = sim.grad.clone()
     loss.backward(retain_graph=True)
-    torch.testing.assert_close(sim.grad, 2 * first)
+    match(sim.grad, 2 * first)
     (3 * loss).backward()
-    torch.testing.assert_close(sim.grad, 5 * first)
+    match(sim.grad, 5 * first)
+
+
+# ---------------------------------------------------------------------------
+# Double backward: refused with a clear error, never a silently dropped term
+
+
+def test_gradient_penalty_raises_where_plain_pytorch_has_a_second_order_term():
+    g = torch.Generator().manual_seed(17)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    x = torch.randn(6, 5, dtype=torch.float64, generator=g).requires_grad_()
+    W = torch.randn(4, 5, dtype=torch.float64, generator=g).requires_grad_()
+
+    def penalty(loss_of_similarity):
+        emb = x @ W.T
+        loss = loss_of_similarity(emb @ emb.T)
+        (dx,) = torch.autograd.grad(loss, x, create_graph=True)
+        return dx.pow(2).sum()
+
+    # In plain PyTorch the penalty reaches W through dL/dS as well: that is the term that was dropped.
+    (plain,) = torch.autograd.grad(penalty(lambda s: eager(labels, s, torch.eye(6, dtype=s.dtype))), W)
+    assert plain.abs().max() > 0
+    with pytest.raises(npairs.UnsupportedError, match="double backward.*create_graph=True"):
+        penalty(lambda s: nt.NpairsLoss()(labels, s))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_double_backward_through_a_matmul_raises(reduction, weighted):
+    labels, a, b, w = make(R=6, seed=18)
+    a.requires_grad_()
+    b.requires_grad_()
+    w.requires_grad_(weighted)
+    loss = nt.NpairsLoss(reduction=reduction)(labels, a @ b.T, w).sum()
+    with pytest.raises(npairs.UnsupportedError, match="double backward"):
+        torch.autograd.grad(loss, a, create_graph=True)
+    with pytest.raises(npairs.UnsupportedError, match="double backward"):
+        torch.autograd.gradgradcheck(lambda a, b: nt.npairs_embeddings_loss(labels, a, b, reduction=reduction).sum(),
+                                     (a, b))
+    (first,) = torch.autograd.grad(nt.NpairsLoss(reduction=reduction)(labels, a @ b.T, w).sum(), a)  # no graph: fine
+    assert first.grad_fn is None
+
+
+# ---------------------------------------------------------------------------
+# The top-level (NumPy-style) API given tensors that require grad
+
+
+def test_top_level_api_hands_autograd_tensors_to_npairs_torch():
+    labels, a, b, w = make(seed=19, multilabel=False)
+    multi = make(seed=19, multilabel=True)[0]
+    cases = [
+        (lambda s, x, y: npairs.NpairsLoss(temperature=0.7)(labels, s, w),
+         lambda s, x, y: nt.NpairsLoss(0.7)(labels, s, w)),
+        (lambda s, x, y: npairs.npairs_loss(labels, s, reduction="sum"),
+         lambda s, x, y: nt.npairs_loss(labels, s, reduction="sum")),
+        (lambda s, x, y: npairs.NpairsMultilabelLoss()(multi, s), lambda s, x, y: nt.NpairsMultilabelLoss()(multi, s)),
+        (lambda s, x, y: npairs.NpairsEmbeddingsLoss(reg_lambda=0.01)(labels, x, y),
+         lambda s, x, y: nt.NpairsEmbeddingsLoss(reg_lambda=0.01)(labels, x, y)),
+    ]
+    for top, ours in cases:
+        results = []
+        for fn in (top, ours):
+            x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+            s = x @ y.T
+            loss = fn(s, x, y)
+            assert loss.grad_fn is not None
+            loss.backward()
+            results.append((loss.detach(), x.grad, y.grad))
+        for got, expected in zip(*results):
+            assert torch.equal(got, expected)
+    with torch.no_grad():
+        assert npairs.NpairsLoss()(labels, (a @ b.T).requires_grad_()).grad_fn is None
+
+
+# ---------------------------------------------------------------------------
+# Threads, library calls, copies
+
+
+def test_cpu_threads_follow_torch(thread_settings):
+    labels, a, b, _ = make(seed=20)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            nt.NpairsLoss()(labels, a @ b.T)
+            assert thread_settings[-1] == threads
+        nt.npairs_loss(labels, a @ b.T, threads=3)
+        assert thread_settings[-1] == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("inputs", ["similarity", "embeddings"])
+@pytest.mark.parametrize("weight", ["none", "constant", "requires_grad"])
+def test_one_library_call_per_step(library_calls, reduction, inputs, weight):
+    labels, a, b, w = make(seed=21)
+    reg = 0.05 if inputs == "embeddings" and reduction != "none" else 0.0
+    a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    a2, b2 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    w1, w2 = (None, None) if weight == "none" else (w.clone().requires_grad_(weight == "requires_grad"),
+                                                     w.clone().requires_grad_(weight == "requires_grad"))
+    if inputs == "similarity":
+        ours = nt.NpairsLoss(temperature=0.6, reduction=reduction)(labels, a1 @ b1.T, w1)
+        ref = eager(labels, a2 @ b2.T, torch.eye(b2.shape[0], dtype=a.dtype), tau=0.6, weight=w2, reduction=reduction)
+    else:
+        ours = nt.NpairsEmbeddingsLoss(reg_lambda=reg, temperature=0.6, reduction=reduction)(labels, a1, b1, w1)
+        ref = eager(labels, a2, b2, tau=0.6, weight=w2, reduction=reduction, reg_lambda=reg)
+    up = torch.randn(ours.shape, dtype=ours.dtype, generator=torch.Generator().manual_seed(22))
+    ours.backward(up)
+    ref.backward(up)
+    assert len(library_calls) == 1  # backward, and dL/dw, never call the library again
+    match(ours, ref.detach())
+    match(a1.grad, a2.grad)
+    match(b1.grad, b2.grad)
+    if weight == "requires_grad":
+        match(w1.grad, w2.grad)
+
+
+def test_contiguous_inputs_reach_the_library_uncopied(library_calls):
+    labels, a, b, w = make(seed=23, dtype=torch.float32)
+    S = (a @ b.T).requires_grad_()
+    nt.NpairsLoss()(labels, S, w).backward()
+    nt.NpairsEmbeddingsLoss()(labels, a.requires_grad_(), b.requires_grad_(), w).backward()
+    Sn, ln, wn = S.detach().numpy(), labels.numpy(), w.numpy()
+    npairs.npairs_loss(ln, Sn, wn)
+    sim, emb, host = (c.problem for c in library_calls)
+    assert (sim.similarity, sim.labels, sim.sample_weight) == (S.data_ptr(), labels.data_ptr(), w.data_ptr())
+    assert (emb.anchors, emb.positives, emb.labels) == (a.data_ptr(), b.data_ptr(), labels.data_ptr())
+    assert (host.similarity, host.labels, host.sample_weight) == (Sn.ctypes.data, ln.ctypes.data, wn.ctypes.data)
+
+
+def test_non_contiguous_tensors_are_copied_by_torch(library_calls, monkeypatch):
+    labels, a, b, _ = make(seed=24)
+    S = (a @ b.T).T.requires_grad_()  # a transposed view
+    expected = nt.NpairsLoss()(labels, S.detach().contiguous())
+
+    def no_numpy(*args, **kwargs):
+        raise AssertionError("a torch tensor was converted through NumPy")
+
+    for name in ("asarray", "ascontiguousarray", "array"):
+        monkeypatch.setattr(np, name, no_numpy)
+    loss = nt.NpairsLoss()(labels, S)
+    loss.backward()
+    monkeypatch.undo()
+    assert library_calls[-1].problem.similarity != S.data_ptr()
+    assert torch.equal(loss, expected)
+    assert S.grad.shape == S.shape
+
+
+def test_meta_tensors_are_named():
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(npairs.InvalidArgumentError, match="similarity is a meta tensor"):
+        nt.NpairsLoss()(labels, torch.empty(4, 4, device="meta"))
+    with pytest.raises(npairs.InvalidArgumentError, match="anchors is a meta tensor"):
+        nt.NpairsEmbeddingsLoss()(labels, torch.empty(4, 3, device="meta"), torch.ones(4, 3))
+
+
+def test_labels_none_is_named():
+    with pytest.raises(npairs.InvalidArgumentError, match="labels is None"):
+        nt.NpairsLoss()(None, torch.eye(4))
+    with pytest.raises(npairs.InvalidArgumentError, match="multilabels is None"):
+        nt.NpairsMultilabelLoss()(None, torch.eye(4))
+    with pytest.raises(npairs.InvalidArgumentError, match="similarity is None"):
+        nt.NpairsLoss()(torch.tensor([0, 0, 1, 1]), None)
+
+
+def test_multilabel_column_targets_are_named():
+    with pytest.raises(npairs.InvalidArgumentError, match="column_multilabels"):
+        nt.NpairsMultilabelLoss()(torch.eye(4), torch.ones(4, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_16_bit_computes_in_float32(dtype):
+    labels, a, b, _ = make(R=12, seed=25, dtype=torch.float32)
+    x, y = a.to(dtype).requires_grad_(), b.to(dtype).requires_grad_()
+    loss = nt.NpairsEmbeddingsLoss(temperature=0.5)(labels, x, y)
+    loss.backward()
+    x32, y32 = x.detach().float().requires_grad_(), y.detach().float().requires_grad_()
+    loss32 = nt.NpairsEmbeddingsLoss(temperature=0.5)(labels, x32, y32)
+    loss32.backward()
+    assert loss.dtype == dtype and x.grad.dtype == dtype and y.grad.dtype == dtype
+    assert torch.equal(loss, loss32.to(dtype))
+    assert torch.equal(x.grad, x32.grad.to(dtype)) and torch.equal(y.grad, y32.grad.to(dtype))
+
+
+def test_cpu_autocast_bfloat16_trains():
+    labels, a, b, _ = make(R=12, seed=26, dtype=torch.float32)
+    layer = torch.nn.Linear(a.shape[1], 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ea, eb = layer(a), layer(b)
+        loss = nt.NpairsLoss()(labels, ea @ eb.T)
+    assert ea.dtype == torch.bfloat16 and loss.dtype == torch.bfloat16
+    loss.backward()
+    assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
+
+
+# ---------------------------------------------------------------------------
+# The README's recipes
+
+
+def test_recipe_pytorch_metric_learning():
+    g = torch.Generator().manual_seed(27)
+    lab = torch.arange(6).repeat_interleave(2)[torch.tensor([2, 3, 0, 1, 10, 11, 4, 5, 8, 9, 6, 7])]
+    emb = torch.randn(12, 5, dtype=torch.float64, generator=g)
+    ours = nt.NpairsEmbeddingsLoss()(lab[0::2], F.normalize(emb[0::2]), F.normalize(emb[1::2]))
+    # pytorch_metric_learning's NPairsLoss on such a batch: normalised dot products of its
+    # positive pairs, cross-entropy against the pairs' identity.
+    a, p = F.normalize(emb[0::2]), F.normalize(emb[1::2])
+    match(ours, F.cross_entropy(a @ p.T, torch.arange(6)))
+
+
+def test_recipe_open_clip():
+    g = torch.Generator().manual_seed(28)
+    image = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g))
+    text = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g))
+    logit_scale = torch.tensor(14.3, dtype=torch.float64, requires_grad=True)
+    logits = logit_scale * image @ text.T
+    labels = torch.arange(7)
+    loss_fn = nt.NpairsLoss()
+    ours = (loss_fn(labels, logits) + loss_fn(labels, logits.T)) / 2
+    (ours_scale,) = torch.autograd.grad(ours, logit_scale, retain_graph=True)  # ref reuses logits
+    ref = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2  # open_clip's ClipLoss
+    (ref_scale,) = torch.autograd.grad(ref, logit_scale)
+    match(ours, ref.detach())
+    match(ours_scale, ref_scale)
+
+
+@pytest.mark.parametrize("inputs", ["similarity", "embeddings"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_none_reduction_backward_twice_through_a_retained_graph(inputs, weighted):
+    labels, a, b, w = make(seed=29)
+    w.requires_grad_(weighted)
+    a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    a2, b2 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    if inputs == "similarity":
+        ours = nt.NpairsLoss(reduction="none")(labels, a1 @ b1.T, w)
+        ref = eager(labels, a2 @ b2.T, torch.eye(b.shape[0], dtype=a.dtype), weight=w, reduction="none")
+    else:
+        ours = nt.NpairsEmbeddingsLoss(reduction="none")(labels, a1, b1, w)
+        ref = eager(labels, a2, b2, weight=w, reduction="none")
+    gen = torch.Generator().manual_seed(30)
+    for _ in range(2):  # different upstream gradients; the second backward cannot reuse the first's buffer
+        up = torch.randn(ours.shape, dtype=ours.dtype, generator=gen)
+        ours.backward(up, retain_graph=True)
+        ref.backward(up, retain_graph=True)
+        match(a1.grad, a2.grad)
+        match(b1.grad, b2.grad)
