@@ -8,9 +8,12 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "call_plan.hpp"
+#include "cuda_check.hpp"
+#include "error.hpp"
 #include "test_util.hpp"
 #include "workspace.hpp"
 
@@ -131,6 +134,26 @@ TEST(CudaHostRules, HostWaits) {
   EXPECT_TRUE(w.wait_at_end && !w.grow_workspace && !w.wait_for_check);
   w = plan_host_waits(needed, 0, true, false, true);
   EXPECT_TRUE(w.grow_workspace && w.wait_for_check && w.wait_at_end);
+}
+
+// cuBLAS's NOT_SUPPORTED (a valid request this device or build cannot do) is
+// UNSUPPORTED, allocation failure OUT_OF_MEMORY, anything else DEVICE; the
+// message names the call and cuBLAS's description.
+TEST(CudaHostRules, CublasStatuses) {
+  auto status_of = [](cublasStatus_t status) {
+    try {
+      npairs::cuda::check(status, "cublasGemmEx_64(...)", "cuda/gemm.cpp", 42);
+    } catch (const npairs::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("cublasGemmEx_64(...) failed at gemm.cpp:42: "), std::string::npos)
+          << e.what();
+      return e.status();
+    }
+    return npairs_status(NPAIRS_OK);
+  };
+  EXPECT_EQ(status_of(CUBLAS_STATUS_SUCCESS), NPAIRS_OK);
+  EXPECT_EQ(status_of(CUBLAS_STATUS_NOT_SUPPORTED), NPAIRS_ERROR_UNSUPPORTED);
+  EXPECT_EQ(status_of(CUBLAS_STATUS_ALLOC_FAILED), NPAIRS_ERROR_OUT_OF_MEMORY);
+  EXPECT_EQ(status_of(CUBLAS_STATUS_EXECUTION_FAILED), NPAIRS_ERROR_DEVICE);
 }
 
 }  // namespace
