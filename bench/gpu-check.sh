@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared GPU check, for a session lent an H200 through the device
 # tool: configure for sm_90, build, measure the targets, run the tests, a
-# compute-sanitizer memcheck of CUDA tests, the benchmark sweep and the peers
+# the CUDA graph capture tests, compute-sanitizer's memcheck, racecheck,
+# initcheck and synccheck over CUDA tests, the benchmark sweep and the peers
 # comparison, then print the tables, and last the summary with the target
 # lines:
 #  - embeddings R = M = 16384, D = 512, device memory: at most 1.15x the three
@@ -9,7 +10,7 @@
 #  - similarity R = M >= 8192, device memory (from the sweep): at least 85%
 #    of the device-to-device copy bandwidth.
 # Steps run in that order of importance; each has a time limit, and the whole
-# stays under 8 minutes (steps that would start past the deadline are skipped
+# stays under 9 minutes (steps that would start past the deadline are skipped
 # and say so). Logs and JSON go to $OUT (the device tool's folder) or
 # /tmp/npairs-gpu-check.
 #
@@ -22,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit
 out=${OUT:-/tmp/npairs-gpu-check}
 mkdir -p "$out"
-deadline=$((SECONDS + 450))  # 7.5 minutes from here
+deadline=$((SECONDS + 510))  # 8.5 minutes from here
 
 deps=/tmp/npairs-deps
 if [[ -d .debs ]]; then
@@ -44,7 +45,7 @@ step() {
   local name=$1 limit=$2; shift 2
   local left=$((deadline - SECONDS))
   if ((left < 20)); then
-    skip "$name" "no time left before the 8-minute mark"
+    skip "$name" "no time left before the 8.5-minute mark"
     return 1
   fi
   ((limit > left)) && limit=$left
@@ -114,11 +115,29 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
   # but not the many-row (grid*) cases: about a minute. The allocation-
   # failure test is left out: its failed cudaMalloc is the point, and the
   # sanitizer would count it as an error.
+  # CUDA graphs: a captured call replayed on new inputs, a failing deferred
+  # check in a replay, a capture refused cleanly (also in `tests`; here on
+  # their own line of the summary).
+  step capture 30 ./build/gpu/tests/test_cuda '--gtest_filter=Cuda.Captur*:Cuda.Deferred*'
   if [[ -x $sanitizer ]]; then
+    cases='*_f32_*device*:*_bf16_*device*:Cuda.UserStream:Cuda.RowWithoutPositiveLeavesOutputsUntouched'
     step memcheck 75 "$sanitizer" --tool memcheck --error-exitcode 1 ./build/gpu/tests/test_cuda \
-      '--gtest_filter=*_f32_*device*:*_bf16_*device*:Cuda.UserStream:Cuda.RowWithoutPositiveLeavesOutputsUntouched-*grid*'
+      "--gtest_filter=$cases:Cuda.Captur*:Cuda.Deferred*-*grid*"
+    # Shared-memory races (the block and staged row kernels, the block sums
+    # and the data checks' __syncthreads_or): the float32 device cases, whose
+    # row lengths cover every row kernel; slower than memcheck, so fewer cases.
+    step racecheck 60 "$sanitizer" --tool racecheck --error-exitcode 1 ./build/gpu/tests/test_cuda \
+      '--gtest_filter=*row*_f32_*device*:c*_f32_*device*:Cuda.Deferred*'
+    # Reads of device memory nobody wrote (scratch, staging, the workspace).
+    step initcheck 60 "$sanitizer" --tool initcheck --error-exitcode 1 ./build/gpu/tests/test_cuda \
+      "--gtest_filter=$cases:Cuda.Deferred*-*grid*"
+    # Barriers reached by part of a block or warp.
+    step synccheck 45 "$sanitizer" --tool synccheck --error-exitcode 1 ./build/gpu/tests/test_cuda \
+      '--gtest_filter=*row*device*:c*_f32_*device*:Cuda.Deferred*'
   else
-    skip memcheck "no compute-sanitizer on PATH or in /usr/local/cuda/bin"
+    for tool in memcheck racecheck initcheck synccheck; do
+      skip "$tool" "no compute-sanitizer on PATH or in /usr/local/cuda/bin"
+    done
   fi
   # The sweep: R = M in 4096, 16384, 32768, D = 512, similarity and embeddings
   # input, host pointers and device buffers, with the copy and cuBLAS ceilings.

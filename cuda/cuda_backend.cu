@@ -7,8 +7,10 @@
 #include <cstring>
 #include <string>
 
+#include "call_plan.hpp"
 #include "cuda_backend.hpp"
 #include "cuda_check.hpp"
+#include "deferred_check.cuh"
 #include "dtype.cuh"
 #include "error.hpp"
 #include "first_row_with_negative.cuh"
@@ -48,6 +50,13 @@ struct DeviceDeleter {
 struct PinnedDeleter {
   void operator()(long long* pointer) const noexcept { (void)cudaFreeHost(pointer); }
 };
+struct SlotsDeleter {
+  void operator()(long long* pointer) const noexcept { (void)cudaFree(pointer); }
+};
+struct StreamDeleter {
+  void operator()(cudaStream_t stream) const noexcept { (void)cudaStreamDestroy(stream); }
+};
+constexpr std::size_t kBadRowBytes = kBadRowSlots * sizeof(long long);
 
 std::size_t bytes(int64_t count, std::size_t element_size) {
   return static_cast<std::size_t>(count) * element_size;
@@ -112,13 +121,28 @@ class CudaBackend final : public Backend {
     cublasHandle_t handle = nullptr;
     NPAIRS_CUDA_CHECK(cublasCreate(&handle));
     cublas_.reset(handle);
+    // 16-bit GEMMs accumulate in float (SPEC): no split-K reduction in 16 bits.
+    NPAIRS_CUDA_CHECK(
+        cublasSetMathMode(handle, static_cast<cublasMath_t>(
+                                      CUBLAS_DEFAULT_MATH |
+                                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
     set_cublas_stream(stream_);
     cudaEvent_t event = nullptr;
     NPAIRS_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     work_queued_.reset(event);
     void* pinned = nullptr;
-    NPAIRS_CUDA_CHECK(cudaMallocHost(&pinned, kBadRowSlots * sizeof(long long)));
+    NPAIRS_CUDA_CHECK(cudaMallocHost(&pinned, kBadRowBytes));
     bad_rows_host_.reset(static_cast<long long*>(pinned));
+    // The deferred checks' reports, read and cleared by synchronize on a
+    // stream of the context's own.
+    void* reports = nullptr;
+    NPAIRS_CUDA_CHECK(cudaMalloc(&reports, kBadRowBytes));
+    deferred_reports_.reset(static_cast<long long*>(reports));
+    cudaStream_t report_stream = nullptr;
+    NPAIRS_CUDA_CHECK(cudaStreamCreateWithFlags(&report_stream, cudaStreamNonBlocking));
+    report_stream_.reset(report_stream);
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(reports, kNoBadRowByte, kBadRowBytes, report_stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(report_stream));
   }
 
   // The members then free the workspace (cudaFree waits for the device), the
@@ -132,12 +156,15 @@ class CudaBackend final : public Backend {
 
   npairs_backend kind() const override { return NPAIRS_BACKEND_CUDA; }
 
+  // Work queued by earlier calls may still use the workspace: the new stream
+  // waits for it (the event marks the end of the last call), even when the
+  // handle is the same: cudaStreamPerThread names another stream on another
+  // thread, and compute() repeats the wait for it (wait_for_earlier_calls).
+  // The legacy default stream (nullptr, cudaStreamLegacy) is one stream of
+  // the device for every thread.
   void set_stream(void* stream) override {
     const ScopedDevice current(device_);
     const auto next = static_cast<cudaStream_t>(stream);
-    if (next == stream_) return;
-    // Work queued by earlier calls may still use the workspace: the new
-    // stream waits for it (the event marks the end of the last call).
     NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(next, work_queued_.get(), 0));
     set_cublas_stream(next);
     stream_ = next;
@@ -149,7 +176,7 @@ class CudaBackend final : public Backend {
 
   void reserve(std::size_t bytes) override {
     const ScopedDevice current(device_);
-    workspace_.reserve(bytes, stream_);
+    workspace_.reserve(bytes, work_queued_.get());
   }
 
   std::size_t workspace_size(const Task& task) override {
@@ -168,17 +195,33 @@ class CudaBackend final : public Backend {
         bytes = declared_bytes<__nv_bfloat16>(task);  // make_task admits no other dtype
     }
     if (!streams(bytes)) return bytes;
-    return plan_streamed(task, workspace_limit_).bytes;
+    return plan_streamed(task, workspace_limit_, device_).bytes;
   }
 
+  // Waits for the end of the last call (its event, which a replayed graph
+  // records too), not for the stream: the caller may have destroyed the
+  // stream already. Then reports (and clears) what deferred checks found.
   void synchronize() override {
     const ScopedDevice current(device_);
-    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    NPAIRS_CUDA_CHECK(cudaEventSynchronize(work_queued_.get()));
+    if (!deferred_checks_used_) return;
+    long long* reports = bad_rows_host_.get();
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(reports, deferred_reports_.get(), kBadRowBytes,
+                                      cudaMemcpyDeviceToHost, report_stream_.get()));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(report_stream_.get()));
+    bool reported = false;
+    for (int slot = 0; slot < kBadRowSlots; ++slot) reported |= reports[slot] != kNoBadRow;
+    if (!reported) return;
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(deferred_reports_.get(), kNoBadRowByte, kBadRowBytes,
+                                      report_stream_.get()));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(report_stream_.get()));
+    report_bad_rows(reports);
   }
 
   void compute(const Task& task) override {
     const ScopedDevice current(device_);
     try {
+      wait_for_earlier_calls();
       switch (task.dtype) {
         case NPAIRS_F32:
           run<float>(task);
@@ -193,11 +236,10 @@ class CudaBackend final : public Backend {
           run<__nv_bfloat16>(task);  // make_task admits no other dtype
       }
     } catch (...) {
-      (void)cudaEventRecord(work_queued_.get(),
-                            stream_);  // the call's queued work, even when it failed
+      (void)record_end_of_call();  // the call's queued work, even when it failed
       throw;
     }
-    NPAIRS_CUDA_CHECK(cudaEventRecord(work_queued_.get(), stream_));
+    NPAIRS_CUDA_CHECK(record_end_of_call());
   }
 
  private:
@@ -210,13 +252,37 @@ class CudaBackend final : public Backend {
     NPAIRS_CUDA_CHECK(
         cublasSetWorkspace(cublas_.get(), cublas_workspace_.get(), kCublasWorkspaceBytes));
   }
+  // The per-thread default stream is the calling thread's: calls from
+  // different threads of one context land on different streams, so each
+  // call's stream waits for the last call (except under capture, which
+  // cannot wait for work outside the graph).
+  void wait_for_earlier_calls() {
+    if (stream_ != cudaStreamPerThread) return;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+    if (capture == cudaStreamCaptureStatusNone)
+      NPAIRS_CUDA_CHECK(cudaStreamWaitEvent(stream_, work_queued_.get(), 0));
+  }
+  // Under capture the record becomes a node of the graph (external), so that
+  // each replay marks its end for synchronize.
+  cudaError_t record_end_of_call() {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const cudaError_t status = cudaStreamIsCapturing(stream_, &capture);
+    if (status != cudaSuccess) return status;
+    return capture == cudaStreamCaptureStatusActive
+               ? cudaEventRecordWithFlags(work_queued_.get(), stream_, cudaEventRecordExternal)
+               : cudaEventRecord(work_queued_.get(), stream_);
+  }
+  // Fails, before any work, a call that would wait for the host while its
+  // stream is captured (which would invalidate the capture).
+  void check_capturable(const HostWaits& waits, std::size_t workspace_bytes) const;
   template <class T>
   void run(const Task& task);
   template <class T>
-  static std::size_t declared_bytes(const Task& task);
+  std::size_t declared_bytes(const Task& task) const;
   // A call whose whole workspace exceeds the limit goes to the streamed path.
   bool streams(std::size_t whole_bytes) const { return workspace_limit_ != 0 && whole_bytes > workspace_limit_; }
-  void zero_output(void* pointer, std::size_t size);
+  void zero_output(void* pointer, std::size_t size, const char* name);
 
   DeviceRestorer caller_device_;  // first: destroyed after every other member
   int device_;
@@ -226,13 +292,16 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cublasContext, CublasDeleter> cublas_;
   std::unique_ptr<CUevent_st, EventDeleter> work_queued_;
   std::unique_ptr<long long, PinnedDeleter> bad_rows_host_;
+  std::unique_ptr<long long, SlotsDeleter> deferred_reports_;  // [kBadRowSlots]
+  std::unique_ptr<CUstream_st, StreamDeleter> report_stream_;
+  bool deferred_checks_used_ = false;
   DeviceWorkspace workspace_;
   std::size_t workspace_limit_ = 0;
 };
 
-void CudaBackend::zero_output(void* pointer, std::size_t size) {
+void CudaBackend::zero_output(void* pointer, std::size_t size, const char* name) {
   if (!pointer || size == 0) return;
-  if (is_device_memory(pointer))
+  if (pointer_kind(pointer, device_, name) != MemoryKind::host)
     NPAIRS_CUDA_CHECK(cudaMemsetAsync(pointer, 0, size, stream_));
   else
     std::memset(pointer, 0, size);
@@ -244,8 +313,16 @@ struct CallArrays {
   Buffer labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives,
       sample_weight, grad_loss;
   Buffer loss, grad_similarity, grad_anchors, grad_positives;
-  Buffer bad_rows, gram, logits, row_losses, l2_partials;
+  Buffer bad_rows, gram, logits, gemm_input, row_losses, l2_partials;
 };
+
+// dL/dS = (r / tau) g_i w_i (softmax - T): where r / tau goes, and whether
+// the embedding gradients' GEMMs read dS from a scratch array of their own.
+GradientScaling gradient_scaling(const Task& task) {
+  return plan_gradient_scaling(dtype_size(task.dtype), task.grad_similarity != nullptr,
+                               task.wants_embedding_grads(),
+                               task.reduction_factor() / task.temperature);
+}
 
 // Declares every array of the call in `layout`, which sizes the workspace.
 template <class T>
@@ -257,38 +334,41 @@ void declare_arrays(const Task& task, CallLayout& layout, CallArrays& a) {
   const bool l2 = task.reg_lambda > 0;
   const std::size_t label_size = dtype_size(task.label_dtype);
   const int64_t loss_count = scalar ? 1 : R;
-  layout.input(a.labels, task.labels, bytes(R, label_size));
-  layout.input(a.multilabels, task.multilabels, bytes(R * K, value_size));
+  layout.input(a.labels, task.labels, bytes(R, label_size), "problem.labels");
+  layout.input(a.multilabels, task.multilabels, bytes(R * K, value_size), "problem.multilabels");
   if (!task.shared_targets) {
-    layout.input(a.column_labels, task.column_labels, bytes(M, label_size));
-    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value_size));
+    layout.input(a.column_labels, task.column_labels, bytes(M, label_size), "problem.column_labels");
+    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value_size),
+                 "problem.column_multilabels");
   }
-  layout.input(a.similarity, task.similarity, bytes(R * M, value_size));
-  layout.input(a.anchors, task.anchors, bytes(R * D, value_size));
-  layout.input(a.positives, task.positives, bytes(M * D, value_size));
-  layout.input(a.sample_weight, task.sample_weight, bytes(R, value_size));
-  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value_size));
+  layout.input(a.similarity, task.similarity, bytes(R * M, value_size), "problem.similarity");
+  layout.input(a.anchors, task.anchors, bytes(R * D, value_size), "problem.anchors");
+  layout.input(a.positives, task.positives, bytes(M * D, value_size), "problem.positives");
+  layout.input(a.sample_weight, task.sample_weight, bytes(R, value_size), "problem.sample_weight");
+  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value_size), "grad_loss");
 
-  layout.output(a.loss, task.loss, bytes(loss_count, value_size));
-  layout.output(a.grad_similarity, task.grad_similarity, bytes(R * M, value_size));
-  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value_size));
-  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value_size));
+  layout.output(a.loss, task.loss, bytes(loss_count, value_size), "loss");
+  layout.output(a.grad_similarity, task.grad_similarity, bytes(R * M, value_size),
+                "grads.similarity");
+  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value_size), "grads.anchors");
+  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value_size), "grads.positives");
 
   // With shared single-label targets every row is its own positive.
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
-  if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
+  if (check_targets) layout.scratch(a.bad_rows, kBadRowBytes);
   if (task.multilabel()) layout.scratch(a.gram, bytes(R * M, sizeof(C)));
   // Embedding logits are computed where dL/dS goes (then overwritten in place
   // by it), or in scratch when dL/dS is not an output.
   if (task.embeddings() && !task.grad_similarity) layout.scratch(a.logits, bytes(R * M, value_size));
+  if (gradient_scaling(task).separate_gemm_input) layout.scratch(a.gemm_input, bytes(R * M, value_size));
   if (scalar_loss) layout.scratch(a.row_losses, bytes(R, sizeof(C)));
   if (scalar_loss && l2) layout.scratch(a.l2_partials, 2 * kSumSquaresParts * sizeof(double));
 }
 
 template <class T>
-std::size_t CudaBackend::declared_bytes(const Task& task) {
-  CallLayout layout;
+std::size_t CudaBackend::declared_bytes(const Task& task) const {
+  CallLayout layout(device_);
   CallArrays arrays;
   declare_arrays<T>(task, layout, arrays);
   return layout.bytes();
@@ -309,32 +389,40 @@ void CudaBackend::run(const Task& task) {
 
   // Every array of the call: the caller's (in place when device memory) and
   // the scratch ones in the workspace.
-  CallLayout layout;
+  CallLayout layout(device_);
   CallArrays a;
   declare_arrays<T>(task, layout, a);
   if (streams(layout.bytes())) {
-    run_streamed(task, plan_streamed(task, workspace_limit_),
-                 StreamedContext{cublas, stream, limits_, &workspace_, bad_rows_host_.get()});
+    run_streamed(task, plan_streamed(task, workspace_limit_, device_),
+                 StreamedContext{device_, cublas, stream, work_queued_.get(), limits_, &workspace_,
+                                 bad_rows_host_.get()});
     return;
   }
   const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
+  const bool defer_checks = (task.flags & NPAIRS_FLAG_DEFER_CHECKS) != 0;
+  const HostWaits waits = plan_host_waits(layout.bytes(), workspace_.capacity(), check_targets,
+                                          defer_checks, layout.uses_host_memory());
+  if (waits.any()) check_capturable(waits, layout.bytes());
+  const bool deferred_check = check_targets && !waits.wait_for_check;
+  if (deferred_check) deferred_checks_used_ = true;
 
-  layout.bind(workspace_.reserve(layout.bytes(), stream));
+  layout.bind(workspace_.reserve(layout.bytes(), work_queued_.get()));
   layout.upload(stream);
   if (task.shared_targets) {
     a.column_labels = a.labels;
     a.column_multilabels = a.multilabels;
   }
 
-  // 1. The data checks, before any output is written.
+  // 1. The data checks: before any output is written, or (deferred) on the
+  // device after the row kernel (deferred_check.cuh).
+  long long* first_bad = a.bad_rows.as<long long>();
   if (check_targets) {
-    long long* first_bad = a.bad_rows.as<long long>();
-    NPAIRS_CUDA_CHECK(
-        cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), stream));
+    NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowBytes, stream));
     if (task.multilabel()) {
-      launch_first_row_with_negative(a.multilabels.as<const T>(), R, K,
-                                     first_bad + kNegativeMultilabel, stream);
+      if (!deferred_check)
+        launch_first_row_with_negative(a.multilabels.as<const T>(), R, K,
+                                       first_bad + kNegativeMultilabel, stream);
       if (!task.shared_targets)
         launch_first_row_with_negative(a.column_multilabels.as<const T>(), M, K,
                                        first_bad + kNegativeColumnMultilabel, stream);
@@ -344,20 +432,39 @@ void CudaBackend::run(const Task& task) {
                              a.multilabels.as<const T>(), a.column_multilabels.as<const T>(), C(0),
                              a.gram.as<C>());
     }
-    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
-      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, stream);
-    });
-    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad,
-                                      kBadRowSlots * sizeof(long long), cudaMemcpyDeviceToHost,
-                                      stream));
-    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
-    report_bad_rows(task, bad_rows_host_.get());
   }
+  if (check_targets && !deferred_check) {
+    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
+      launch_first_row_without_positive(
+          targets, R, M, first_bad + (task.multilabel() ? kNoPositiveMultilabel : kNoPositiveLabel),
+          stream);
+    });
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(bad_rows_host_.get(), first_bad, kBadRowBytes,
+                                      cudaMemcpyDeviceToHost, stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+    report_bad_rows(bad_rows_host_.get());
+  }
+  // The deferred check of the rows, once the outputs it makes NaN are written.
+  DeferredCheckArgs<T> deferred{};
+  deferred.rows = R;
+  deferred.cols = M;
+  deferred.multilabels = a.multilabels.as<const T>();
+  deferred.classes = K;
+  deferred.column_negative =
+      task.multilabel() && !task.shared_targets ? first_bad + kNegativeColumnMultilabel : nullptr;
+  deferred.reports = deferred_reports_.get();
+  auto launch_deferred_check_of_rows = [&] {
+    if (!deferred_check) return;
+    with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
+      launch_deferred_check(deferred, targets, stream);
+    });
+  };
   if (R == 0) {
+    launch_deferred_check_of_rows();  // the column check still reports
     // The scalar reductions give 0 and every gradient is zero; only the
     // scalar loss and dL/dP (M x D) have elements.
-    if (scalar) zero_output(task.loss, value_size);
-    zero_output(task.grad_positives, bytes(M * D, value_size));
+    if (scalar) zero_output(task.loss, value_size, "loss");
+    zero_output(task.grad_positives, bytes(M * D, value_size), "grads.positives");
     return;
   }
 
@@ -373,30 +480,42 @@ void CudaBackend::run(const Task& task) {
   T* grad_logits = task.grad_similarity           ? a.grad_similarity.as<T>()
                    : task.wants_embedding_grads() ? a.logits.as<T>()
                                                   : nullptr;
-  // dL/dS = (r / tau) g_i w_i (softmax - T). When only the embedding
-  // gradients need it, r / tau goes into their GEMMs' alpha instead, so that
-  // 16-bit scratch keeps small entries (1/R underflows float16 for large R).
-  const double ds_factor = task.reduction_factor() / task.temperature;
-  const bool ds_is_output = task.grad_similarity != nullptr;
+  // What the embedding gradients' GEMMs read.
+  const GradientScaling scaling = gradient_scaling(task);
+  const T* gemm_grad_logits = scaling.separate_gemm_input ? a.gemm_input.as<const T>() : grad_logits;
 
-  // 3. The fused row kernel: w_i * loss_i per row, and dL/dS.
+  // 3. The fused row kernel: w_i * loss_i per row, and dL/dS. With a separate
+  // GEMM input, a first pass writes it (unscaled) before the second
+  // overwrites the logits in place with the scaled dS output.
   if (a.loss.data || grad_logits) {
     RowLossArgs<T> args{};
     args.logits = similarities;
-    args.logit_scale = static_cast<C>(1.0 / task.temperature);
+    args.logit_scale = logit_scale<C>(task.temperature);
     args.rows = R;
     args.cols = M;
     args.sample_weight = a.sample_weight.as<const T>();
     args.grad_loss = a.grad_loss.as<const T>();
     args.grad_loss_per_row = !scalar;
-    args.grad_factor = ds_is_output ? static_cast<C>(ds_factor) : C(1);
-    args.row_losses = scalar ? nullptr : a.loss.as<T>();
-    args.row_losses_to_sum = a.row_losses.as<C>();
-    args.grad_logits = grad_logits;
     with_targets<C>(task, a.labels, a.column_labels, a.gram, [&](const auto& targets) {
+      if (scaling.separate_gemm_input) {
+        RowLossArgs<T> unscaled = args;
+        unscaled.grad_factor = static_cast<C>(scaling.gemm_input_factor);
+        unscaled.grad_logits = a.gemm_input.as<T>();
+        launch_row_loss(unscaled, targets, limits_, stream);
+      }
+      args.grad_factor = static_cast<C>(task.grad_similarity ? scaling.output_factor
+                                                             : scaling.gemm_input_factor);
+      args.row_losses = scalar ? nullptr : a.loss.as<T>();
+      args.row_losses_to_sum = a.row_losses.as<C>();
+      args.grad_logits = grad_logits;
       launch_row_loss(args, targets, limits_, stream);
     });
+    deferred.row_losses = args.row_losses;
+    deferred.row_losses_to_sum = args.row_losses_to_sum;
+    deferred.grad_logits = grad_logits;
+    deferred.gemm_grad_logits = scaling.separate_gemm_input ? a.gemm_input.as<T>() : nullptr;
   }
+  launch_deferred_check_of_rows();
 
   // 4. The scalar reductions, with the L2 term.
   if (scalar_loss) {
@@ -419,26 +538,40 @@ void CudaBackend::run(const Task& task) {
   // 5. The embedding gradients: dA = dS P and dP = dS^T A, added by the GEMM
   // (beta = 1) to the L2 term written first.
   const C l2_beta = l2 ? C(1) : C(0);
-  const C ds_alpha = ds_is_output ? C(1) : static_cast<C>(ds_factor);
+  const C ds_alpha = static_cast<C>(scaling.gemm_alpha);
   if (task.grad_anchors) {
     if (l2)
       launch_l2_gradient(a.anchors.as<const T>(), R * D, 0.5 * task.reg_lambda / double(R),
                          a.grad_loss.as<const T>(), a.grad_anchors.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, ds_alpha, grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, false, false, R, D, M, ds_alpha, gemm_grad_logits,
                       a.positives.as<const T>(), l2_beta, a.grad_anchors.as<T>());
   }
   if (task.grad_positives) {
     if (l2)
       launch_l2_gradient(a.positives.as<const T>(), M * D, 0.5 * task.reg_lambda / double(M),
                          a.grad_loss.as<const T>(), a.grad_positives.as<T>(), stream);
-    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, ds_alpha, grad_logits,
+    gemm_row_major<T>(cublas, allow_tf32, true, false, M, D, R, ds_alpha, gemm_grad_logits,
                       a.anchors.as<const T>(), l2_beta, a.grad_positives.as<T>());
   }
 
   // 6. Host outputs are copied back; host memory is waited for either way, as
   // the caller may reuse it when the call returns.
   layout.download(stream);
-  if (layout.uses_host_memory()) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (waits.wait_at_end) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void CudaBackend::check_capturable(const HostWaits& waits, std::size_t workspace_bytes) const {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+  if (capture == cudaStreamCaptureStatusNone) return;
+  const std::string why =
+      waits.grow_workspace
+          ? "it needs " + std::to_string(workspace_bytes) + " bytes of workspace and the context has " +
+                std::to_string(workspace_.capacity()) + " (npairs_context_reserve them first)"
+      : waits.wait_for_check ? "it checks its targets on the host (pass NPAIRS_FLAG_DEFER_CHECKS)"
+                             : "it reads or writes host or managed memory (pass device pointers)";
+  fail(NPAIRS_ERROR_UNSUPPORTED,
+       "the context's stream is being captured, and the call would wait for the device: " + why);
 }
 
 }  // namespace

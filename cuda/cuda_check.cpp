@@ -18,16 +18,17 @@ std::string where(const char* call, const char* file, int line) {
 }  // namespace
 
 void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line) {
-  // Reset the thread's last-error state, so that a later launch check does not
-  // report this (non-sticky) error a second time.
-  (void)cudaGetLastError();
+  // The thread's last-error state is left alone: the launches check their own
+  // result (launch.cuh), and it may hold an error of the caller's.
   fail(status == cudaErrorMemoryAllocation ? NPAIRS_ERROR_OUT_OF_MEMORY : NPAIRS_ERROR_DEVICE,
        where(call, file, line) + cudaGetErrorString(status));
 }
 
 void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line) {
-  fail(status == CUBLAS_STATUS_ALLOC_FAILED ? NPAIRS_ERROR_OUT_OF_MEMORY : NPAIRS_ERROR_DEVICE,
-       where(call, file, line) + cublasGetStatusString(status));
+  const npairs_status kind = status == CUBLAS_STATUS_ALLOC_FAILED     ? NPAIRS_ERROR_OUT_OF_MEMORY
+                             : status == CUBLAS_STATUS_NOT_SUPPORTED ? NPAIRS_ERROR_UNSUPPORTED
+                                                                     : NPAIRS_ERROR_DEVICE;
+  fail(kind, where(call, file, line) + cublasGetStatusString(status));
 }
 
 }  // namespace npairs::cuda

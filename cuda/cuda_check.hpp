@@ -1,7 +1,8 @@
 // The one error check of the CUDA backend: NPAIRS_CUDA_CHECK(call) turns a
 // failed cudaError_t or cublasStatus_t into npairs::Error (OUT_OF_MEMORY for
-// allocation failures, DEVICE otherwise) whose message names the call, file,
-// line and the runtime's own description.
+// allocation failures, UNSUPPORTED for cuBLAS's NOT_SUPPORTED, DEVICE
+// otherwise) whose message names the call, file, line and the runtime's own
+// description.
 #pragma once
 
 #include <cublas_v2.h>

@@ -1,8 +1,8 @@
 #include <algorithm>
 
-#include "cuda_check.hpp"
 #include "dtype.cuh"
 #include "first_row_with_negative.cuh"
+#include "launch.cuh"
 
 namespace npairs::cuda {
 
@@ -29,8 +29,7 @@ void launch_first_row_with_negative(const T* matrix, int64_t rows, int64_t cols,
   const int64_t count = rows * cols;
   if (count == 0) return;
   const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
-  first_row_with_negative_kernel<<<blocks, kBlock, 0, stream>>>(matrix, rows, cols, first_bad);
-  NPAIRS_CUDA_CHECK(cudaGetLastError());
+  launch(first_row_with_negative_kernel<T>, blocks, kBlock, 0, stream, matrix, rows, cols, first_bad);
 }
 
 #define NPAIRS_INSTANTIATE(T)                                                               \

@@ -1,7 +1,7 @@
 #include <algorithm>
 
-#include "cuda_check.hpp"
 #include "first_row_without_positive.cuh"
+#include "launch.cuh"
 #include "targets.cuh"
 
 namespace npairs::cuda {
@@ -9,7 +9,8 @@ namespace npairs::cuda {
 namespace {
 
 constexpr int kBlock = 256;
-constexpr int64_t kMaxBlocks = 65535;
+// More blocks than any GPU keeps resident (grid-stride loops do the rest).
+constexpr int64_t kMaxBlocks = 4096;
 
 // A block per row (grid-stride over rows); each thread stops at its first
 // positive column.
@@ -37,8 +38,8 @@ void launch_first_row_without_positive(const Targets& targets, int64_t rows, int
                                        long long* first_bad, cudaStream_t stream) {
   if (rows == 0) return;
   const auto blocks = static_cast<unsigned>(std::min(rows, kMaxBlocks));
-  first_row_without_positive_kernel<<<blocks, kBlock, 0, stream>>>(targets, rows, cols, first_bad);
-  NPAIRS_CUDA_CHECK(cudaGetLastError());
+  launch(first_row_without_positive_kernel<Targets>, blocks, kBlock, 0, stream, targets, rows, cols,
+         first_bad);
 }
 
 template void launch_first_row_without_positive(const LabelTargets<float, int32_t>&, int64_t,

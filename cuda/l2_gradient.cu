@@ -1,8 +1,8 @@
 #include <algorithm>
 
-#include "cuda_check.hpp"
 #include "dtype.cuh"
 #include "l2_gradient.cuh"
+#include "launch.cuh"
 
 namespace npairs::cuda {
 
@@ -27,9 +27,8 @@ void launch_l2_gradient(const T* x, int64_t count, double factor, const T* grad_
                         cudaStream_t stream) {
   if (count == 0) return;
   const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
-  l2_gradient_kernel<<<blocks, kBlock, 0, stream>>>(x, count, static_cast<compute_t<T>>(factor), grad_loss,
-                                                    grad);
-  NPAIRS_CUDA_CHECK(cudaGetLastError());
+  launch(l2_gradient_kernel<T>, blocks, kBlock, 0, stream, x, count,
+         static_cast<compute_t<T>>(factor), grad_loss, grad);
 }
 
 #define NPAIRS_INSTANTIATE(T) \

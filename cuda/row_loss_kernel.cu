@@ -2,6 +2,7 @@
 #include <cstdint>
 
 #include "cuda_check.hpp"
+#include "launch.cuh"
 #include "row_loss_kernel.cuh"
 #include "row_math.hpp"
 #include "targets.cuh"
@@ -95,7 +96,7 @@ struct BlockGroup {
 
 template <class T>
 __device__ compute_t<T> logit(const RowLossArgs<T>& args, const Pack<T>& p, int e) {
-  return to_compute(p.v[e]) * args.logit_scale;
+  return to_compute(p.v[e]) * args.logit_scale.hi * args.logit_scale.lo;
 }
 
 // Writes row i's weighted loss (one thread) and returns what its gradient
@@ -263,14 +264,14 @@ void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
   switch (plan.kernel) {
     case RowKernel::warp: {
       const auto kernel = row_loss_warp_kernel<T, Targets>;
-      kernel<<<grid_size(kernel, plan.threads, 0, blocks, limits), plan.threads, 0, stream>>>(
-          args, targets, access);
+      launch(kernel, grid_size(kernel, plan.threads, 0, blocks, limits), plan.threads, 0, stream,
+             args, targets, access);
       break;
     }
     case RowKernel::block: {
       const auto kernel = row_loss_block_kernel<T, Targets>;
-      kernel<<<grid_size(kernel, plan.threads, 0, blocks, limits), plan.threads, 0, stream>>>(
-          args, targets, access);
+      launch(kernel, grid_size(kernel, plan.threads, 0, blocks, limits), plan.threads, 0, stream,
+             args, targets, access);
       break;
     }
     case RowKernel::staged: {
@@ -281,12 +282,11 @@ void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
       NPAIRS_CUDA_CHECK(cudaFuncSetAttribute(
           kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
           static_cast<int>(limits.shared_bytes_per_block - kReservedShared)));
-      kernel<<<grid_size(kernel, plan.threads, shared, blocks, limits), plan.threads, shared,
-               stream>>>(args, targets, access, shared > 0);
+      launch(kernel, grid_size(kernel, plan.threads, shared, blocks, limits), plan.threads, shared,
+             stream, args, targets, access, shared > 0);
       break;
     }
   }
-  NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
 #define NPAIRS_INSTANTIATE(T)                                                                   \

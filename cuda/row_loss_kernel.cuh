@@ -9,14 +9,17 @@
 
 #include "dtype.cuh"
 #include "row_kernel_plan.hpp"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
 template <class T>
 struct RowLossArgs {
   using C = compute_t<T>;
-  const T* logits;  // [rows, cols]; z_ij = logits[i, j] * logit_scale
-  C logit_scale;    // 1/tau for a similarity input, 1 when already divided
+  const T* logits;  // [rows, cols]; z_ij = (logits[i, j] * logit_scale.hi) * logit_scale.lo
+  // 1/tau as two factors finite in C (row_math.hpp): S/tau is finite
+  // wherever it fits in C, even when 1/tau does not.
+  LogitScale<C> logit_scale;
   int64_t rows;
   int64_t cols;
   const T* sample_weight;  // [rows], or nullptr for ones

@@ -5,7 +5,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "call_plan.hpp"
 #include "cuda_check.hpp"
+#include "deferred_check.cuh"
 #include "dtype.cuh"
 #include "error.hpp"
 #include "first_row_with_negative.cuh"
@@ -34,11 +36,17 @@ std::size_t bytes(int64_t count, std::size_t element_size) {
 // kernels read and write a tile with one row stride).
 struct Placement {
   bool similarity_in_place = false;
+  bool similarity_waits = false;  // either is host or managed memory: the call waits
 };
-Placement placement_of(const Task& task) {
+Placement placement_of(const Task& task, int device) {
+  auto kind = [&](const void* pointer, const char* name) {
+    return pointer ? pointer_kind(pointer, device, name) : MemoryKind::device;
+  };
+  const MemoryKind similarity = kind(task.similarity, "problem.similarity");
+  const MemoryKind grad = kind(task.grad_similarity, "grads.similarity");
   Placement p;
-  p.similarity_in_place = task.similarity && is_device_memory(task.similarity) &&
-                          (!task.grad_similarity || is_device_memory(task.grad_similarity));
+  p.similarity_in_place = task.similarity && similarity != MemoryKind::host && grad != MemoryKind::host;
+  p.similarity_waits = similarity != MemoryKind::device || grad != MemoryKind::device;
   return p;
 }
 
@@ -65,19 +73,19 @@ void declare(const Task& task, const Placement& placement, int64_t row_block, in
   const std::size_t value = sizeof(T), label = dtype_size(task.label_dtype);
   const bool scalar = task.scalar_loss();
   const int64_t loss_count = scalar ? 1 : R;
-  layout.input(a.labels, task.labels, bytes(R, label));
-  layout.input(a.multilabels, task.multilabels, bytes(R * K, value));
+  layout.input(a.labels, task.labels, bytes(R, label), "problem.labels");
+  layout.input(a.multilabels, task.multilabels, bytes(R * K, value), "problem.multilabels");
   if (!task.shared_targets) {
-    layout.input(a.column_labels, task.column_labels, bytes(M, label));
-    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value));
+    layout.input(a.column_labels, task.column_labels, bytes(M, label), "problem.column_labels");
+    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value), "problem.column_multilabels");
   }
-  layout.input(a.anchors, task.anchors, bytes(R * D, value));
-  layout.input(a.positives, task.positives, bytes(M * D, value));
-  layout.input(a.sample_weight, task.sample_weight, bytes(R, value));
-  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value));
-  layout.output(a.loss, task.loss, bytes(loss_count, value));
-  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value));
-  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value));
+  layout.input(a.anchors, task.anchors, bytes(R * D, value), "problem.anchors");
+  layout.input(a.positives, task.positives, bytes(M * D, value), "problem.positives");
+  layout.input(a.sample_weight, task.sample_weight, bytes(R, value), "problem.sample_weight");
+  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value), "grad_loss");
+  layout.output(a.loss, task.loss, bytes(loss_count, value), "loss");
+  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value), "grads.anchors");
+  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value), "grads.positives");
 
   const bool check_targets = task.multilabel() || !task.shared_targets;
   if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
@@ -97,8 +105,8 @@ void declare(const Task& task, const Placement& placement, int64_t row_block, in
 
 template <class T>
 std::size_t streamed_bytes(const Task& task, const Placement& placement, int64_t row_block,
-                           int64_t col_tile) {
-  CallLayout layout;
+                           int64_t col_tile, int device) {
+  CallLayout layout(device);
   StreamedArrays arrays;
   declare<T>(task, placement, row_block, col_tile, layout, arrays);
   return layout.bytes();
@@ -144,17 +152,17 @@ void check_targets(const Task& task, const StreamedArrays& a, const StreamedCont
       gemm_row_major<T>(ctx.cublas, false, false, false, R, 1, K, C(1), a.multilabels.as<const T>(),
                         a.check_column_sums.as<const T>(), C(0), a.check_overlaps.as<T>());
       launch_first_row_without_positive(GramTargets<T>{a.check_overlaps.as<const T>(), 1}, R, 1,
-                                        first_bad + kNoPositive, ctx.stream);
+                                        first_bad + kNoPositiveMultilabel, ctx.stream);
     }
   } else {
     with_tile_targets<C>(task, a, Tile{0, R, 0, M}, [&](const auto& targets) {
-      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositive, ctx.stream);
+      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositiveLabel, ctx.stream);
     });
   }
   NPAIRS_CUDA_CHECK(cudaMemcpyAsync(ctx.bad_rows_host, first_bad, kBadRowSlots * sizeof(long long),
                                     cudaMemcpyDeviceToHost, ctx.stream));
   NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  report_bad_rows(task, ctx.bad_rows_host);
+  report_bad_rows(ctx.bad_rows_host);
 }
 
 // The work of one piece on the device.
@@ -164,7 +172,12 @@ class CudaTiles final : public TileOps {
 
  public:
   CudaTiles(const Task& task, const Placement& placement, const StreamedArrays& a, const StreamedContext& ctx)
-      : t_(task), p_(placement), a_(a), ctx_(ctx) {}
+      : t_(task),
+        p_(placement),
+        a_(a),
+        ctx_(ctx),
+        scaling_(plan_gradient_scaling(sizeof(T), task.grad_similarity != nullptr, task.wants_embedding_grads(),
+                                       task.reduction_factor() / task.temperature)) {}
 
   void load(const Tile& tile) override {
     const int64_t K = t_.classes, D = t_.dim, M = t_.cols;
@@ -190,20 +203,28 @@ class CudaTiles final : public TileOps {
     const int64_t r0 = block.row_begin;
     RowLossArgs<T> args{};
     args.logits = logits_of(block).first;
-    args.logit_scale = static_cast<C>(1.0 / t_.temperature);
+    args.logit_scale = logit_scale<C>(t_.temperature);
     args.rows = block.rows();
     args.cols = block.cols();
     args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
     args.grad_loss = grad_loss_of(r0);
     args.grad_loss_per_row = !t_.scalar_loss();
-    args.grad_factor = grad_factor();
+    args.grad_factor = first_grad_factor();
     args.row_losses = t_.scalar_loss() ? nullptr : row_offset(a_.loss.as<T>(), r0);
     args.row_losses_to_sum = row_offset(a_.row_losses.as<C>(), r0);
     args.grad_logits = gradient_wanted() ? grad_of(block).first : nullptr;
-    with_tile_targets<C>(t_, a_, block, [&](const auto& targets) {
-      launch_row_loss(args, targets, ctx_.limits, ctx_.stream);
-    });
+    auto run_rows = [&] {
+      with_tile_targets<C>(t_, a_, block, [&](const auto& targets) {
+        launch_row_loss(args, targets, ctx_.limits, ctx_.stream);
+      });
+    };
+    run_rows();
     if (gradient_wanted()) download_grad(block);
+    if (scaling_.separate_gemm_input) {  // the GEMMs' unscaled input, from the logits again
+      load(block);
+      args.grad_factor = static_cast<C>(scaling_.gemm_input_factor);
+      run_rows();
+    }
   }
 
   void tile_stats(const Tile& tile) override {
@@ -245,20 +266,27 @@ class CudaTiles final : public TileOps {
     args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
     args.grad_loss = grad_loss_of(r0);
     args.grad_loss_per_row = !t_.scalar_loss();
-    args.grad_factor = grad_factor();
+    args.grad_factor = first_grad_factor();
     args.grad = grad_of(tile).first;
-    with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
-      launch_tile_row_gradient(args, targets, ctx_.limits, ctx_.stream);
-    });
+    auto run_tile = [&] {
+      with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
+        launch_tile_row_gradient(args, targets, ctx_.limits, ctx_.stream);
+      });
+    };
+    run_tile();
     download_grad(tile);
+    if (scaling_.separate_gemm_input) {  // the GEMMs' unscaled input, from the logits again
+      load(tile);
+      args.grad_factor = static_cast<C>(scaling_.gemm_input_factor);
+      run_tile();
+    }
   }
 
   void embedding_gradients(const Tile& tile) override {
     const int64_t D = t_.dim;
     const bool l2 = t_.reg_lambda > 0;
-    // dL/dS without r/tau when it is not an output: r/tau goes into alpha, so
-    // that 16-bit scratch keeps small entries (as the dense path does).
-    const C alpha = t_.grad_similarity ? C(1) : static_cast<C>(t_.reduction_factor() / t_.temperature);
+    // r/tau is in the stored dS or in alpha (call_plan.hpp).
+    const C alpha = static_cast<C>(scaling_.gemm_alpha);
     const T* ds = a_.logits.as<const T>();
     if (t_.grad_anchors) {
       T* out = a_.grad_anchors.as<T>() + tile.row_begin * D;
@@ -293,8 +321,10 @@ class CudaTiles final : public TileOps {
     const T* g = a_.grad_loss.as<const T>();
     return t_.scalar_loss() ? g : row_offset(g, row);
   }
-  C grad_factor() const {
-    return t_.grad_similarity ? static_cast<C>(t_.reduction_factor() / t_.temperature) : C(1);
+  // The first gradient pass writes the dS output when it is wanted, else the
+  // GEMMs' input.
+  C first_grad_factor() const {
+    return static_cast<C>(t_.grad_similarity ? scaling_.output_factor : scaling_.gemm_input_factor);
   }
   // The piece's logits: the caller's device similarity in place (rows `M`
   // apart), or the scratch tile (dense).
@@ -327,13 +357,14 @@ class CudaTiles final : public TileOps {
   Placement p_;
   const StreamedArrays& a_;
   const StreamedContext& ctx_;
+  GradientScaling scaling_;
 };
 
 template <class T>
-TilePlan plan_typed(const Task& task, std::size_t limit) {
-  const Placement placement = placement_of(task);
+TilePlan plan_typed(const Task& task, std::size_t limit, int device) {
+  const Placement placement = placement_of(task, device);
   return plan_tiles(task, limit, [&](int64_t rows, int64_t cols) {
-    return streamed_bytes<T>(task, placement, rows, cols);
+    return streamed_bytes<T>(task, placement, rows, cols, device);
   });
 }
 
@@ -341,11 +372,11 @@ template <class T>
 void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ctx) {
   using C = compute_t<T>;
   const int64_t R = task.rows, M = task.cols, D = task.dim;
-  const Placement placement = placement_of(task);
-  CallLayout layout;
+  const Placement placement = placement_of(task, ctx.device);
+  CallLayout layout(ctx.device);
   StreamedArrays a;
   declare<T>(task, placement, plan.row_block, plan.col_tile, layout, a);
-  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.stream));
+  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.work_queued));
   layout.upload(ctx.stream);
   if (task.shared_targets) {
     a.column_labels = a.labels;
@@ -380,9 +411,7 @@ void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ct
       NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_positives.data, 0, bytes(M * D, sizeof(T)), ctx.stream));
   }
   layout.download(ctx.stream);
-  const bool host_similarity = (task.similarity && !is_device_memory(task.similarity)) ||
-                               (task.grad_similarity && !is_device_memory(task.grad_similarity));
-  if (layout.uses_host_memory() || host_similarity) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  if (layout.uses_host_memory() || placement.similarity_waits) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 }
 
 template <class F>
@@ -397,16 +426,23 @@ auto with_dtype(const Task& task, F&& f) {
 
 }  // namespace
 
-TilePlan plan_streamed(const Task& task, std::size_t limit) {
+TilePlan plan_streamed(const Task& task, std::size_t limit, int device) {
   if (task.multilabel() && (task.dtype == NPAIRS_F16 || task.dtype == NPAIRS_BF16)) {
     fail(NPAIRS_ERROR_UNSUPPORTED,
          "a float16 or bfloat16 multi-label call above the context's workspace limit cannot be streamed by the "
          "CUDA backend yet (raise the limit, or use float32)");
   }
-  return with_dtype(task, [&](auto value) { return plan_typed<decltype(value)>(task, limit); });
+  return with_dtype(task, [&](auto value) { return plan_typed<decltype(value)>(task, limit, device); });
 }
 
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(context.stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    fail(NPAIRS_ERROR_UNSUPPORTED,
+         "the context's stream is being captured, and the call needs more workspace than the context's limit: "
+         "a streamed call waits for its target check (raise the limit, or reserve the whole call's workspace)");
+  }
   with_dtype(task, [&](auto value) { run_typed<decltype(value)>(task, plan, context); });
 }
 

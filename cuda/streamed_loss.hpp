@@ -20,17 +20,20 @@ namespace npairs::cuda {
 
 // What a streamed call uses of its context.
 struct StreamedContext {
+  int device;
   cublasHandle_t cublas;
   cudaStream_t stream;
+  cudaEvent_t work_queued;   // the end of the context's last call
   DeviceLimits limits;
   DeviceWorkspace* workspace;
   long long* bad_rows_host;  // pinned, kBadRowSlots entries
 };
 
-// The pieces of `task` under `limit` with this path's workspace; throws
+// The pieces of `task` under `limit` with this path's workspace (`device`:
+// the context's, whose pointers are used in place); throws
 // Error(OUT_OF_MEMORY) as plan_tiles does, and UNSUPPORTED for what this
 // path cannot stream (16-bit multi-labels).
-TilePlan plan_streamed(const Task& task, std::size_t limit);
+TilePlan plan_streamed(const Task& task, std::size_t limit, int device);
 
 // Checks the targets (waiting for the device), then queues every piece.
 // Waits for the stream before returning when any array is host memory.

@@ -40,3 +40,12 @@ struct GramTargets {
 
 }  // namespace npairs::cuda
 
+namespace npairs::cuda {
+
+// The data checks report the first bad row with atomicMin into a device
+// slot that starts at kNoBadRow, larger than any row: the value of eight 0x7F
+// bytes, so that cudaMemsetAsync(slots, 0x7F, bytes) resets the slots.
+constexpr long long kNoBadRow = 0x7F7F7F7F7F7F7F7FLL;
+constexpr int kNoBadRowByte = 0x7F;
+
+}  // namespace npairs::cuda

@@ -1,6 +1,7 @@
 #include <cstdint>
 
 #include "cuda_check.hpp"
+#include "launch.cuh"
 #include "row_group.cuh"
 #include "row_math.hpp"
 #include "targets.cuh"
@@ -56,14 +57,11 @@ void launch_tile_row_gradient(const TileRowGradientArgs<T>& args, const Targets&
   const StreamedRows plan = streamed_rows(args.rows, args.cols, sizeof(T));
   if (plan.block_per_row) {
     const auto kernel = tile_row_gradient_kernel<T, Targets, BlockGroup<C>>;
-    kernel<<<grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0,
-             stream>>>(args, targets, access);
+    launch(kernel, grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0, stream, args, targets, access);
   } else {
     const auto kernel = tile_row_gradient_kernel<T, Targets, WarpGroup>;
-    kernel<<<grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0,
-             stream>>>(args, targets, access);
+    launch(kernel, grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0, stream, args, targets, access);
   }
-  NPAIRS_CUDA_CHECK(cudaGetLastError());
 }
 
 #define NPAIRS_INSTANTIATE(T)                                                                   \

@@ -1,6 +1,7 @@
 #include <cstdint>
 
 #include "cuda_check.hpp"
+#include "launch.cuh"
 #include "row_group.cuh"
 #include "row_math.hpp"
 #include "tile_row_losses.cuh"
@@ -32,8 +33,7 @@ void launch_tile_row_losses(const TileRowLossesArgs<T>& args, const DeviceLimits
   if (args.rows == 0) return;
   const auto kernel = tile_row_losses_kernel<T>;
   const int64_t blocks = (args.rows + kLossThreads - 1) / kLossThreads;
-  kernel<<<grid_size(kernel, kLossThreads, 0, blocks, limits), kLossThreads, 0, stream>>>(args);
-  NPAIRS_CUDA_CHECK(cudaGetLastError());
+  launch(kernel, grid_size(kernel, kLossThreads, 0, blocks, limits), kLossThreads, 0, stream, args);
 }
 
 #define NPAIRS_INSTANTIATE(T) \

@@ -1,6 +1,9 @@
 #include "workspace.hpp"
 
+#include <string>
+
 #include "cuda_check.hpp"
+#include "error.hpp"
 
 namespace npairs::cuda {
 
@@ -12,20 +15,25 @@ constexpr std::size_t kAlignment = 256;
 
 }  // namespace
 
-bool is_device_memory(const void* pointer) {
+MemoryKind pointer_kind(const void* pointer, int context_device, const char* name) {
   cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
-    (void)cudaGetLastError();  // older runtimes reject unregistered host memory
-    return false;
-  }
-  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+  // CUDA >= 11 reports unregistered host memory as such (the error state is
+  // neither read nor cleared: it may hold the caller's pending error).
+  NPAIRS_CUDA_CHECK(cudaPointerGetAttributes(&attributes, pointer));
+  const MemoryKind kind = memory_kind(attributes, context_device);
+  if (kind == MemoryKind::other_device)
+    fail(NPAIRS_ERROR_INVALID_ARGUMENT, std::string(name) + " is memory of CUDA device " +
+                                            std::to_string(attributes.device) +
+                                            ", but the context is on device " +
+                                            std::to_string(context_device));
+  return kind;
 }
 
 DeviceWorkspace::~DeviceWorkspace() { (void)cudaFree(data_); }
 
-char* DeviceWorkspace::reserve(std::size_t bytes, cudaStream_t stream) {
+char* DeviceWorkspace::reserve(std::size_t bytes, cudaEvent_t last_use) {
   if (bytes <= capacity_) return data_;
-  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  NPAIRS_CUDA_CHECK(cudaEventSynchronize(last_use));
   NPAIRS_CUDA_CHECK(cudaFree(data_));
   data_ = nullptr;
   capacity_ = 0;
@@ -42,22 +50,20 @@ void CallLayout::place(Buffer& buffer, std::size_t bytes, const void* host_input
   size_ += (bytes + kAlignment - 1) / kAlignment * kAlignment;
 }
 
-void CallLayout::input(Buffer& buffer, const void* pointer, std::size_t bytes) {
-  if (pointer == nullptr) return;
-  if (is_device_memory(pointer)) {
-    buffer.data = const_cast<void*>(pointer);  // read only: kernels take it as const
-  } else {
-    place(buffer, bytes, pointer, nullptr);
-  }
+bool CallLayout::in_place(Buffer& buffer, const void* pointer, const char* name) {
+  const MemoryKind kind = pointer_kind(pointer, device_, name);
+  if (kind == MemoryKind::host) return false;
+  uses_managed_memory_ |= kind == MemoryKind::managed;
+  buffer.data = const_cast<void*>(pointer);  // inputs stay read only: kernels take them as const
+  return true;
 }
 
-void CallLayout::output(Buffer& buffer, void* pointer, std::size_t bytes) {
-  if (pointer == nullptr) return;
-  if (is_device_memory(pointer)) {
-    buffer.data = pointer;
-  } else {
-    place(buffer, bytes, nullptr, pointer);
-  }
+void CallLayout::input(Buffer& buffer, const void* pointer, std::size_t bytes, const char* name) {
+  if (pointer != nullptr && !in_place(buffer, pointer, name)) place(buffer, bytes, pointer, nullptr);
+}
+
+void CallLayout::output(Buffer& buffer, void* pointer, std::size_t bytes, const char* name) {
+  if (pointer != nullptr && !in_place(buffer, pointer, name)) place(buffer, bytes, nullptr, pointer);
 }
 
 void CallLayout::scratch(Buffer& buffer, std::size_t bytes) {
@@ -83,6 +89,7 @@ void CallLayout::download(cudaStream_t stream) const {
 }
 
 bool CallLayout::uses_host_memory() const {
+  if (uses_managed_memory_) return true;
   for (const Entry& entry : entries_)
     if (entry.host_input || entry.host_output) return true;
   return false;

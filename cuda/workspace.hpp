@@ -5,13 +5,35 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 namespace npairs::cuda {
 
-// True for device and managed memory (usable by kernels as is); false for
-// host memory, pageable or pinned, which is staged through the workspace.
-bool is_device_memory(const void* pointer);
+// How a call uses a caller's array. Device memory of the context's device is
+// used in place and the call does not wait for it. Host memory, pageable or
+// pinned, is copied through the workspace (pinned memory by DMA, with no
+// staging of the driver's) and the call waits before it returns. Managed
+// memory is used in place, and the call waits too: managed memory is read
+// by the host as well, and a host reader must not see stale values, so it
+// is synchronous like host memory. Device memory of another device is
+// rejected (its use would be an illegal address, sticky for the process).
+enum class MemoryKind { host, device, managed, other_device };
+
+inline MemoryKind memory_kind(const cudaPointerAttributes& attributes, int context_device) {
+  switch (attributes.type) {
+    case cudaMemoryTypeDevice:
+      return attributes.device == context_device ? MemoryKind::device : MemoryKind::other_device;
+    case cudaMemoryTypeManaged:
+      return MemoryKind::managed;
+    default:
+      return MemoryKind::host;
+  }
+}
+
+// The kind of `pointer` for a context on `context_device`; throws
+// INVALID_ARGUMENT naming `name` and both devices for another device's memory.
+MemoryKind pointer_kind(const void* pointer, int context_device, const char* name);
 
 // A device buffer that only grows; reused by every call of one context.
 class DeviceWorkspace {
@@ -21,8 +43,10 @@ class DeviceWorkspace {
   DeviceWorkspace& operator=(const DeviceWorkspace&) = delete;
   ~DeviceWorkspace();
   // Returns at least `bytes` of device memory. When it has to grow, it first
-  // waits for `stream`, the only stream that may still be using the old one.
-  char* reserve(std::size_t bytes, cudaStream_t stream);
+  // waits for `last_use`, the event that marks the end of the last call that
+  // used it (not its stream, which the caller may have destroyed).
+  char* reserve(std::size_t bytes, cudaEvent_t last_use);
+  std::size_t capacity() const { return capacity_; }
 
  private:
   char* data_ = nullptr;
@@ -43,11 +67,14 @@ struct Buffer {
 // workspace), then bind() gives each its address in the workspace.
 class CallLayout {
  public:
-  // A caller's input: used in place when device memory, else staged by upload().
-  void input(Buffer& buffer, const void* pointer, std::size_t bytes);
-  // A caller's output: written in place when device memory, else copied back
-  // by download().
-  void output(Buffer& buffer, void* pointer, std::size_t bytes);
+  // The arrays of a context on `device`.
+  explicit CallLayout(int device) : device_(device) {}
+  // A caller's input, `name` in messages: used in place when device or
+  // managed memory, else staged by upload().
+  void input(Buffer& buffer, const void* pointer, std::size_t bytes, const char* name);
+  // A caller's output: written in place when device or managed memory, else
+  // copied back by download().
+  void output(Buffer& buffer, void* pointer, std::size_t bytes, const char* name);
   // Scratch memory of the call.
   void scratch(Buffer& buffer, std::size_t bytes);
 
@@ -57,8 +84,9 @@ class CallLayout {
   void upload(cudaStream_t stream) const;
   // Queues the copies of the workspace into the host outputs.
   void download(cudaStream_t stream) const;
-  // True when any array is the caller's host memory: the call must then wait
-  // for its stream before returning, as the caller may reuse that memory.
+  // True when any array is the caller's host or managed memory: the call
+  // must then wait for its stream before returning, as the caller may reuse
+  // or read that memory (see MemoryKind).
   bool uses_host_memory() const;
 
  private:
@@ -70,9 +98,13 @@ class CallLayout {
     void* host_output;
   };
   void place(Buffer& buffer, std::size_t bytes, const void* host_input, void* host_output);
+  // Uses device or managed memory in place and returns true, else false.
+  bool in_place(Buffer& buffer, const void* pointer, const char* name);
 
+  int device_;
   std::vector<Entry> entries_;
   std::size_t size_ = 0;
+  bool uses_managed_memory_ = false;
 };
 
 }  // namespace npairs::cuda

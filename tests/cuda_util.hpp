@@ -53,6 +53,13 @@ class DeviceArray {
   DeviceArray& operator=(const DeviceArray&) = delete;
   bool ok() const { return bytes_ == 0 || ptr_ != nullptr; }
   void* data() const { return ptr_ ? static_cast<char*>(ptr_) + offset_ : nullptr; }
+  // Copies a host array of the same size over the device buffer (new inputs
+  // in the same device memory, as for a CUDA graph's replay).
+  bool upload(const Array& host) {
+    if (bytes_ == 0) return true;
+    return host.bytes().size() == bytes_ &&
+           cudaMemcpy(ptr_, host.bytes().data(), bytes_, cudaMemcpyHostToDevice) == cudaSuccess;
+  }
   // Copies the device buffer back over the host array's bytes.
   bool download(Array& host) const {
     if (bytes_ == 0) return true;

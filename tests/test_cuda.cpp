@@ -5,9 +5,12 @@
 // of the row kernels' limits (cuda/row_kernel_plan.hpp), aligned or not.
 // Every output is poisoned first. All tests skip without a GPU.
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "cuda_util.hpp"
 
@@ -466,6 +469,385 @@ TEST(Cuda, UserStream) {
 
 #ifdef NPAIRS_TEST_HAVE_CUDART
 namespace {
+
+// A similarity problem (labels, column labels when the spec has them) with
+// its inputs and its loss and dS in device memory.
+struct DeviceSimilarityCall {
+  const npt::Inputs& in;
+  npt::Outputs& out;
+  npt::DeviceArray labels, column_labels, similarity, loss, grad;
+  DeviceSimilarityCall(const npt::Inputs& inputs, npt::Outputs& outputs)
+      : in(inputs), out(outputs), labels(in.labels), column_labels(in.column_labels),
+        similarity(in.similarity), loss(out.loss), grad(out.grad_similarity) {}
+  bool ok() const { return labels.ok() && column_labels.ok() && similarity.ok() && loss.ok() && grad.ok(); }
+  npairs_problem problem() const {
+    npairs_problem p = in.problem();
+    p.labels = labels.data();
+    p.column_labels = column_labels.data();
+    p.similarity = similarity.data();
+    return p;
+  }
+  npairs_gradients grads() const {
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    g.similarity = grad.data();
+    return g;
+  }
+  npairs_options options(uint32_t flags) const {
+    npairs_options o = in.options();
+    o.flags |= flags;
+    return o;
+  }
+  npairs_status run(npairs_context ctx, uint32_t flags = 0) {
+    const npairs_problem p = problem();
+    npairs_gradients g = grads();
+    const npairs_options o = options(flags);
+    return npairs_loss(ctx, &o, &p, nullptr, loss.data(), &g);
+  }
+  // Reserves the workspace the call needs.
+  npairs_status reserve(npairs_context ctx, uint32_t flags) const {
+    const npairs_problem p = problem();
+    const npairs_gradients g = grads();
+    const npairs_options o = options(flags);
+    std::size_t bytes = 0;
+    const npairs_status status = npairs_workspace_size(ctx, &o, &p, &g, &bytes);
+    return status != NPAIRS_OK ? status : npairs_context_reserve(ctx, bytes);
+  }
+  // New inputs of the same shapes into the same device memory.
+  bool upload(const npt::Inputs& next) {
+    return labels.upload(next.labels) && column_labels.upload(next.column_labels) &&
+           similarity.upload(next.similarity);
+  }
+  bool download() { return loss.download(out.loss) && grad.download(out.grad_similarity); }
+};
+
+npt::Spec similarity_spec(npairs_dtype dtype, bool column_targets) {
+  npt::Spec s;
+  s.dtype = dtype;
+  s.rows = 37;
+  s.cols = 41;
+  s.column_targets = column_targets;
+  s.classes = 5;
+  s.label_dtype = NPAIRS_I32;
+  s.reduction = NPAIRS_REDUCTION_NONE;
+  s.temperature = 0.7;
+  s.seed = 1010;
+  return s;
+}
+
+// A CUDA error the caller left pending (a failed cudaMalloc of its own) is
+// not this library's: calls succeed, and the caller still finds its error.
+TEST(Cuda, PendingCallerErrorIsNotReported) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs out(in, true, true, false, false);
+  DeviceSimilarityCall call(in, out);
+  ASSERT_TRUE(call.ok());
+  void* too_much = nullptr;
+  ASSERT_EQ(cudaMalloc(&too_much, std::size_t(1) << 60), cudaErrorMemoryAllocation);
+  ASSERT_NPAIRS_OK(call.run(gpu.get()));
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+  const npt::Inputs embeddings = npt::make_inputs(medium_spec(NPAIRS_F32));
+  npt::Outputs host_out(embeddings, true, true, true, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), embeddings, host_out));
+  EXPECT_EQ(cudaGetLastError(), cudaErrorMemoryAllocation) << "the caller's error, left for the caller";
+  ASSERT_TRUE(call.download());
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-5);
+  npt::expect_matches_reference(embeddings, host_out, ref::compute<double>(embeddings.reference()), 1e-5);
+}
+
+// The usual order at the end: the caller destroys its stream, then the
+// context. synchronize and destroy wait on the last call's event, not on the
+// destroyed stream handle.
+TEST(Cuda, StreamDestroyedBeforeTheContext) {
+  NPT_REQUIRE_CUDA();
+  npairs_context ctx = nullptr;
+  ASSERT_NPAIRS_OK(npairs_context_create(NPAIRS_BACKEND_CUDA, 0, &ctx));
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(ctx, stream));
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F64, true));
+  npt::Outputs out(in, true, true, false, false);
+  {
+    DeviceSimilarityCall call(in, out);
+    ASSERT_TRUE(call.ok());
+    ASSERT_NPAIRS_OK(call.run(ctx));
+    NPT_ASSERT_CUDA(cudaStreamSynchronize(stream));
+    NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
+    EXPECT_NPAIRS_OK(npairs_context_synchronize(ctx));
+    EXPECT_NPAIRS_OK(npairs_context_destroy(ctx));
+    ASSERT_TRUE(call.download());
+  }
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-12);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+// cudaStreamPerThread names the calling thread's stream: a context used from
+// one thread, then another (one at a time), orders the second call after the
+// first, which wrote the buffer the second reads.
+TEST(Cuda, PerThreadStreamAcrossThreads) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), cudaStreamPerThread));
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs first(in, true, true, false, false), second(in, true, true, false, false);
+  DeviceSimilarityCall a(in, first), b(in, second);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int round = 0; round < 3; ++round) {
+    npairs_status status_a = NPAIRS_ERROR_INTERNAL, status_b = NPAIRS_ERROR_INTERNAL;
+    std::thread([&] { status_a = a.run(gpu.get()); }).join();
+    std::thread([&] {
+      status_b = b.run(gpu.get());
+      if (status_b == NPAIRS_OK) status_b = npairs_context_synchronize(gpu.get());
+    }).join();
+    ASSERT_NPAIRS_OK(status_a);
+    ASSERT_NPAIRS_OK(status_b);
+  }
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+  ASSERT_TRUE(a.download() && b.download());
+  const auto expected = ref::compute<double>(in.reference());
+  npt::expect_matches_reference(in, first, expected, 1e-5);
+  npt::expect_matches_reference(in, second, expected, 1e-5);
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+}
+
+// Managed memory is used in place and the call is synchronous, as for host
+// memory: the host reads the results as soon as the call returns.
+TEST(Cuda, ManagedMemoryIsSynchronous) {
+  NPT_REQUIRE_CUDA();
+  int managed = 0;
+  NPT_ASSERT_CUDA(cudaDeviceGetAttribute(&managed, cudaDevAttrManagedMemory, 0));
+  if (!managed) GTEST_SKIP() << "device 0 has no managed memory";
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  const std::size_t R = std::size_t(in.R), M = std::size_t(in.M);
+  int32_t *labels = nullptr, *column_labels = nullptr;
+  float *similarity = nullptr, *loss = nullptr, *grad = nullptr;
+  NPT_ASSERT_CUDA(cudaMallocManaged(&labels, R * sizeof(int32_t)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&column_labels, M * sizeof(int32_t)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&similarity, R * M * sizeof(float)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&loss, R * sizeof(float)));
+  NPT_ASSERT_CUDA(cudaMallocManaged(&grad, R * M * sizeof(float)));
+  std::memcpy(labels, in.labels.data(), R * sizeof(int32_t));
+  std::memcpy(column_labels, in.column_labels.data(), M * sizeof(int32_t));
+  std::memcpy(similarity, in.similarity.data(), R * M * sizeof(float));
+  for (std::size_t i = 0; i < R; ++i) loss[i] = NAN;
+  npairs_problem p = in.problem();
+  p.labels = labels;
+  p.column_labels = column_labels;
+  p.similarity = similarity;
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = grad;
+  const npairs_options o = in.options();
+  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, loss, &g));
+  // No synchronize: read at once.
+  npt::Outputs out(in, true, true, false, false);
+  std::memcpy(out.loss.data(), loss, R * sizeof(float));
+  std::memcpy(out.grad_similarity.data(), grad, R * M * sizeof(float));
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), 1e-5);
+  for (void* q : {static_cast<void*>(labels), static_cast<void*>(column_labels), static_cast<void*>(similarity),
+                  static_cast<void*>(loss), static_cast<void*>(grad)})
+    EXPECT_EQ(cudaFree(q), cudaSuccess);
+}
+
+// A device pointer of another GPU than the context's is an argument error
+// naming the argument and both devices, before any work.
+TEST(Cuda, OtherDevicePointerIsRejected) {
+  NPT_REQUIRE_CUDA();
+  int devices = 0;
+  NPT_ASSERT_CUDA(cudaGetDeviceCount(&devices));
+  if (devices < 2) GTEST_SKIP() << "needs two GPUs, found " << devices;
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs out(in, true, true, false, false);
+  NPT_ASSERT_CUDA(cudaSetDevice(1));
+  npt::DeviceArray on_device_1(in.similarity);
+  NPT_ASSERT_CUDA(cudaSetDevice(0));
+  ASSERT_TRUE(on_device_1.ok());
+  npairs_problem p = in.problem();
+  p.similarity = on_device_1.data();
+  npairs_gradients g = out.grads();
+  const npairs_options o = in.options();
+  const auto before = std::make_pair(out.loss.bytes(), out.grad_similarity.bytes());
+  EXPECT_EQ(npairs_loss(gpu.get(), &o, &p, nullptr, out.loss.data(), &g), NPAIRS_ERROR_INVALID_ARGUMENT);
+  const std::string message = npairs_last_error();
+  EXPECT_NE(message.find("problem.similarity"), std::string::npos) << message;
+  EXPECT_NE(message.find("device 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("device 0"), std::string::npos) << message;
+  EXPECT_TRUE(before == std::make_pair(out.loss.bytes(), out.grad_similarity.bytes()));
+}
+
+// float16 embeddings at R = M = 8192 with dS and dA wanted: the GEMMs read
+// an unscaled dS, so that dA keeps every negative's term (r/tau folded into
+// a stored float16 dS underflows; about 1% of max|dA| was lost).
+TEST(Cuda, Float16LargeBatchGradientsWithDs) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Spec s;
+  s.dtype = NPAIRS_F16;
+  s.embeddings = true;
+  s.rows = 8192;
+  s.dim = 32;
+  s.classes = 8192;
+  s.label_dtype = NPAIRS_I32;
+  s.seed = 8192;
+  const npt::Inputs in = npt::make_inputs(s);
+  npt::Outputs out(in, true, true, true, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(gpu.get(), in, out));
+  npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), npt::default_rtol(NPAIRS_F16));
+}
+
+// Rows 3 and 5 of a column-label problem match no column.
+npt::Inputs with_lonely_rows(npt::Inputs in) {
+  in.labels.set_int(3, 1000);
+  in.labels.set_int(5, 1001);
+  return in;
+}
+
+// Expects rows 3 and 5 of the NONE loss and of dS NaN, and every other row
+// as in `valid` (the reference of the same problem with valid rows 3 and 5:
+// rows are independent under NONE).
+void expect_nan_rows(const npt::Inputs& valid, npt::Outputs& out) {
+  const auto expected = ref::compute<double>(valid.reference());
+  const std::size_t M = std::size_t(valid.M);
+  for (std::size_t i = 0; i < std::size_t(valid.R); ++i) {
+    const bool invalid = i == 3 || i == 5;
+    const double loss = out.loss.get(i);
+    EXPECT_TRUE(invalid ? std::isnan(loss) : std::fabs(loss - expected.loss[i]) <= 1e-5 * (1 + std::fabs(expected.loss[i])))
+        << "loss row " << i << ": " << loss;
+    for (std::size_t j = 0; j < M; ++j) {
+      const double g = out.grad_similarity.get(i * M + j), e = double(expected.grad_similarity[i * M + j]);
+      if (!(invalid ? std::isnan(g) : std::fabs(g - e) <= 1e-5)) {
+        ADD_FAILURE() << "dS[" << i << "][" << j << "] = " << g;
+        return;
+      }
+    }
+  }
+}
+
+// NPAIRS_FLAG_DEFER_CHECKS, eager: the call returns OK at once, the invalid
+// rows are NaN, and the next synchronize names the first one (then clears it).
+TEST(Cuda, DeferredCheckReportsAtSynchronize) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs valid = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  const npt::Inputs in = with_lonely_rows(valid);
+  npt::Outputs out(in, true, true, false, false);
+  DeviceSimilarityCall call(in, out);
+  ASSERT_TRUE(call.ok());
+  ASSERT_NPAIRS_OK(call.run(gpu.get(), NPAIRS_FLAG_DEFER_CHECKS));
+  EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(npairs_last_error()).find("problem.labels row 3 "), std::string::npos) << npairs_last_error();
+  EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));  // cleared
+  ASSERT_TRUE(call.download());
+  expect_nan_rows(valid, out);
+  // Without the flag the check fails the call itself.
+  npt::Outputs host_out(in, true, true, false, false);
+  EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, host_out, NPAIRS_ERROR_INVALID_VALUE));
+}
+
+// A call captured into a CUDA graph (device pointers, reserved workspace,
+// the flag) and replayed on new inputs written into the same buffers gives
+// the eager results; a replay whose inputs fail the check gives NaN rows,
+// and synchronize reports the row.
+TEST(Cuda, CapturedCallReplaysOnNewInputs) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0), eager(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  ASSERT_NPAIRS_OK(eager.status());
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), stream));
+  npt::Spec first_spec = similarity_spec(NPAIRS_F32, true), second_spec = first_spec;
+  second_spec.seed += 1;
+  const npt::Inputs first = npt::make_inputs(first_spec), second = npt::make_inputs(second_spec);
+  npt::Outputs out(first, true, true, false, false);
+  DeviceSimilarityCall call(first, out);
+  ASSERT_TRUE(call.ok());
+  ASSERT_NPAIRS_OK(call.reserve(gpu.get(), NPAIRS_FLAG_DEFER_CHECKS));
+
+  cudaGraph_t graph = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  const npairs_status captured = call.run(gpu.get(), NPAIRS_FLAG_DEFER_CHECKS);
+  NPT_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+  ASSERT_NPAIRS_OK(captured);
+  cudaGraphExec_t exec = nullptr;
+  NPT_ASSERT_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  // Captured, not run: the outputs are still poison.
+  ASSERT_TRUE(call.download());
+  EXPECT_TRUE(out.loss.is_poison(0) && out.grad_similarity.is_poison(0));
+
+  for (const npt::Inputs* inputs : {&second, &first}) {
+    ASSERT_TRUE(call.upload(*inputs));
+    NPT_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+    ASSERT_TRUE(call.download());
+    npt::expect_matches_reference(*inputs, out, ref::compute<double>(inputs->reference()), 1e-5);
+    // The eager call on the same buffers gives the same bits.
+    const std::vector<unsigned char> replayed_loss = out.loss.bytes(), replayed_grad = out.grad_similarity.bytes();
+    ASSERT_NPAIRS_OK(call.run(eager.get()));
+    ASSERT_NPAIRS_OK(npairs_context_synchronize(eager.get()));
+    ASSERT_TRUE(call.download());
+    EXPECT_TRUE(out.loss.bytes() == replayed_loss) << "the replay's loss is not the eager call's";
+    EXPECT_TRUE(out.grad_similarity.bytes() == replayed_grad) << "the replay's dS is not the eager call's";
+  }
+
+  // A replay on inputs that fail the check.
+  ASSERT_TRUE(call.upload(with_lonely_rows(second)));
+  NPT_ASSERT_CUDA(cudaGraphLaunch(exec, stream));
+  EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(npairs_last_error()).find("problem.labels row 3 "), std::string::npos) << npairs_last_error();
+  ASSERT_TRUE(call.download());
+  expect_nan_rows(second, out);
+  EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));
+
+  NPT_ASSERT_CUDA(cudaGraphExecDestroy(exec));
+  NPT_ASSERT_CUDA(cudaGraphDestroy(graph));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+  NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
+
+// Under capture, a call that would wait for the host fails before queuing
+// anything (the capture stays valid) and says what to do.
+TEST(Cuda, CaptureOfAWaitingCallFailsCleanly) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  cudaStream_t stream = nullptr;
+  NPT_ASSERT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), stream));
+  const npt::Inputs in = npt::make_inputs(similarity_spec(NPAIRS_F32, true));
+  npt::Outputs out(in, true, true, false, false);
+  DeviceSimilarityCall call(in, out);
+  ASSERT_TRUE(call.ok());
+  struct Attempt {
+    bool reserve;
+    uint32_t flags;
+    const char* hint;
+  };
+  for (const Attempt attempt : {Attempt{false, NPAIRS_FLAG_DEFER_CHECKS, "npairs_context_reserve"},
+                                Attempt{true, 0u, "NPAIRS_FLAG_DEFER_CHECKS"}}) {
+    if (attempt.reserve) ASSERT_NPAIRS_OK(call.reserve(gpu.get(), attempt.flags));
+    cudaGraph_t graph = nullptr;
+    NPT_ASSERT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    const npairs_status status = call.run(gpu.get(), attempt.flags);
+    const std::string message = npairs_last_error();
+    NPT_ASSERT_CUDA(cudaStreamEndCapture(stream, &graph));
+    EXPECT_EQ(status, NPAIRS_ERROR_UNSUPPORTED);
+    EXPECT_NE(message.find(attempt.hint), std::string::npos) << message;
+    NPT_ASSERT_CUDA(cudaGraphDestroy(graph));
+  }
+  ASSERT_NPAIRS_OK(npairs_context_set_stream(gpu.get(), nullptr));
+  NPT_ASSERT_CUDA(cudaStreamDestroy(stream));
+}
 
 // A context on device 0 leaves the caller's current device (1) current,
 // through create, compute, synchronize and destroy.

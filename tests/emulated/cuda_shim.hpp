@@ -1,8 +1,9 @@
-// A CPU emulator for the CUDA row kernels, so that machines without a GPU
-// (CI among them) execute cuda/row_loss_kernel.cu itself. The kernel source is
-// compiled as C++ after this header; emulate_kernel.cmake rewrites only its
-// `<<<...>>>` launches (into emu::launch) and its `extern __shared__` array
-// (into a reference to emu::dynamic_shared_memory).
+// A CPU emulator for the CUDA kernels, so that machines without a GPU (CI
+// among them) execute every kernel of cuda/ itself. The kernel sources are
+// compiled as C++ after this header, which takes the place of cuda/launch.cuh
+// (its include guard is defined here, and npairs::cuda::launch runs
+// emu::launch); emulate_kernel.cmake rewrites only an `extern __shared__`
+// array (into a reference to emu::dynamic_shared_memory).
 //
 // Every emulated thread is a ucontext fiber; the blocks of a launch run one
 // after another on the calling OS thread. A fiber runs until it reaches
@@ -11,7 +12,8 @@
 // barriers, shuffles, shared memory and dynamic shared memory all run as
 // written. emu::Schedule picks the order in which threads run between
 // barriers: a race between threads shows up as results that differ between
-// schedules. The emulator reports what real hardware would not forgive: a
+// schedules (atomics are whole operations: fibers switch only at barriers
+// and shuffles). The emulator reports what real hardware would not forgive: a
 // shuffle that not all 32 lanes reach, or that lanes reach with different
 // arguments; threads at different __syncthreads; a __syncthreads after some
 // threads have exited; a deadlock; dynamic shared memory beyond the
@@ -40,6 +42,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda_check.hpp"
@@ -106,6 +109,9 @@ inline std::vector<Launch> launches;
 inline std::vector<std::string> errors;
 inline int64_t rows_finished = 0;  // rows whose gradient coefficients a group computed
 inline int max_dynamic_shared_attribute = 0;
+// What cudaGetLastError and cudaPeekAtLastError return: a test sets an error
+// the caller left pending, which no launcher may consult (launch.cuh).
+inline cudaError_t pending_error = cudaSuccess;
 
 inline void report(const std::string& message) {
   if (errors.size() < 20) errors.push_back(message);
@@ -135,6 +141,10 @@ constexpr std::size_t kPageBytes = 4096;
 constexpr std::size_t kStackBytes = 128 * 1024;
 
 inline Fiber fibers[kMaxThreads];
+// The predicates of __syncthreads_or, in two slots by the parity of the
+// barrier: a thread released from one barrier may reach the next while
+// slower threads still read this one's.
+inline int barrier_predicates[2][kMaxThreads];
 inline ucontext_t scheduler_context;
 inline unsigned current = 0;
 inline std::function<void()> thread_body;
@@ -334,6 +344,23 @@ inline void __syncthreads() {
   emu::detail::suspend(emu::detail::FiberState::at_syncthreads);
 }
 
+inline int __syncthreads_or(int predicate) {
+  using emu::detail::barrier_predicates;
+  const int slot = int(emu::detail::fibers[emu::detail::current].syncthreads % 2);
+  barrier_predicates[slot][emu::thread_index.x] = predicate;
+  __syncthreads();
+  int any = 0;
+  for (unsigned t = 0; t < emu::block_dim.x; ++t) any |= barrier_predicates[slot][t] != 0;
+  return any;
+}
+
+// Fibers switch only at barriers and shuffles, so an atomic is one step.
+inline long long atomicMin(long long* address, long long value) {
+  const long long old = *address;
+  if (value < old) *address = value;
+  return old;
+}
+
 template <class V>
 V __shfl_xor_sync(unsigned mask, V value, int lane_mask, int width = 32) {
   static_assert(sizeof(V) <= 8, "one 8-byte exchange slot per lane");
@@ -370,7 +397,18 @@ cudaError_t cudaFuncSetAttribute(Kernel, cudaFuncAttribute attribute, int value)
   return cudaSuccess;
 }
 
-extern "C" inline cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+extern "C" inline cudaError_t cudaGetLastError(void) { return emu::pending_error; }
+extern "C" inline cudaError_t cudaPeekAtLastError(void) { return emu::pending_error; }
+
+// cuda/launch.cuh's place: every launch of the kernel sources runs here.
+#define NPAIRS_CUDA_LAUNCH_CUH
+namespace npairs::cuda {
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), unsigned grid, unsigned threads, std::size_t shared_bytes,
+            cudaStream_t stream, Args&&... args) {
+  emu::launch(kernel, grid, threads, shared_bytes, stream, std::forward<Args>(args)...);
+}
+}  // namespace npairs::cuda
 
 // cuda/cuda_check.cpp needs the CUDA runtime library; the emulated kernels
 // only need a failed check to be visible.

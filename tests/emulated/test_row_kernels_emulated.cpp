@@ -41,6 +41,7 @@
 // First: the CUDA keywords, launches and barriers the kernel source needs.
 #include "cuda_shim.hpp"
 #include "dtype.cuh"
+#include "guarded_array.hpp"
 
 // Counts, while a launch runs, the writes to each element of the outputs the
 // test watches, and the reads of a dS element after it was written (with dS
@@ -109,6 +110,7 @@ struct DtypeTraits<Tracked<S>> : DtypeTraits<S> {};
 
 namespace {
 
+using emu::GuardedArray;
 using npairs::cuda::compute_t;
 using npairs::cuda::DeviceLimits;
 using npairs::cuda::RowKernel;
@@ -116,7 +118,7 @@ using npairs::cuda::RowKernelPlan;
 
 enum class Dtype { f32, f64, f16, bf16 };
 enum class Targets { labels_i32, labels_i64, gram };
-enum class Values { normal, minus_infinity, huge };   // huge: |z| ~ 1e30
+enum class Values { normal, minus_infinity, huge, tiny_temperature };  // huge: |z| ~ 1e30; tiny: tau = 1e-40
 enum class Upstream { ones, scalar, per_row };        // grad_loss
 
 constexpr std::size_t kSharedH100 = 232448;  // opt-in shared memory per block of an H100/H200
@@ -189,6 +191,7 @@ std::string case_name(const Case& c) {
   if (c.upstream == Upstream::per_row) n += "_gRow";
   if (c.values == Values::minus_infinity) n += "_neginf";
   if (c.values == Values::huge) n += "_huge";
+  if (c.values == Values::tiny_temperature) n += "_tinytau";
   if (c.limits.shared_bytes_per_block != kSharedH100)
     n += "_smem" + std::to_string(c.limits.shared_bytes_per_block / 1024) + "K";
   if (c.limits.multiprocessors != 2) n += "_mp" + std::to_string(c.limits.multiprocessors);
@@ -291,6 +294,14 @@ std::vector<Case> make_cases() {
         huge.weights = true;
         add(huge);
       }
+      // 1/tau = 1e40 overflows float; z = S/tau ~ 1e28 does not (float16
+      // cannot hold S ~ 1e-12).
+      if (dtype != Dtype::f16) {
+        Case tiny = base;
+        tiny.values = Values::tiny_temperature;
+        tiny.upstream = Upstream::scalar;
+        add(tiny);
+      }
     }
   }
   return cases;
@@ -337,38 +348,6 @@ template <class T>
 double compute_tolerance() {
   return std::is_same_v<compute_t<T>, double> ? 1e-12 : 1e-5;
 }
-
-// n elements of E between guard zones, starting 16-byte aligned or one element
-// past that.
-template <class E>
-class GuardedArray {
- public:
-  static constexpr unsigned char kGuardByte = 0xA5;
-  static constexpr std::size_t kGuardBytes = 64;
-
-  GuardedArray(std::size_t n, bool misaligned)
-      : storage_(n * sizeof(E) + 2 * kGuardBytes + 32, kGuardByte), n_(n) {
-    const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(storage_.data());
-    const std::uintptr_t first = (start + kGuardBytes + 15) / 16 * 16 + (misaligned ? sizeof(E) : 0);
-    offset_ = first - start;
-  }
-  E* data() { return reinterpret_cast<E*>(storage_.data() + offset_); }
-  std::size_t size() const { return n_; }
-  unsigned char* bytes() { return storage_.data() + offset_; }
-  std::vector<unsigned char> copy_bytes() { return {bytes(), bytes() + n_ * sizeof(E)}; }
-  void fill_bytes(unsigned char b) { std::memset(bytes(), b, n_ * sizeof(E)); }
-  void assign_bytes(const std::vector<unsigned char>& b) { std::memcpy(bytes(), b.data(), b.size()); }
-  bool guards_intact() const {
-    for (std::size_t k = 0; k < storage_.size(); ++k)
-      if ((k < offset_ || k >= offset_ + n_ * sizeof(E)) && storage_[k] != kGuardByte) return false;
-    return true;
-  }
-
- private:
-  std::vector<unsigned char> storage_;
-  std::size_t n_;
-  std::size_t offset_ = 0;
-};
 
 // Unwritten outputs read as NaN in every floating type.
 constexpr unsigned char kPoisonByte = 0xFF;
@@ -445,11 +424,15 @@ void run_case(const Case& c) {
   GuardedArray<T> row_losses(rows, false), weights(rows, false);
   GuardedArray<T> upstream(c.upstream == Upstream::per_row ? rows : 1, false);
   GuardedArray<C> losses_to_sum(rows, false);
-  const C logit_scale = c.values == Values::huge ? C(1) : C(1 / 0.3);
+  const double temperature = c.values == Values::huge               ? 1.0
+                             : c.values == Values::tiny_temperature ? 1e-40
+                                                                    : 0.3;
   const C grad_factor = C(0.37);
   for (std::size_t i = 0; i < rows; ++i)
     for (std::size_t j = 0; j < cols; ++j) {
-      double x = c.values == Values::huge ? normal(rng) * 1e29 : normal(rng);
+      double x = c.values == Values::huge               ? normal(rng) * 1e29
+                 : c.values == Values::tiny_temperature ? normal(rng) * 1e-12
+                                                        : normal(rng);
       if (c.values == Values::minus_infinity && q(i, j) == 0 && uniform(rng) < 0.15) x = -INFINITY;
       logits.data()[i * cols + j] = from_double<T>(x);
     }
@@ -464,7 +447,7 @@ void run_case(const Case& c) {
   for (std::size_t i = 0; i < rows; ++i) {
     double max = -INFINITY, largest_finite = 0, normaliser = 0;
     for (std::size_t j = 0; j < cols; ++j) {
-      z[j] = to_double(logits.data()[i * cols + j]) * double(logit_scale);
+      z[j] = to_double(logits.data()[i * cols + j]) / temperature;
       max = std::max(max, z[j]);
       if (std::isfinite(z[j])) largest_finite = std::max(largest_finite, std::fabs(z[j]));
       normaliser += q(i, j);
@@ -488,7 +471,7 @@ void run_case(const Case& c) {
   T* const grad = !c.want_grad ? nullptr : c.in_place ? logits.data() : separate_grad.data();
   npairs::cuda::RowLossArgs<T> args{};
   args.logits = logits.data();
-  args.logit_scale = logit_scale;
+  args.logit_scale = npairs::logit_scale<C>(temperature);
   args.rows = c.rows;
   args.cols = c.cols;
   args.sample_weight = c.weights ? weights.data() : nullptr;

@@ -2,11 +2,13 @@
 
 #include <string>
 
+#include "deferred_check.cuh"
 #include "error.hpp"
+#include "targets.cuh"
 
 namespace npairs::cuda {
 
-void report_bad_rows(const Task& task, const long long* first_bad) {
+void report_bad_rows(const long long* first_bad) {
   if (first_bad[kNegativeMultilabel] != kNoBadRow)
     fail(NPAIRS_ERROR_INVALID_VALUE, "problem.multilabels row " +
                                          std::to_string(first_bad[kNegativeMultilabel]) +
@@ -15,14 +17,14 @@ void report_bad_rows(const Task& task, const long long* first_bad) {
     fail(NPAIRS_ERROR_INVALID_VALUE, "problem.column_multilabels row " +
                                          std::to_string(first_bad[kNegativeColumnMultilabel]) +
                                          " has a negative or NaN entry");
-  if (first_bad[kNoPositive] != kNoBadRow) {
-    const std::string row = std::to_string(first_bad[kNoPositive]);
+  if (first_bad[kNoPositiveLabel] != kNoBadRow)
+    fail(NPAIRS_ERROR_INVALID_VALUE, "problem.labels row " +
+                                         std::to_string(first_bad[kNoPositiveLabel]) +
+                                         " has no positive column (no column label equals it)");
+  if (first_bad[kNoPositiveMultilabel] != kNoBadRow)
     fail(NPAIRS_ERROR_INVALID_VALUE,
-         task.multilabel()
-             ? "problem.multilabels row " + row +
-                   " has no positive column (its targets share no class with any column)"
-             : "problem.labels row " + row + " has no positive column (no column label equals it)");
-  }
+         "problem.multilabels row " + std::to_string(first_bad[kNoPositiveMultilabel]) +
+             " has no positive column (its targets share no class with any column)");
 }
 
 }  // namespace npairs::cuda
