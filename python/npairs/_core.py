@@ -241,7 +241,7 @@ def positive_float(name, value):
         v = float(value)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"{name} must be a finite number greater than 0, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
+    if not (0 < v < math.inf):
         raise InvalidArgumentError(f"{name} must be finite and greater than 0, got {value!r}")
     return v
 
@@ -251,7 +251,7 @@ def non_negative_float(name, value):
         v = float(value)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"{name} must be a finite number at least 0, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
+    if not (0 <= v < math.inf):
         raise InvalidArgumentError(f"{name} must be finite and at least 0, got {value!r}")
     return v
 
@@ -621,11 +621,12 @@ def compute(
     (with reduction='none', no grad_loss): the loss rows come back
     unweighted and the gradients are those of sum_i w_i loss_i.
 
-    For CUDA graphs (SPEC section 4; both ignored on a CPU context):
-    reserve_workspace allocates the call's workspace before it (kept for
-    later calls); capturing (the current stream is capturing) passes
-    NPAIRS_FLAG_DEFER_CHECKS and raises, allocating nothing, when the
-    workspace reserved by earlier calls is too small.
+    For CUDA graphs (SPEC section 4; npairs.torch passes them for CUDA
+    tensors): reserve_workspace allocates the call's workspace before it
+    (kept for later calls); capturing (the current stream is capturing)
+    passes NPAIRS_FLAG_DEFER_CHECKS and raises, allocating nothing, when the
+    workspace reserved by earlier calls is too small. (On a CPU context the
+    flag changes nothing and the reserve is host memory.)
 
     Returns (loss or None, {name: gradient}).
     """
@@ -710,8 +711,8 @@ def compute(
 
     if ctx.backend == _lib.BACKEND_CUDA:
         ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
-        if reserve_workspace or capturing:
-            _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
+    if reserve_workspace or capturing:
+        _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
     raise_for(lib.npairs_loss(
         ctx.handle,
         ctypes.byref(opts),

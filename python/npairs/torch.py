@@ -264,7 +264,7 @@ def _weight(sample_weight, like):
         return torch.as_tensor(sample_weight)
     dtype = like.dtype if like.is_floating_point() else torch.float64
     if isinstance(sample_weight, (int, float)):
-        return torch.full((_rows(like),), float(sample_weight), dtype=dtype, device=like.device)
+        return torch.full(like.shape[:1], float(sample_weight), dtype=dtype, device=like.device)
     return torch.as_tensor(sample_weight, dtype=dtype, device=like.device)
 
 
