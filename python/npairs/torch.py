@@ -22,6 +22,13 @@ computed on CUDA in their own type; on the CPU (e.g. under
 ``torch.autocast("cpu", dtype=torch.bfloat16)``) in float32, with the loss
 and gradients returned in the 16-bit type.
 
+With PyTorch >= 2.4 the loss is the custom op ``torch.ops.npairs.loss``
+(see _torch_ops), which torch.compile traces; older PyTorch gets it through
+NpairsFunction. Both run _forward and _backward below. CUDA calls made
+while the current stream captures a CUDA graph pass
+NPAIRS_FLAG_DEFER_CHECKS; those outside capture reserve their workspace
+first, so that a captured call allocates nothing.
+
 Gradients flow to the similarity (or the anchors and positives) and to
 ``sample_weight``; labels and multi-hot targets are constants. Double
 backward (``create_graph=True`` through the loss, e.g. a gradient penalty)
