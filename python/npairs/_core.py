@@ -77,8 +77,8 @@ class Context:
         if limit != self._workspace_limit:
             check(_lib.load().npairs_context_set_workspace_limit(self.handle, limit))
             self._workspace_limit = limit
-            if limit:  # the library frees workspace beyond a new limit
-                self.reserved = min(self.reserved, limit)
+            if limit and self.reserved > limit:  # the library frees workspace beyond a new limit
+                self.reserved = 0
 
     def synchronize(self):
         check(_lib.load().npairs_context_synchronize(self.handle))
