@@ -60,6 +60,7 @@ class Context:
         self._stream = None
         self._threads = 0  # the library's default: every core
         self._workspace_limit = 0  # the library's default: none
+        self.reserved = 0  # bytes of workspace known to be allocated (compute's reserve_workspace)
         self._finalizer = weakref.finalize(self, _destroy, lib, handle, self.backend == _lib.BACKEND_CUDA)
 
     def set_stream(self, stream):
@@ -76,6 +77,8 @@ class Context:
         if limit != self._workspace_limit:
             check(_lib.load().npairs_context_set_workspace_limit(self.handle, limit))
             self._workspace_limit = limit
+            if limit and self.reserved > limit:  # the library frees workspace beyond a new limit
+                self.reserved = 0
 
     def synchronize(self):
         check(_lib.load().npairs_context_synchronize(self.handle))
@@ -238,7 +241,7 @@ def positive_float(name, value):
         v = float(value)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"{name} must be a finite number greater than 0, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
+    if not (0 < v < math.inf):
         raise InvalidArgumentError(f"{name} must be finite and greater than 0, got {value!r}")
     return v
 
@@ -248,7 +251,7 @@ def non_negative_float(name, value):
         v = float(value)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"{name} must be a finite number at least 0, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
+    if not (0 <= v < math.inf):
         raise InvalidArgumentError(f"{name} must be finite and at least 0, got {value!r}")
     return v
 
@@ -264,16 +267,25 @@ _DTYPE_CODES = {
 _LABEL_INTS = (np.dtype("int32"), np.dtype("int64"))
 
 
-def _logits_dtype(a):
+def _logits_dtype(name, dtype, on_cuda):
     """float16/bfloat16/float32/float64 kept; host integers and booleans become float64."""
-    if a.dtype in _DTYPE_CODES:
-        return a.dtype
-    if a.dtype.kind in "biu" and not a.on_cuda:
+    if dtype in _DTYPE_CODES:
+        return dtype
+    if dtype.kind in "biu" and not on_cuda:
         return np.dtype("float64")
     raise InvalidDTypeError(
-        f"{a.name} has dtype {_arrays.dtype_name(a.dtype)}; libnpairs computes in float16, bfloat16, float32 "
+        f"{name} has dtype {_arrays.dtype_name(dtype)}; libnpairs computes in float16, bfloat16, float32 "
         "or float64 (cast it first)"
     )
+
+
+def result_dtype(logits):
+    """The dtype of a call's loss and gradients, from its logits as (name, NumPy dtype, on_cuda) triples.
+
+    Also what npairs.torch's fake kernels give their outputs, from tensor metadata alone.
+    """
+    dtypes = [_logits_dtype(*x) for x in logits]
+    return dtypes[0] if len(dtypes) == 1 else _promote(*dtypes)
 
 
 def _promote(a, b):
@@ -378,7 +390,7 @@ def _prepare(
         if A.shape[1] == 0:
             raise InvalidArgumentError(f"{A.name} and {P.name} must have at least one column (dim > 0)")
         R, M, D = A.shape[0], P.shape[0], A.shape[1]
-        dtype = _promote(_logits_dtype(A), _logits_dtype(P))
+        dtype = result_dtype([(X.name, X.dtype, X.on_cuda) for X in (A, P)])
         logits = [A, P]
     else:
         S = _arrays.wrap(names["similarity"], similarity)
@@ -386,7 +398,7 @@ def _prepare(
             raise InvalidArgumentError(f"{S.name} must be 2-D [rows, columns], got shape {_shape_str(S.shape)}")
         R, M = S.shape
         D = 0
-        dtype = _logits_dtype(S)
+        dtype = result_dtype([(S.name, S.dtype, S.on_cuda)])
         logits = [S]
     if R > 0 and M == 0:
         raise InvalidArgumentError(f"{logits[-1].name} has no columns, so row 0 has no positive column")
@@ -596,6 +608,8 @@ def compute(
     names=None,
     host_half_as_float32=False,
     weights_as_grad_loss=False,
+    reserve_workspace=False,
+    capturing=False,
 ):
     """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives'.
 
@@ -606,6 +620,13 @@ def compute(
     outputs in their 16-bit type, instead of raising. weights_as_grad_loss
     (with reduction='none', no grad_loss): the loss rows come back
     unweighted and the gradients are those of sum_i w_i loss_i.
+
+    For CUDA graphs (SPEC section 4; npairs.torch passes them for CUDA
+    tensors): reserve_workspace allocates the call's workspace before it
+    (kept for later calls); capturing (the current stream is capturing)
+    passes NPAIRS_FLAG_DEFER_CHECKS and raises, allocating nothing, when the
+    workspace reserved by earlier calls is too small. (On a CPU context the
+    flag changes nothing and the reserve is host memory.)
 
     Returns (loss or None, {name: gradient}).
     """
@@ -684,19 +705,48 @@ def compute(
             grads[name] = _output(p, name, shapes[name])
             setattr(gstruct, name, grads[name].pointer())
 
+    def raise_for(status):
+        if status:
+            raise error_for_status(status, _user_message(_lib.last_error(), status, all_names, p.multilabel))
+
     if ctx.backend == _lib.BACKEND_CUDA:
         ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
-    status = lib.npairs_loss(
+    if reserve_workspace or capturing:
+        _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
+    raise_for(lib.npairs_loss(
         ctx.handle,
         ctypes.byref(opts),
         ctypes.byref(prob),
         p.G.pointer() if p.G is not None else None,
         loss.pointer() if loss is not None else None,
         ctypes.byref(gstruct) if gstruct is not None else None,
-    )
-    if status:
-        raise error_for_status(status, _user_message(_lib.last_error(), status, all_names, p.multilabel))
+    ))
     return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
+
+
+def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
+    """Readies a CUDA call for graph capture: its workspace reserved now, or checked and its checks deferred.
+
+    A captured call may only queue work on the stream: an allocation would
+    break the capture, so the workspace is reserved by the calls before it
+    (warm-up steps, which torch.compile's mode="reduce-overhead" runs) and a
+    captured call that needs more fails here instead.
+    """
+    needed = ctypes.c_size_t()
+    raise_for(lib.npairs_workspace_size(ctx.handle, ctypes.byref(opts), ctypes.byref(prob),
+                                        ctypes.byref(gstruct) if gstruct is not None else None,
+                                        ctypes.byref(needed)))
+    if capturing:
+        if needed.value > ctx.reserved:
+            raise UnsupportedError(
+                f"this call, made while the CUDA stream is capturing a graph, needs {needed.value} bytes of "
+                f"workspace but {ctx.reserved} are reserved: run the same step once outside capture first "
+                "(a warm-up step), so that it reserves the workspace"
+            )
+        opts.flags |= _lib.FLAG_DEFER_CHECKS
+    elif needed.value > ctx.reserved:
+        raise_for(lib.npairs_context_reserve(ctx.handle, needed.value))
+        ctx.reserved = needed.value
 
 
 # ---------------------------------------------------------------------------

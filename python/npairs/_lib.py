@@ -55,6 +55,7 @@ REDUCTION_SUM = 1
 REDUCTION_SUM_OVER_BATCH_SIZE = 2
 
 FLAG_ALLOW_TF32 = 1
+FLAG_DEFER_CHECKS = 2
 
 npairs_status = ctypes.c_int32
 npairs_backend = ctypes.c_int32

@@ -22,6 +22,13 @@ computed on CUDA in their own type; on the CPU (e.g. under
 ``torch.autocast("cpu", dtype=torch.bfloat16)``) in float32, with the loss
 and gradients returned in the 16-bit type.
 
+With PyTorch >= 2.4 the loss is the custom op ``torch.ops.npairs.loss``
+(see _torch_ops), which torch.compile traces; older PyTorch gets it through
+NpairsFunction. Both run _forward and _backward below. CUDA calls made
+while the current stream captures a CUDA graph pass
+NPAIRS_FLAG_DEFER_CHECKS; those outside capture reserve their workspace
+first, so that a captured call allocates nothing.
+
 Gradients flow to the similarity (or the anchors and positives) and to
 ``sample_weight``; labels and multi-hot targets are constants. Double
 backward (``create_graph=True`` through the loss, e.g. a gradient penalty)
@@ -64,6 +71,10 @@ class _Config:
 def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, *, want_grads, reduction=None,
           reg_lambda=None, weights_as_grad_loss=False, grad_loss=None):
     names = {"targets": "multilabels", "column_targets": "column_multilabels"} if cfg.multilabel else {}
+    # CUDA graphs: a call outside capture reserves its workspace, so that the
+    # same call captured later (as a graph replays it) allocates nothing.
+    cuda = any(torch.is_tensor(x) and x.is_cuda for x in (similarity, anchors, positives))
+    capturing = cuda and torch.cuda.is_current_stream_capturing()
     return _core.compute(
         targets=targets,
         column_targets=column_targets,
@@ -84,6 +95,8 @@ def _call(cfg, targets, column_targets, weight, similarity, anchors, positives, 
         names=names,
         host_half_as_float32=True,
         weights_as_grad_loss=weights_as_grad_loss,
+        reserve_workspace=cuda and not capturing,
+        capturing=capturing,
     )
 
 
@@ -101,100 +114,135 @@ def _tensor(x, like):
     return x if torch.is_tensor(x) else torch.as_tensor(x, device=like.device)
 
 
+def _tracing():
+    """True while torch.compile traces: no data-dependent Python branches then."""
+    compiler = getattr(torch, "compiler", None)  # PyTorch >= 2.3
+    return compiler is not None and compiler.is_compiling()
+
+
+def _wanted(cfg, needs):
+    """The logits whose gradients are wanted (needs: similarity, anchors, positives), and what the library computes.
+
+    For 'none' the library gives dL/dS for a unit upstream gradient, whose rows backward scales.
+    """
+    wanted = tuple(n for n, need in zip(("similarity", "anchors", "positives"), needs)
+                   if need and (n != "similarity") == cfg.embeddings)
+    return wanted, (("similarity",) if cfg.reduction == "none" and wanted else wanted)
+
+
+def _forward(cfg, targets, column_targets, weight, similarity, anchors, positives, want, weight_grad):
+    """The loss, the library's gradients {name: tensor} and, when weight_grad, the unweighted row losses."""
+    if not weight_grad:
+        loss, grads = _call(cfg, targets, column_targets, weight, similarity, anchors, positives, want_grads=want)
+        return loss, grads, None
+    # One call gives the unweighted row losses (for dL/dw) and the gradients
+    # of sum_i r w_i loss_i (r: the reduction's factor, as the library's
+    # upstream gradient); the reduction and the L2 term are applied here, as
+    # SPEC section 1 defines them.
+    none = cfg.reduction == "none"
+    w = weight.detach()
+    r = 1.0 / max(_rows(similarity if anchors is None else anchors), 1) \
+        if cfg.reduction == "sum_over_batch_size" else 1.0
+    rows, grads = _call(cfg, targets, column_targets, w * r if r != 1.0 else w, similarity, anchors, positives,
+                        want_grads=want, reduction="none", reg_lambda=0.0, weights_as_grad_loss=True)
+    w = w.reshape(-1).to(device=rows.device, dtype=rows.dtype)
+    loss = rows * w if none else (rows * w).sum() * r
+    if cfg.reg_lambda > 0 and not none:
+        loss = loss + _add_l2_term(cfg.reg_lambda, _tensor(anchors, loss), positives, grads)
+    return loss, grads, rows
+
+
+def _remember(ctx, cfg, wanted, weight, similarity, anchors, positives, grads, rows):
+    """Keeps on ctx what _backward needs; returns the tensors to save (similarity, anchors, positives, rows)."""
+    none = cfg.reduction == "none"
+    ctx.none, ctx.wanted = none, wanted
+    ctx.scale = 1.0 / max(rows.shape[0], 1) if rows is not None and cfg.reduction == "sum_over_batch_size" \
+        else 1.0
+    ctx.dtypes = {name: x.dtype for name, x in zip(("similarity", "anchors", "positives"),
+                                                  (similarity, anchors, positives)) if torch.is_tensor(x)}
+    ctx.weight_meta = (weight.shape, weight.dtype, weight.device) if rows is not None else None
+    ctx.unit_dS = None
+    ctx.hand_out_saved = False
+    saved = [grads.get(n) for n in ("similarity", "anchors", "positives")] + [rows]
+    if none and wanted and cfg.embeddings:
+        dS = grads["similarity"]
+        saved[1:3] = [_tensor(anchors, dS), _tensor(positives, dS)]  # backward multiplies dS by them
+    return saved
+
+
+def _backward(ctx, grad_output, similarity, anchors, positives, rows):
+    """The gradients of (weight, similarity, anchors, positives) from what _remember kept."""
+    if torch.is_grad_enabled() and not _tracing():  # create_graph=True: second-order terms were asked for
+        raise UnsupportedError(_DOUBLE_BACKWARD)
+    out = {"similarity": None, "anchors": None, "positives": None}
+    grad_weight = None
+    if ctx.none:
+        if ctx.wanted and ctx.unit_dS is not None:
+            out["similarity"] = ctx.unit_dS.mul_(grad_output.to(ctx.unit_dS.dtype).reshape(-1, 1))
+            ctx.unit_dS = None
+        elif ctx.wanted and similarity is not None:  # the upstream gradient scales rows of dS
+            g = grad_output.to(similarity.dtype).reshape(-1, 1)
+            if "similarity" in ctx.wanted:
+                out["similarity"] = similarity * g
+            if "anchors" in ctx.wanted:
+                out["anchors"] = g * (similarity @ positives.to(g.dtype))
+            if "positives" in ctx.wanted:
+                out["positives"] = similarity.T @ (g * anchors.to(g.dtype))
+        elif ctx.wanted:
+            cfg, targets, column_targets, weight, logits = ctx.recompute
+            _, grads = _call(cfg, targets, column_targets, weight, logits, None, None, want_grads=("similarity",),
+                             grad_loss=grad_output.detach().contiguous())
+            out["similarity"] = grads["similarity"]
+        if rows is not None:
+            grad_weight = grad_output * rows
+    else:
+        # loss.backward() passes a 1: then the saved gradients are the answer, and
+        # skipping the product saves a pass (autograd copies them into .grad). Only
+        # where they are no op's outputs, which autograd would hand out, not copy;
+        # checked on CPU only, where reading the value costs no device synchronisation.
+        unit = ctx.hand_out_saved and grad_output.device.type == "cpu" and grad_output.numel() == 1 \
+            and grad_output.item() == 1.0
+        for name, grad in zip(out, (similarity, anchors, positives)):
+            if grad is not None and name in ctx.wanted:
+                out[name] = grad if unit else grad * grad_output
+        if rows is not None:
+            grad_weight = rows * (grad_output * ctx.scale)
+    for name, grad in out.items():
+        if grad is not None:
+            out[name] = grad.to(ctx.dtypes[name])
+    if grad_weight is not None:  # back to the weights' own shape: [R], [R, 1] or a broadcast scalar
+        shape, dtype, device = ctx.weight_meta
+        grad_weight = (grad_weight.sum() if len(shape) == 0 else grad_weight).reshape(shape)
+        grad_weight = grad_weight.to(device=device, dtype=dtype)
+    return grad_weight, out["similarity"], out["anchors"], out["positives"]
+
+
 class NpairsFunction(torch.autograd.Function):
-    """apply(cfg, targets, column_targets, sample_weight, similarity, anchors, positives)."""
+    """apply(cfg, targets, column_targets, sample_weight, similarity, anchors, positives).
+
+    The path of PyTorch without torch.library.custom_op (before 2.4); see _torch_ops for the other.
+    """
 
     @staticmethod
     def forward(ctx, cfg, targets, column_targets, weight, similarity, anchors, positives):
-        inputs = {"similarity": similarity, "anchors": anchors, "positives": positives}
-        needs = dict(zip(inputs, ctx.needs_input_grad[4:7]))
-        wanted = tuple(n for n in (("anchors", "positives") if cfg.embeddings else ("similarity",)) if needs[n])
-        none = cfg.reduction == "none"
-        weight_grad = ctx.needs_input_grad[3]
-        # 'none': dL/dS for a unit upstream gradient, whose rows backward scales.
-        want = ("similarity",) if none and wanted else wanted
-        rows = None
-        if weight_grad:
-            # One call gives the unweighted row losses (for dL/dw) and the
-            # gradients of sum_i r w_i loss_i (r: the reduction's factor, as
-            # the library's upstream gradient); the reduction and the L2 term
-            # are applied here, as SPEC section 1 defines them.
-            w = weight.detach()
-            r = 1.0 / max(_rows(similarity if anchors is None else anchors), 1) \
-                if cfg.reduction == "sum_over_batch_size" else 1.0
-            rows, grads = _call(cfg, targets, column_targets, w * r if r != 1.0 else w, similarity, anchors,
-                                positives, want_grads=want, reduction="none", reg_lambda=0.0,
-                                weights_as_grad_loss=True)
-            w = w.reshape(-1).to(device=rows.device, dtype=rows.dtype)
-            loss = rows * w if none else (rows * w).sum() * r
-            if cfg.reg_lambda > 0 and not none:
-                loss = loss + _add_l2_term(cfg.reg_lambda, _tensor(anchors, loss), positives, grads)
-        else:
-            loss, grads = _call(cfg, targets, column_targets, weight, similarity, anchors, positives,
-                                want_grads=want)
-        ctx.none, ctx.wanted = none, wanted
-        ctx.scale = 1.0 / max(rows.shape[0], 1) if rows is not None and cfg.reduction == "sum_over_batch_size" \
-            else 1.0
-        ctx.dtypes = {name: x.dtype for name, x in inputs.items() if torch.is_tensor(x)}
-        ctx.weight_meta = (weight.shape, weight.dtype, weight.device) if weight_grad else None
-        saved = [grads.get(n) for n in ("similarity", "anchors", "positives")] + [rows]
-        ctx.unit_dS = None
-        if none and wanted:
-            dS = grads["similarity"]
-            if cfg.embeddings:
-                saved[1:3] = [_tensor(anchors, dS), _tensor(positives, dS)]  # backward multiplies dS by them
-            else:
-                # Scaled in place by the first backward (no new R x M array), so
-                # kept outside the saved tensors, whose versions autograd checks;
-                # a second backward (retain_graph=True) asks the library again.
-                saved[0] = None
-                ctx.unit_dS = dS
-                ctx.recompute = (cfg, targets, column_targets, _detached(weight), _detached(similarity))
+        wanted, want = _wanted(cfg, ctx.needs_input_grad[4:7])
+        loss, grads, rows = _forward(cfg, targets, column_targets, weight, similarity, anchors, positives, want,
+                                     ctx.needs_input_grad[3])
+        saved = _remember(ctx, cfg, wanted, weight, similarity, anchors, positives, grads, rows)
+        ctx.hand_out_saved = True
+        if ctx.none and wanted and not cfg.embeddings:
+            # Scaled in place by the first backward (no new R x M array), so
+            # kept outside the saved tensors, whose versions autograd checks;
+            # a second backward (retain_graph=True) asks the library again.
+            saved[0] = None
+            ctx.unit_dS = grads["similarity"]
+            ctx.recompute = (cfg, targets, column_targets, _detached(weight), _detached(similarity))
         ctx.save_for_backward(*saved)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        if torch.is_grad_enabled():  # create_graph=True: second-order terms were asked for
-            raise UnsupportedError(_DOUBLE_BACKWARD)
-        similarity, anchors, positives, rows = ctx.saved_tensors
-        out = {"similarity": None, "anchors": None, "positives": None}
-        grad_weight = None
-        if ctx.none:
-            if ctx.wanted and similarity is not None:  # embeddings: the upstream gradient scales rows of D values
-                g = grad_output.to(similarity.dtype).reshape(-1, 1)
-                if "anchors" in ctx.wanted:
-                    out["anchors"] = g * (similarity @ positives.to(g.dtype))
-                if "positives" in ctx.wanted:
-                    out["positives"] = similarity.T @ (g * anchors.to(g.dtype))
-            elif ctx.wanted and ctx.unit_dS is not None:
-                out["similarity"] = ctx.unit_dS.mul_(grad_output.to(ctx.unit_dS.dtype).reshape(-1, 1))
-                ctx.unit_dS = None
-            elif ctx.wanted:
-                cfg, targets, column_targets, weight, logits = ctx.recompute
-                _, grads = _call(cfg, targets, column_targets, weight, logits, None, None, want_grads=("similarity",),
-                                 grad_loss=grad_output.detach().contiguous())
-                out["similarity"] = grads["similarity"]
-            if rows is not None:
-                grad_weight = grad_output * rows
-        else:
-            # loss.backward() passes a 1: then the saved gradients are the answer, and
-            # skipping the product saves a pass and an allocation of R x M. (Checked on
-            # CPU only, where reading the value costs no device synchronisation.)
-            unit = grad_output.device.type == "cpu" and grad_output.numel() == 1 and grad_output.item() == 1.0
-            for name, grad in zip(out, (similarity, anchors, positives)):
-                if grad is not None and name in ctx.wanted:
-                    out[name] = grad if unit else grad * grad_output
-            if rows is not None:
-                grad_weight = rows * (grad_output * ctx.scale)
-        for name, grad in out.items():
-            if grad is not None:
-                out[name] = grad.to(ctx.dtypes[name])
-        if grad_weight is not None:  # back to the weights' own shape: [R], [R, 1] or a broadcast scalar
-            shape, dtype, device = ctx.weight_meta
-            grad_weight = (grad_weight.sum() if len(shape) == 0 else grad_weight).reshape(shape)
-            grad_weight = grad_weight.to(device=device, dtype=dtype)
-        return None, None, None, grad_weight, out["similarity"], out["anchors"], out["positives"]
+        return (None, None, None) + _backward(ctx, grad_output, *ctx.saved_tensors)
 
 
 def _add_l2_term(reg_lambda, anchors, positives, grads):
@@ -212,12 +260,28 @@ def _add_l2_term(reg_lambda, anchors, positives, grads):
 
 
 def _weight(sample_weight, like):
-    """Tensor weights pass through (they may require grad); so do numbers, which the library broadcasts."""
-    if sample_weight is None or isinstance(sample_weight, (torch.Tensor, int, float)):
+    """Tensor weights pass through (they may require grad); numbers are broadcast to one per row of like.
+
+    The broadcast is made on like's device, as a CUDA graph needs (no host
+    memory in a captured call), and in its floating dtype.
+    """
+    if sample_weight is None or isinstance(sample_weight, torch.Tensor):
         return sample_weight
     if not torch.is_tensor(like):
         return torch.as_tensor(sample_weight)
-    return torch.as_tensor(sample_weight, dtype=like.dtype, device=like.device)
+    dtype = like.dtype if like.is_floating_point() else torch.float64
+    if isinstance(sample_weight, (int, float)):
+        return torch.full(like.shape[:1], float(sample_weight), dtype=dtype, device=like.device)
+    return torch.as_tensor(sample_weight, dtype=dtype, device=like.device)
+
+
+def _apply(cfg, targets, column_targets, weight, similarity, anchors, positives):
+    """The loss through the custom op where this PyTorch has them and every input is a tensor (or None), else
+    through NpairsFunction (NumPy or list inputs, which the op cannot take, are converted by the library call)."""
+    inputs = (targets, column_targets, weight, similarity, anchors, positives)
+    if _torch_ops is not None and all(x is None or torch.is_tensor(x) for x in inputs):
+        return _torch_ops.apply(cfg, *inputs)
+    return NpairsFunction.apply(cfg, *inputs)
 
 
 def npairs_loss(labels, similarity, sample_weight=None, *, column_labels=None, reduction="sum_over_batch_size",
@@ -229,7 +293,7 @@ def npairs_loss(labels, similarity, sample_weight=None, *, column_labels=None, r
     limit).
     """
     cfg = _Config(False, False, reduction, temperature, 0.0, backend, threads, workspace_limit)
-    return NpairsFunction.apply(cfg, labels, column_labels, _weight(sample_weight, similarity), similarity, None, None)
+    return _apply(cfg, labels, column_labels, _weight(sample_weight, similarity), similarity, None, None)
 
 
 def npairs_multilabel_loss(multilabels, similarity, sample_weight=None, *, column_multilabels=None,
@@ -237,7 +301,7 @@ def npairs_multilabel_loss(multilabels, similarity, sample_weight=None, *, colum
                            workspace_limit=None):
     """Differentiable multi-label N-pairs loss of an [R, K] multi-hot matrix and an [R, M] similarity."""
     cfg = _Config(True, False, reduction, temperature, 0.0, backend, threads, workspace_limit)
-    return NpairsFunction.apply(cfg, multilabels, column_multilabels, _weight(sample_weight, similarity),
+    return _apply(cfg, multilabels, column_multilabels, _weight(sample_weight, similarity),
                                 similarity, None, None)
 
 
@@ -251,7 +315,7 @@ def npairs_embeddings_loss(labels, anchors, positives, sample_weight=None, *, co
     """
     cfg = _Config(_core.is_multilabel(labels, multilabel), True, reduction, temperature, reg_lambda, backend, threads,
                   workspace_limit)
-    return NpairsFunction.apply(cfg, labels, column_labels, _weight(sample_weight, anchors), None, anchors, positives)
+    return _apply(cfg, labels, column_labels, _weight(sample_weight, anchors), None, anchors, positives)
 
 
 def _limit_repr(workspace_limit):
@@ -276,7 +340,7 @@ class NpairsLoss(nn.Module):
         self.workspace_limit = self._cfg.workspace_limit
 
     def forward(self, labels, similarity, sample_weight=None, column_labels=None):
-        return NpairsFunction.apply(self._cfg, labels, column_labels, _weight(sample_weight, similarity),
+        return _apply(self._cfg, labels, column_labels, _weight(sample_weight, similarity),
                                     similarity, None, None)
 
     def extra_repr(self):
@@ -315,9 +379,16 @@ class NpairsEmbeddingsLoss(nn.Module):
         self.workspace_limit = self._cfg.workspace_limit
 
     def forward(self, labels, anchors, positives, sample_weight=None, column_labels=None):
-        return NpairsFunction.apply(self._cfg, labels, column_labels, _weight(sample_weight, anchors), None,
+        return _apply(self._cfg, labels, column_labels, _weight(sample_weight, anchors), None,
                                     anchors, positives)
 
     def extra_repr(self):
         return f"reg_lambda={self.reg_lambda}, temperature={self.temperature}, reduction={self.reduction!r}" + \
             _limit_repr(self.workspace_limit)
+
+
+# torch.compile traces torch.library custom ops (PyTorch >= 2.4), not autograd.Functions around ctypes calls.
+if hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_autograd"):
+    from . import _torch_ops
+else:
+    _torch_ops = None
