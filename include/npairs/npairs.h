@@ -235,15 +235,20 @@ NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
    grads      NULL, or where to write the gradients wanted.
 
    Memory: on a CPU context every pointer is host memory. On a CUDA context
-   pointers may be device memory (the work is queued on the context's stream
-   and the call returns without waiting for it, as cuBLAS does) or host memory
-   (staged through the device; the call then waits). The CUDA backend checks
-   the targets (see INVALID_VALUE) on the device before it writes any output,
-   and waits for that check. Outputs never overlap inputs, except that
-   grads->similarity may be problem->similarity.
+   pointers may be device memory of the context's device (the work is queued
+   on the context's stream and the call returns without waiting for it, as
+   cuBLAS does), managed memory (used in place; the call waits, so that a
+   host reader sees the results) or host memory (staged through the device;
+   the call then waits). Device memory of another device is INVALID_ARGUMENT.
+   The CUDA backend checks the targets (see INVALID_VALUE) on the device
+   before it writes any output, and waits for that check unless the flag
+   NPAIRS_FLAG_DEFER_CHECKS is set. Above the context's workspace limit a
+   call is computed in pieces (npairs_context_set_workspace_limit). Outputs
+   never overlap inputs, except that grads->similarity may be
+   problem->similarity.
 
    Returns NPAIRS_OK, or with outputs untouched:
-   INVALID_ARGUMENT  ctx or problem NULL, a struct_size below the first
+   INVALID_ARGUMENT  ctx or problem NULL, another CUDA device's pointer, a struct_size below the first
                      published size, an unknown enum or flag, a bad
                      temperature or reg_lambda, missing or ambiguous targets or
                      logits, cols != rows without column targets, a negative
