@@ -3,6 +3,7 @@
 
 #include "cuda_check.hpp"
 #include "launch.cuh"
+#include "row_group.cuh"
 #include "row_loss_kernel.cuh"
 #include "row_math.hpp"
 #include "targets.cuh"
@@ -10,89 +11,6 @@
 namespace npairs::cuda {
 
 namespace {
-
-template <class T>
-constexpr int kVector = kVectorBytes / int(sizeof(T));
-
-// 16 bytes of a row: one load or store instruction when aligned.
-template <class T>
-struct alignas(kVectorBytes) Pack {
-  T v[kVector<T>];
-};
-
-// How the kernels read and write vector v of a row: whole when every row
-// starts 16-byte aligned and holds whole vectors, else element by element up
-// to the row's end.
-template <class T>
-struct RowAccess {
-  int64_t cols;
-  bool vectorized;
-
-  __device__ bool valid(int64_t v, int e) const { return vectorized || v * kVector<T> + e < cols; }
-  __device__ Pack<T> load(const T* row, int64_t v) const {
-    if (vectorized) return reinterpret_cast<const Pack<T>*>(row)[v];
-    Pack<T> p;
-#pragma unroll
-    for (int e = 0; e < kVector<T>; ++e)
-      p.v[e] = valid(v, e) ? row[v * kVector<T> + e] : from_compute<T>(0);
-    return p;
-  }
-  __device__ void store(T* row, int64_t v, const Pack<T>& p) const {
-    if (vectorized) {
-      reinterpret_cast<Pack<T>*>(row)[v] = p;
-      return;
-    }
-#pragma unroll
-    for (int e = 0; e < kVector<T>; ++e)
-      if (valid(v, e)) row[v * kVector<T> + e] = p.v[e];
-  }
-};
-
-// Merges the stats of a warp's lanes in a butterfly: every lane ends with the
-// same result, as row_stats_merge is commutative.
-template <class C>
-__device__ RowStats<C> warp_merge(RowStats<C> s) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    const RowStats<C> other{__shfl_xor_sync(0xffffffffu, s.max, offset),
-                            __shfl_xor_sync(0xffffffffu, s.sum_exp, offset),
-                            __shfl_xor_sync(0xffffffffu, s.pos, offset),
-                            __shfl_xor_sync(0xffffffffu, s.pos_gap, offset)};
-    s = row_stats_merge(s, other);
-  }
-  return s;
-}
-
-// The threads that share a row: a warp, or a whole block.
-struct WarpGroup {
-  __device__ int rank() const { return threadIdx.x % kWarpSize; }
-  __device__ int size() const { return kWarpSize; }
-  template <class C>
-  __device__ RowStats<C> merge(const RowStats<C>& s) const {
-    return warp_merge(s);
-  }
-};
-
-template <class C>
-struct BlockGroup {
-  RowStats<C>* warp_stats;  // shared, one entry per warp
-
-  __device__ int rank() const { return threadIdx.x; }
-  __device__ int size() const { return blockDim.x; }
-  // Every thread of the block must call it.
-  __device__ RowStats<C> merge(const RowStats<C>& s) const {
-    const RowStats<C> warp = warp_merge(s);
-    const int lane = threadIdx.x % kWarpSize;
-    if (lane == 0) warp_stats[threadIdx.x / kWarpSize] = warp;
-    __syncthreads();
-    // Each warp merges the warps' stats in the same order, so every thread
-    // gets the same result without another round through shared memory.
-    const int warps = blockDim.x / kWarpSize;
-    const RowStats<C> row = warp_merge(lane < warps ? warp_stats[lane] : row_stats_empty<C>());
-    __syncthreads();  // the next row rewrites warp_stats
-    return row;
-  }
-};
 
 template <class T>
 __device__ compute_t<T> logit(const RowLossArgs<T>& args, const Pack<T>& p, int e) {
@@ -231,22 +149,6 @@ __global__ __launch_bounds__(kMaxRowThreads) void row_loss_staged_kernel(RowLoss
       access.store(grad, v, grad_pack(args, access, coeffs, target, p, v));
     }
   }
-}
-
-bool aligned(const void* pointer) {
-  return reinterpret_cast<std::uintptr_t>(pointer) % kVectorBytes == 0;
-}
-
-// Enough blocks to fill the device once (grid-stride loops do the rest), and
-// no more than there is work for.
-template <class Kernel>
-unsigned grid_size(Kernel kernel, int threads, std::size_t shared_bytes, int64_t blocks_wanted,
-                   const DeviceLimits& limits) {
-  int per_multiprocessor = 0;
-  NPAIRS_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel,
-                                                                  threads, shared_bytes));
-  const int64_t resident = int64_t(std::max(per_multiprocessor, 1)) * limits.multiprocessors;
-  return static_cast<unsigned>(std::min(blocks_wanted, resident));
 }
 
 }  // namespace
