@@ -73,6 +73,42 @@ class DeviceArray {
   std::size_t offset_ = 0;
 };
 
+// Runs npairs_loss on `ctx` with device copies of every array of the call
+// (the similarity replaced by the dS buffer when `in_place`; no loss when
+// `loss_null`), waits, and copies the outputs back over `out`.
+inline void run_on_device_copies(npairs_context ctx, const Inputs& in, Outputs& out, bool in_place = false,
+                                 bool loss_null = false) {
+  DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
+      column_multilabels(in.column_multilabels), similarity(in.similarity), anchors(in.anchors),
+      positives(in.positives), weights(in.sample_weight), grad_loss(in.grad_loss);
+  DeviceArray loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives);
+  for (const DeviceArray* d : {&labels, &column_labels, &multilabels, &column_multilabels, &similarity, &anchors,
+                               &positives, &weights, &grad_loss, &loss, &dS, &dA, &dP}) {
+    ASSERT_TRUE(d->ok()) << "cudaMalloc/cudaMemcpy failed";
+  }
+  npairs_problem p = in.problem();
+  const npairs_options o = in.options();
+  auto dev = [](const void* host_ptr, const DeviceArray& d) -> const void* { return host_ptr ? d.data() : nullptr; };
+  p.labels = dev(p.labels, labels);
+  p.column_labels = dev(p.column_labels, column_labels);
+  p.multilabels = dev(p.multilabels, multilabels);
+  p.column_multilabels = dev(p.column_multilabels, column_multilabels);
+  p.similarity = in_place ? dS.data() : dev(p.similarity, similarity);
+  p.anchors = dev(p.anchors, anchors);
+  p.positives = dev(p.positives, positives);
+  p.sample_weight = dev(p.sample_weight, weights);
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.similarity = out.want_similarity ? dS.data() : nullptr;
+  g.anchors = out.want_anchors ? dA.data() : nullptr;
+  g.positives = out.want_positives ? dP.data() : nullptr;
+  ASSERT_NPAIRS_OK(npairs_loss(ctx, &o, &p, in.spec.grad_loss ? grad_loss.data() : nullptr,
+                               loss_null ? nullptr : loss.data(), out.any_grads() ? &g : nullptr));
+  ASSERT_NPAIRS_OK(npairs_context_synchronize(ctx));
+  ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity) && dA.download(out.grad_anchors) &&
+              dP.download(out.grad_positives));
+}
+
 }  // namespace npt
 #else
 #define NPT_REQUIRE_CUDART() \
