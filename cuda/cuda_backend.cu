@@ -519,20 +519,9 @@ void CudaBackend::run(const Task& task) {
 
   // 4. The scalar reductions, with the L2 term.
   if (scalar_loss) {
-    if (l2) {
-      launch_sum_squares(a.anchors.as<const T>(), R * D, a.l2_partials.as<double>(), stream);
-      launch_sum_squares(a.positives.as<const T>(), M * D,
-                         a.l2_partials.as<double>() + kSumSquaresParts, stream);
-    }
-    ScalarLossArgs<T> args{};
-    args.row_losses = a.row_losses.as<const C>();
-    args.rows = R;
-    args.reduction_factor = task.reduction_factor();
-    args.l2_partials = a.l2_partials.as<const double>();
-    args.l2_anchor_factor = 0.25 * task.reg_lambda / double(R);
-    args.l2_positive_factor = 0.25 * task.reg_lambda / double(M);
-    args.loss = a.loss.as<T>();
-    launch_scalar_loss(args, stream);
+    launch_scalar_loss_with_l2(a.row_losses.as<const C>(), R, M, D, task.reduction_factor(), task.reg_lambda,
+                               a.anchors.as<const T>(), a.positives.as<const T>(), a.l2_partials.as<double>(),
+                               a.loss.as<T>(), stream);
   }
 
   // 5. The embedding gradients: dA = dS P and dP = dS^T A, added by the GEMM

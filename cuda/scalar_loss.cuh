@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "dtype.cuh"
+#include "sum_squares.cuh"
 
 namespace npairs::cuda {
 
@@ -25,5 +26,27 @@ struct ScalarLossArgs {
 // order; queued on `stream`.
 template <class T>
 void launch_scalar_loss(const ScalarLossArgs<T>& args, cudaStream_t stream);
+
+// The scalar loss of a call from its weighted row losses: the sums of squares
+// of the embeddings first when reg_lambda > 0 (l2_partials then holds
+// 2 * kSumSquaresParts doubles), then the reduction. Both CUDA paths use it.
+template <class T>
+void launch_scalar_loss_with_l2(const compute_t<T>* row_losses, int64_t rows, int64_t cols, int64_t dim,
+                                double reduction_factor, double reg_lambda, const T* anchors,
+                                const T* positives, double* l2_partials, T* loss, cudaStream_t stream) {
+  if (reg_lambda > 0) {
+    launch_sum_squares(anchors, rows * dim, l2_partials, stream);
+    launch_sum_squares(positives, cols * dim, l2_partials + kSumSquaresParts, stream);
+  }
+  ScalarLossArgs<T> args{};
+  args.row_losses = row_losses;
+  args.rows = rows;
+  args.reduction_factor = reduction_factor;
+  args.l2_partials = l2_partials;
+  args.l2_anchor_factor = 0.25 * reg_lambda / double(rows);
+  args.l2_positive_factor = 0.25 * reg_lambda / double(cols);
+  args.loss = loss;
+  launch_scalar_loss(args, stream);
+}
 
 }  // namespace npairs::cuda

@@ -388,21 +388,9 @@ void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ct
     CudaTiles<T> ops(task, placement, a, ctx);
     run_tiled(task, plan, ops);
     if (task.loss && task.scalar_loss()) {
-      const bool l2 = task.reg_lambda > 0;
-      if (l2) {
-        launch_sum_squares(a.anchors.as<const T>(), R * D, a.l2_partials.as<double>(), ctx.stream);
-        launch_sum_squares(a.positives.as<const T>(), M * D, a.l2_partials.as<double>() + kSumSquaresParts,
-                           ctx.stream);
-      }
-      ScalarLossArgs<T> args{};
-      args.row_losses = a.row_losses.as<const C>();
-      args.rows = R;
-      args.reduction_factor = task.reduction_factor();
-      args.l2_partials = a.l2_partials.as<const double>();
-      args.l2_anchor_factor = 0.25 * task.reg_lambda / double(R);
-      args.l2_positive_factor = 0.25 * task.reg_lambda / double(M);
-      args.loss = a.loss.as<T>();
-      launch_scalar_loss(args, ctx.stream);
+      launch_scalar_loss_with_l2(a.row_losses.as<const C>(), R, M, D, task.reduction_factor(), task.reg_lambda,
+                                 a.anchors.as<const T>(), a.positives.as<const T>(), a.l2_partials.as<double>(),
+                                 a.loss.as<T>(), ctx.stream);
     }
   } else {
     // R = 0: the scalar reductions give 0, and dL/dP (M x D) is zero.
