@@ -8,7 +8,10 @@
 #  - embeddings R = M = 16384, D = 512, device memory: at most 1.15x the three
 #    cuBLAS GEMMs alone, in float32, with TF32 allowed, and in bfloat16;
 #  - similarity R = M >= 8192, device memory (from the sweep): at least 85%
-#    of the device-to-device copy bandwidth.
+#    of the device-to-device copy bandwidth;
+#  - streamed (issue #9), bfloat16, D = 512, device memory: R = M = 65536
+#    under a 1 GiB workspace limit at most 1.3x its three cuBLAS GEMMs, and
+#    R = M = 2^20 under 8 GiB (time only).
 # Steps run in that order of importance; each has a time limit, and the whole
 # stays under 9 minutes (steps that would start past the deadline are skipped
 # and say so). Logs and JSON go to $OUT (the device tool's folder) or
