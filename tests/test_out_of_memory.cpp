@@ -2,17 +2,36 @@
 // fails with NPAIRS_ERROR_OUT_OF_MEMORY, a message and its outputs untouched,
 // and the same context then computes a small problem as before. The address
 // space is limited (RLIMIT_AS) in a child process, after a warm-up call has
-// created the thread pools of OpenMP and OpenBLAS. Label `rlimit`: not run
-// under ASan, whose shadow memory alone needs terabytes of address space.
+// created the thread pools of OpenMP and OpenBLAS. And any other allocation
+// of the library that fails (std::bad_alloc from operator new, replaced here)
+// is OUT_OF_MEMORY too. Label `rlimit`: not run under ASan, whose shadow
+// memory alone needs terabytes of address space (and which replaces operator
+// new itself).
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <new>
 #include <string>
 
 #include "test_util.hpp"
+
+// While set, operator new fails: the library's calls to it too, as it takes
+// the executable's replacement.
+namespace {
+bool g_fail_allocations = false;
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (!g_fail_allocations) {
+    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  }
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -74,6 +93,28 @@ TEST(OutOfMemory, HostWorkspaceAllocationFailsCleanly) {
         std::exit(failure.empty() ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "recovered");
+}
+
+// The library builds its argument messages with std::string, so a call
+// allocates even when it succeeds: every failed allocation must come back as
+// OUT_OF_MEMORY, never INTERNAL, with the outputs untouched.
+TEST(OutOfMemory, FailedOperatorNewIsOutOfMemory) {
+  const npt::Inputs in = npt::make_inputs(embeddings_spec(7));
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  npt::Outputs out(in, true, false, true, true);
+  out.poison();
+  const std::vector<unsigned char> before = out.loss.bytes();
+  const npairs_options options = in.options();
+  const npairs_problem problem = in.problem();
+  npairs_gradients grads = out.grads();
+  g_fail_allocations = true;
+  const npairs_status status = npairs_loss(ctx.get(), &options, &problem, nullptr, out.loss_ptr(), &grads);
+  g_fail_allocations = false;
+  EXPECT_EQ(status, NPAIRS_ERROR_OUT_OF_MEMORY) << npairs_status_string(status);
+  EXPECT_STREQ(npairs_last_error(), "out of host memory");
+  EXPECT_EQ(out.loss.bytes(), before);
+  ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
 }
 
 }  // namespace

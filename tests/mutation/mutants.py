@@ -122,7 +122,7 @@ MUTANTS = [
          why="negative column multi-labels accepted"),
     dict(id="cpu-l2-grad-loss-ignored", file="src/cpu_backend.cpp",
          find="const double g = grad_loss ? double(grad_loss[0]) : 1.0;",
-         replace="const double g = 1.0;",
+         replace="const double g = grad_loss ? 1.0 : 1.0;",
          why="the L2 gradient ignores the upstream gradient"),
     # --- src/row_math.hpp and src/cpu_rows.inc: the row math ---
     dict(id="rowmath-merge-drops-gap-shift", file="src/row_math.hpp",
