@@ -24,6 +24,9 @@ namespace {
 bool g_fail_allocations = false;
 }  // namespace
 
+// GCC cannot see that these replacements pair malloc with free.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t size) {
   if (!g_fail_allocations) {
     if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
@@ -32,6 +35,7 @@ void* operator new(std::size_t size) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#pragma GCC diagnostic pop
 
 namespace {
 

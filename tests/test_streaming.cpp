@@ -21,6 +21,9 @@ std::size_t g_workspace_bytes = 0;
 void* operator new[](std::size_t size, std::align_val_t alignment, const std::nothrow_t&) noexcept {
   ++g_workspace_allocations;
   g_workspace_bytes = size;
+  // Beyond any machine's memory: fail as the system allocator would (ASan's
+  // aligned_alloc would abort the test instead of returning NULL).
+  if (size > (std::size_t(1) << 44)) return nullptr;
   const std::size_t a = static_cast<std::size_t>(alignment);
   return std::aligned_alloc(a, (size + a - 1) / a * a);
 }
