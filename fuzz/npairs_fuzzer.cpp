@@ -336,7 +336,7 @@ void decode_options(FuzzInput& in, Call& c) {
   c.options.temperature =
       in.pick({1.0, 0.5, 2.0, 0.05, 1e-300, kDenormal, 1e300, kHuge, 0.0, -0.0, -1.0, kNaN, kInf, -kInf, 1.0, 1.0});
   c.options.reg_lambda = in.pick({0.0, 0.0, 0.002, 1.0, 1e300, kHuge, kDenormal, -0.0, -1.0, kNaN, kInf, -kInf});
-  c.options.flags = in.pick({0u, 0u, NPAIRS_FLAG_ALLOW_TF32, 2u, 0x80000000u, 0xFFFFFFFFu});
+  c.options.flags = in.pick({0u, NPAIRS_FLAG_DEFER_CHECKS, NPAIRS_FLAG_ALLOW_TF32, 4u, 0x80000000u, 0xFFFFFFFFu});
   if (!c.pass_options) npairs_options_init(&c.options);  // what the library uses for NULL
 }
 
@@ -447,7 +447,7 @@ bool breaks_argument_rule(const Call& c, bool options_refused, bool problem_refu
          !(o.reduction == NPAIRS_REDUCTION_NONE || o.reduction == NPAIRS_REDUCTION_SUM ||
            o.reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE) ||
          !finite_positive(o.temperature) || !(std::isfinite(o.reg_lambda) && o.reg_lambda >= 0.0) ||
-         (o.flags & ~NPAIRS_FLAG_ALLOW_TF32) != 0 ||
+         (o.flags & ~(NPAIRS_FLAG_ALLOW_TF32 | NPAIRS_FLAG_DEFER_CHECKS)) != 0 ||
          !(p.dtype == NPAIRS_F32 || p.dtype == NPAIRS_F64 || p.dtype == NPAIRS_F16 || p.dtype == NPAIRS_BF16) ||
          p.rows < 0 || p.cols < 0 || has_labels == has_multilabels ||
          (has_labels && !(p.label_dtype == NPAIRS_I32 || p.label_dtype == NPAIRS_I64)) ||
