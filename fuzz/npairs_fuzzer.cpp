@@ -282,6 +282,10 @@ npairs_context make_context(FuzzInput& in) {
     check(st == NPAIRS_OK, "npairs_context_create(CPU) failed", st);
   }
 
+  // The library's scratch stays far below the fuzzer's RSS limit: a call
+  // above 64 MiB is streamed (SPEC section 4), which is fuzzed that way too.
+  check(npairs_context_set_workspace_limit(ctx, std::size_t(64) << 20) == NPAIRS_OK,
+        "npairs_context_set_workspace_limit failed");
   npairs_backend kind = -1;
   check(npairs_context_backend(ctx, &kind) == NPAIRS_OK, "npairs_context_backend failed");
   check(kind == NPAIRS_BACKEND_CPU || kind == NPAIRS_BACKEND_CUDA, "npairs_context_backend stored no concrete backend");

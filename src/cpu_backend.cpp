@@ -11,6 +11,7 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 #include <string>
 
 #include "cpu_rows.hpp"
@@ -70,8 +71,6 @@ class HostWorkspace {
 template <class T, class L>
 struct CpuBuffers {
   T* row_losses = nullptr;         // [R]
-  L* sorted_column_labels = nullptr;  // [M], column labels given
-  T* column_sums = nullptr;        // [K], multi-labels: sum_j Y'_j
   T* logits = nullptr;             // [row_block x col_tile], embeddings without a dL/dS output
   T* overlaps = nullptr;           // [row_block x col_tile], multi-labels
   RowStats<T>* running = nullptr;  // [row_block], tiles of columns
@@ -91,11 +90,7 @@ std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, unsigned
   };
   const int64_t tile = row_block * col_tile;
   take(b.row_losses, t.rows);
-  if (!t.multilabel() && !t.shared_targets) take(b.sorted_column_labels, t.cols);
-  if (t.multilabel()) {
-    take(b.column_sums, t.classes);
-    take(b.overlaps, tile);
-  }
+  if (t.multilabel()) take(b.overlaps, tile);
   if (t.embeddings() && !t.grad_similarity) take(b.logits, tile);
   if (col_tile < t.cols) take(b.running, row_block);
   return offset;
@@ -147,14 +142,17 @@ int64_t first_row_without_overlap(const T* labels, const T* column_labels, int64
   return -1;
 }
 
-// Every check of the data, before any output is written.
+// Every check of the data, before any output is written and before the
+// workspace is allocated (invalid data never costs an R x M allocation). Its
+// scratch is O(M + K), freed before the workspace is taken.
 template <class T, class L>
-void check_targets(const Task& t, const CpuBuffers<T, L>& b) {
+void check_targets(const Task& t) {
   if (!t.multilabel()) {
     if (t.shared_targets) return;
+    std::vector<L> sorted(static_cast<std::size_t>(t.cols));
     const int64_t row = first_row_without_positive(static_cast<const L*>(t.labels),
                                                    static_cast<const L*>(t.column_labels), t.rows,
-                                                   t.cols, b.sorted_column_labels);
+                                                   t.cols, sorted.data());
     if (row >= 0) fail_row("problem.labels", row, "has no positive column (no column label equals it)");
     return;
   }
@@ -166,8 +164,9 @@ void check_targets(const Task& t, const CpuBuffers<T, L>& b) {
     row = first_row_with_negative(column_multilabels, t.cols, t.classes);
     if (row >= 0) fail_row("problem.column_multilabels", row, "has a negative or NaN entry");
   }
+  std::vector<T> column_sums(static_cast<std::size_t>(t.classes));
   row = first_row_without_overlap(multilabels, column_multilabels, t.rows, t.cols, t.classes,
-                                  b.column_sums);
+                                  column_sums.data());
   if (row >= 0) {
     fail_row("problem.multilabels", row, "has no positive column (its classes meet no column's)");
   }
@@ -327,9 +326,9 @@ template <class T, class L>
 void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace& workspace) {
   const int64_t R = t.rows, M = t.cols, D = t.dim;
   const TilePlan tiles = plan<T, L>(t, limit);
+  check_targets<T, L>(t);
   CpuBuffers<T, L> b;
   lay_out<T, L>(t, tiles.row_block, tiles.col_tile, workspace.reserve(tiles.bytes), b);
-  check_targets(t, b);
 
   T* loss = static_cast<T*>(t.loss);
   if (R == 0) {
