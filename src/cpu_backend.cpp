@@ -164,6 +164,9 @@ void check_targets(const Task& t) {
     row = first_row_with_negative(column_multilabels, t.cols, t.classes);
     if (row >= 0) fail_row("problem.column_multilabels", row, "has a negative or NaN entry");
   }
+  // Without rows there is no normaliser to check (and K may be any size:
+  // the multi-label arrays are then empty).
+  if (t.rows == 0) return;
   std::vector<T> column_sums(static_cast<std::size_t>(t.classes));
   row = first_row_without_overlap(multilabels, column_multilabels, t.rows, t.cols, t.classes,
                                   column_sums.data());
