@@ -11,6 +11,10 @@
 #   bash .ci/check-abi.sh [LIBRARY...]   check; fails on any ABI change
 #   bash .ci/check-abi.sh --update       rewrite the baseline (after an intended change)
 #
+# Then the library against the 1.0 release's baseline (abi/libnpairs.so.1.0.abi)
+# with abi/1.0-compatible.suppr: nothing 1.0 published may change or go,
+# except the struct growth that file names; added symbols are fine.
+#
 # abidiff's exit status is a bit set: 1 error, 2 usage error, 4 ABI change,
 # 8 incompatible ABI change. Any of them fails the check: an incompatible
 # change needs a new major version (SONAME); a compatible one (an added
@@ -54,4 +58,15 @@ for candidate in "${library}" "$@"; do
   fi
   ((rc == 0)) || status=1
 done
+readonly release_baseline=abi/libnpairs.so.1.0.abi
+echo "check-abi: abidiff --no-added-syms ${release_baseline} ${library} (suppressions: abi/1.0-compatible.suppr)"
+rc=0
+abidiff --headers-dir2 "${headers}" --drop-private-types --no-added-syms \
+  --suppressions abi/1.0-compatible.suppr "${release_baseline}" "${library}" || rc=$?
+if ((rc != 0)); then
+  echo "check-abi: FAILED: ${library} changes what 1.0 published (abidiff exit status ${rc})" >&2
+  status=1
+else
+  echo "check-abi: ${library}: compatible with 1.0 (additions only)"
+fi
 exit "${status}"
