@@ -91,7 +91,8 @@ class HardClassBatchSampler(torch.utils.data.Sampler):
         world_size=None,
         backend="auto",
     ):
-        super().__init__(None)
+        # Sampler.__init__ stores nothing, and its signature differs across torch
+        # versions (data_source required in 1.13, gone in 2.x): not called.
         self.labels = _labels_array(labels)
         self.n_classes = _positive_int("n_classes", n_classes)
         self.per_class = _positive_int("per_class", per_class)
