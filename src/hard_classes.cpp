@@ -90,14 +90,18 @@ void select(const HardClassTask& t, int threads, unsigned char* workspace, int64
       gemv(n, D, e + begin * D, e + chosen * D, products);
 #pragma omp parallel num_threads(threads)
       {
-        HardClassCandidate& mine = per_thread[static_cast<std::size_t>(omp_get_thread_num())];
-#pragma omp for schedule(static)
+        // A local copy, so that the compiler keeps it in registers (the
+        // scores' stores could otherwise alias it).
+        HardClassCandidate& shared = per_thread[static_cast<std::size_t>(omp_get_thread_num())];
+        HardClassCandidate mine = shared;
+#pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < n; ++i) {
           T& score = best[begin + i];
           // A NaN score (selected) stays NaN: the comparison is false.
           if (products[i] > score) score = products[i];
           offer_hard_class(mine, double(score), begin + i, t.seed, next);
         }
+        shared = mine;
       }
     }
   }

@@ -246,3 +246,22 @@ def test_sampler_bad_update_and_labels():
         HardClassBatchSampler(np.ones((4, 2), dtype=np.int64), n_classes=1)
     with pytest.raises(npairs.InvalidArgumentError):
         HardClassBatchSampler(np.linspace(0, 1, 10), n_classes=1)
+
+
+def test_the_example_runs_and_prints_both_recalls():
+    import os
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, str(root / "examples" / "hard_class_mining.py"), "--quick"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("random", "mined"):
+        match = re.search(rf"Recall@1 {name} class batches: ([0-9.]+)", result.stdout)
+        assert match, result.stdout
+        assert 0.0 <= float(match.group(1)) <= 1.0
