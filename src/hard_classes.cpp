@@ -60,8 +60,8 @@ template <class T>
 void select(const HardClassTask& t, int threads, unsigned char* workspace, int64_t block) {
   const int64_t C = t.classes, D = t.dim;
   const T* e = static_cast<const T*>(t.embeddings);
-  fail_if_bad_embedding_row(first_bad_row(e, C, D, hard_class_entry_bound(t.dtype, D)),
-                            hard_class_entry_bound(t.dtype, D));
+  const double bound = hard_class_entry_bound(t.dtype, D);
+  fail_if_bad_embedding_row(first_bad_row(e, C, D, bound), bound);
   T* best = reinterpret_cast<T*>(workspace);  // running scores; NaN once selected
   T* products = reinterpret_cast<T*>(workspace + aligned(std::size_t(C) * sizeof(T)));
   std::fill(best, best + C, -std::numeric_limits<T>::infinity());
