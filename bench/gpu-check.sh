@@ -11,7 +11,11 @@
 #    of the device-to-device copy bandwidth;
 #  - streamed (issue #9), bfloat16, D = 512, device memory: R = M = 65536
 #    under a 1 GiB workspace limit at most 1.3x its three cuBLAS GEMMs, and
-#    R = M = 2^20 under 8 GiB (time only).
+#    R = M = 2^20 under 8 GiB (time only);
+#  - hard negative class mining (issue #13), float32, D = 256, N = 1024,
+#    device memory: C = 10^4 to 10^7 beside N cuBLAS GEMVs alone (time and
+#    ratio; bench/hard_classes_bench), and its CUDA tests under memcheck and
+#    racecheck.
 # Steps run in that order of importance; each has a time limit, and the whole
 # stays under 9 minutes (steps that would start past the deadline are skipped
 # and say so). Logs and JSON go to $OUT (the device tool's folder) or
@@ -159,6 +163,16 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
     --workspace-limit 1G --repeats 3 --json "$out/stream-bf16.json"
   step stream-2p20 120 "$bench" --input embeddings --memory device --rows 1048576 --dim 512 --dtype bf16 \
     --workspace-limit 8G --repeats 2 --warmup 1 --no-baselines --json "$out/stream-2p20.json"
+  # Hard negative class mining (issue #13): C up to 10^7 (10 GB of float32
+  # embeddings), N = 1024; then its CUDA tests under two sanitizers.
+  step hard-classes 90 ./build/gpu/bench/hard_classes_bench --backend cuda \
+    --classes 10000,100000,1000000,10000000 --count 1024 --repeats 3 --warmup 1
+  if [[ -x $sanitizer ]]; then
+    for tool in memcheck racecheck; do
+      step "hard-$tool" 45 "$sanitizer" --tool "$tool" --error-exitcode 1 ./build/gpu/tests/test_hard_classes \
+        '--gtest_filter=HardClassesCuda.*'
+    done
+  fi
   # The sweep: R = M in 4096, 16384, 32768, D = 512, similarity and embeddings
   # input, host pointers and device buffers, with the copy and cuBLAS ceilings.
   step bench 120 "$bench" --json "$out/bench.json"
@@ -184,6 +198,9 @@ for name in emb-f32 emb-tf32 emb-bf16; do
   echo "-- $name"
   sed -n '/^input /,/^$/p' "$out/$name.log" 2>/dev/null | sed '/^$/d'
 done
+echo
+echo "== hard negative class mining (bench/hard_classes_bench)"
+cat "$out/hard-classes.log" 2>/dev/null
 echo
 echo "== peers (bench/peers.py)"
 sed -n '/^median ms/,$p' "$out/peers.log" 2>/dev/null

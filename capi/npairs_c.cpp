@@ -11,6 +11,7 @@
 #include "npairs/npairs.h"
 #include "src/cpu_backend.hpp"
 #include "src/error.hpp"
+#include "src/hard_classes.hpp"
 #include "src/task.hpp"
 #if defined(NPAIRS_WITH_CUDA)
 #include "cuda/cuda_backend.hpp"
@@ -255,6 +256,23 @@ npairs_status npairs_workspace_size(npairs_context ctx, const npairs_options* op
 
 npairs_status npairs_context_reserve(npairs_context ctx, size_t bytes) {
   return translate_exceptions([&] { backend_of(ctx).reserve(bytes); });
+}
+
+void npairs_class_selection_init(npairs_class_selection* selection) {
+  if (!selection) return;
+  std::memset(selection, 0, sizeof *selection);
+  selection->struct_size = sizeof *selection;
+  selection->dtype = NPAIRS_F32;
+}
+
+npairs_status npairs_select_hard_classes(npairs_context ctx, const npairs_class_selection* selection,
+                                         int64_t* selected) {
+  return translate_exceptions([&] {
+    npairs::Backend& backend = backend_of(ctx);
+    require_arg(selection != nullptr, "selection is NULL");
+    backend.select_hard_classes(
+        npairs::make_hard_class_task(read_struct(selection, "selection"), selected));
+  });
 }
 
 }  // extern "C"

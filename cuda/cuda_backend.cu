@@ -16,6 +16,7 @@
 #include "first_row_with_negative.cuh"
 #include "first_row_without_positive.cuh"
 #include "gemm.hpp"
+#include "hard_class_selection.hpp"
 #include "l2_gradient.cuh"
 #include "row_loss_kernel.cuh"
 #include "scalar_loss.cuh"
@@ -237,6 +238,19 @@ class CudaBackend final : public Backend {
       }
     } catch (...) {
       (void)record_end_of_call();  // the call's queued work, even when it failed
+      throw;
+    }
+    NPAIRS_CUDA_CHECK(record_end_of_call());
+  }
+
+  void select_hard_classes(const HardClassTask& task) override {
+    const ScopedDevice current(device_);
+    try {
+      wait_for_earlier_calls();
+      cuda::select_hard_classes(task, HardClassDevice{device_, cublas_.get(), stream_, &workspace_,
+                                                      work_queued_.get(), workspace_limit_, bad_rows_host_.get()});
+    } catch (...) {
+      (void)record_end_of_call();
       throw;
     }
     NPAIRS_CUDA_CHECK(record_end_of_call());

@@ -5,6 +5,7 @@
 #include <cstddef>
 
 #include "npairs/npairs.h"
+#include "hard_classes.hpp"
 #include "task.hpp"
 
 namespace npairs {
@@ -30,6 +31,9 @@ class Backend {
   // Checks the task's data, then writes the outputs the task asks for. Throws
   // Error before writing any output when the data is invalid.
   virtual void compute(const Task& task) = 0;
+  // Hard negative class mining: checks the embeddings, then writes
+  // task.selected. Throws Error before writing it when the data is invalid.
+  virtual void select_hard_classes(const HardClassTask& task) = 0;
 };
 
 }  // namespace npairs

@@ -16,6 +16,7 @@
 
 #include "cpu_rows.hpp"
 #include "error.hpp"
+#include "hard_classes.hpp"
 #include "tiled_loss.hpp"
 
 namespace npairs {
@@ -441,6 +442,15 @@ class CpuBackend final : public Backend {
       using Ty = decltype(types);
       compute_typed<typename Ty::Value, typename Ty::Label>(t, limit_, threads, workspace_);
     });
+  }
+
+  void select_hard_classes(const HardClassTask& t) override {
+    int64_t block = 0;
+    const std::size_t bytes = cpu_hard_class_workspace(t, limit_, &block);
+    const int threads = threads_ > 0 ? threads_ : omp_get_num_procs();
+    std::optional<ScopedOmpThreads> scoped;
+    if (threads_ > 0) scoped.emplace(threads_);
+    cpu_select_hard_classes(t, threads, workspace_.reserve(bytes), block);
   }
 
  private:

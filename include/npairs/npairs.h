@@ -310,6 +310,85 @@ NPAIRS_API npairs_status npairs_workspace_size(npairs_context ctx, const npairs_
    memory cannot be allocated (the old workspace is kept); DEVICE. */
 NPAIRS_API npairs_status npairs_context_reserve(npairs_context ctx, size_t bytes);
 
+/* ------------------------------------------------------------------------ */
+/* Hard negative class mining (version 1.1)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss
+   Objective" (NIPS 2016), section 3.2: "we evaluate the embedding vectors
+   [of a large pool of classes], then greedily add a new class that violates
+   the triplet constraint the most w.r.t. the selected classes until we reach
+   N classes"; then two examples are drawn from each selected class. The
+   class that violates the constraint the most is the one closest to the
+   selected set: with e_c the embedding of class c and S the classes selected
+   so far, the score of an unselected candidate c is
+       score(c) = max over s in S of <e_c, e_s>   (-infinity while S is empty)
+   and each step selects the unselected candidate of the highest score.
+   Ties (every candidate at step 0, equal or duplicated embeddings later) go
+   to the smallest key(seed, step, c), a 64-bit hash, then to the smallest
+   index, so the first class is uniform at random from the seed and the
+   result does not depend on the thread count or the order of the work:
+       mix(x):  x += 0x9E3779B97F4A7C15; x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9;
+                x = (x ^ (x >> 27)) * 0x94D049BB133111EB; return x ^ (x >> 31);
+       key(seed, step, c) = mix(mix(mix(seed) ^ step) ^ c)
+   (uint64_t arithmetic modulo 2^64; step counts from 0). The scores are the
+   inner products as the backend's GEMV computes them in the dtype (OpenBLAS
+   on the CPU, cuBLAS on CUDA): candidates whose scores differ only by
+   rounding may be ordered differently by the two backends.
+
+   Cost: one GEMV of the C x D embeddings per selected class, each followed
+   by one pass over the C running scores (the max with the new inner
+   products, fused with the next step's arg max): O(N C D) time in all, and a
+   workspace of C running scores plus a block of GEMV outputs. */
+typedef struct npairs_class_selection {
+  size_t struct_size;            /* sizeof(npairs_class_selection) */
+  const void* class_embeddings;  /* [C, D] row-major, of dtype: one row per candidate class */
+  int64_t classes;               /* C >= 1 */
+  int64_t dim;                   /* D >= 1 */
+  npairs_dtype dtype;            /* NPAIRS_F32 or NPAIRS_F64 */
+  int64_t count;                 /* N, 1 <= N <= C: how many classes to select */
+  uint64_t seed;                 /* the tie-breaking keys' seed */
+} npairs_class_selection;
+
+/* Fills *selection with zeros, dtype NPAIRS_F32, and sets struct_size. NULL
+   is ignored. */
+NPAIRS_API void npairs_class_selection_init(npairs_class_selection* selection);
+
+/* Selects selection->count classes of selection->class_embeddings by the
+   greedy rule above and writes their indices (0 <= index < C, distinct) to
+   `selected` [N], in the order they were selected.
+
+   Memory: as for npairs_loss. On a CUDA context class_embeddings and
+   selected may be device memory of the context's device (the selection is
+   queued on the context's stream after the data check, which the call waits
+   for), managed memory or host memory (staged; the call waits). The
+   workspace of a CPU context is C running scores plus a block of GEMV
+   outputs (up to 65536 of them, fewer to fit the context's limit, at least
+   min(C, 64)); that of a CUDA context is C running scores, C inner products,
+   one embedding row and the staging of host arrays, and is not streamed.
+   Deterministic for the same inputs, seed, backend, device and thread count.
+
+   Returns NPAIRS_OK, or with `selected` untouched:
+   INVALID_ARGUMENT  ctx, selection, selection->class_embeddings or selected
+                     NULL, a struct_size below the first published size,
+                     classes or dim below 1, count below 1 or above classes,
+                     dtype not a floating npairs_dtype, another CUDA device's
+                     pointer;
+   INVALID_VALUE     an embedding entry that is NaN, infinite, or larger in
+                     magnitude than sqrt(max / (4 D)), with max the dtype's
+                     largest finite value (then no inner product, nor any
+                     partial sum of one, can overflow); the first such row is
+                     named;
+   UNSUPPORTED       dtype NPAIRS_F16 or NPAIRS_BF16, C or D above 2^31 - 1 on
+                     the CPU, a struct larger than this library knows whose
+                     extra bytes are not zero;
+   OUT_OF_MEMORY     memory exhausted, or the workspace does not fit the
+                     context's limit (the message names the limit);
+   DEVICE, INTERNAL. */
+NPAIRS_API npairs_status npairs_select_hard_classes(npairs_context ctx,
+                                                    const npairs_class_selection* selection,
+                                                    int64_t* selected);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -43,6 +43,7 @@ from .errors import (
 )
 from .losses import NpairsEmbeddingsLoss, NpairsLoss, NpairsMultilabelLoss
 from ._config import show_config
+from ._mining import select_hard_classes
 
 __version__ = "1.1.0"
 
@@ -84,6 +85,7 @@ __all__ = [
     "npairs_embeddings_loss",
     "npairs_loss",
     "npairs_multilabel_loss",
+    "select_hard_classes",
     "set_num_threads",
     "set_workspace_limit",
     "show_config",

@@ -249,3 +249,49 @@ def last_error():
 
 def status_string(status):
     return load().npairs_status_string(int(status)).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------
+# Hard negative class mining (1.1): npairs_select_hard_classes. Declared on
+# first use, so that a 1.0 library without it still loads for the loss.
+
+
+class ClassSelection(ctypes.Structure):
+    """struct npairs_class_selection."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("class_embeddings", ctypes.c_void_p),
+        ("classes", ctypes.c_int64),
+        ("dim", ctypes.c_int64),
+        ("dtype", npairs_dtype),
+        ("count", ctypes.c_int64),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+_HARD_CLASS_SIGNATURES = {
+    "npairs_class_selection_init": (None, [ctypes.POINTER(ClassSelection)]),
+    "npairs_select_hard_classes": (
+        npairs_status,
+        [npairs_context, ctypes.POINTER(ClassSelection), ctypes.c_void_p],
+    ),
+}
+
+
+def hard_classes():
+    """The library with npairs_select_hard_classes declared; UnsupportedError when it has none (< 1.1)."""
+    from .errors import UnsupportedError
+
+    lib = load()
+    try:
+        for name, (restype, argtypes) in _HARD_CLASS_SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+    except AttributeError:
+        raise UnsupportedError(
+            f"the loaded libnpairs ({lib.npairs_version_string().decode()}, {_path}) has no "
+            "npairs_select_hard_classes; it needs libnpairs 1.1 or newer"
+        ) from None
+    return lib

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from . import _core
+from ._sampler import HardClassBatchSampler  # noqa: F401 (re-exported)
 from .errors import UnsupportedError
 
 _DOUBLE_BACKWARD = (
