@@ -11,7 +11,13 @@ rows:
   against all of them are one rectangular library call with column targets
   (streamed under ``workspace_limit``), and the gradient of the gathered
   positives goes back to their owners by a reduce-scatter (sum).
-- ``"ring"`` (Inf-CL): see _ring.
+- ``"ring"`` (Inf-CL): blocks of positives (with their labels) travel
+  around the ring of ranks with batch_isend_irecv, the next block in flight
+  while this one is computed; the forward pass merges each block's per-row
+  statistics (npairs_block_stats: running max, sum of exponentials, target
+  terms), the backward pass sends the blocks around again and each block's
+  gradient on with it to its owner (npairs_block_gradients from the final
+  statistics), so no rank holds more than its own rows and two blocks.
 
 Faults. Before any collective whose shapes depend on the data, the ranks
 agree on a status with one fixed-size all_gather: every rank's own argument
@@ -24,14 +30,14 @@ raises the same error, naming the rank.
 
 from __future__ import annotations
 
-import math
+import ctypes
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import _arrays, _core
+from . import _arrays, _core, _lib
 from . import errors
 from . import torch as _nt
 
@@ -228,7 +234,9 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
         cfg = self._cfg
         group = _Group(self.group)
         weight = _nt._weight(sample_weight, anchors)
-        grad_positives = torch.is_grad_enabled() and torch.is_tensor(positives) and positives.requires_grad
+        grad_mode = torch.is_grad_enabled()
+        grad_anchors = grad_mode and torch.is_tensor(anchors) and anchors.requires_grad
+        grad_positives = grad_mode and torch.is_tensor(positives) and positives.requires_grad
         shard, error = None, None
         try:
             shard = _Shard(cfg, labels, anchors, positives, weight)
@@ -239,13 +247,16 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
         except Exception as e:  # reported to every rank by agree
             error = e
         options = (_REDUCTION_CODES[cfg.reduction], cfg.temperature, cfg.reg_lambda, cfg.multilabel,
-                   _STRATEGIES.index(self.strategy), grad_positives)
+                   _STRATEGIES.index(self.strategy), grad_anchors, grad_positives)
         meta = (0, 0, 0, 0, 0) if shard is None else \
             (shard.rows, shard.dim, shard.dtype_code, shard.device.type == "cuda", shard.classes)
         table = group.agree(error, meta + options)
         _check_agreement(table)
         sizes = [int(n) for n in table[:, 0]]
-        state = _State(cfg, group, shard, sizes, weight, grad_positives)
+        # Whether backward communicates, the same on every rank: the all_gather strategy's reduce-scatter
+        # carries the positives' gradients; the ring's backward needs every block for either gradient.
+        collective = grad_positives if self.strategy == "all_gather" else grad_anchors or grad_positives
+        state = _State(cfg, group, shard, sizes, weight, collective)
         l2 = None
         if cfg.reg_lambda > 0:
             # The L2 term of the global batch is 0.25 reg (sum |a|^2 + sum |p|^2) / N over every rank's rows:
@@ -264,7 +275,8 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
 
 
 _FIELDS = ("embedding width (D)", "dtype", "device type (CUDA or not)", "multi-label width (K)", "reduction",
-           "temperature", "reg_lambda", "multilabel", "strategy", "whether positives require grad")
+           "temperature", "reg_lambda", "multilabel", "strategy", "whether anchors require grad",
+           "whether positives require grad")
 
 
 def _check_agreement(table):
@@ -280,8 +292,9 @@ def _check_agreement(table):
                         return next(k for k, c in _REDUCTION_CODES.items() if c == int(v))
                     if field == "strategy":
                         return _STRATEGIES[int(v)]
-                    return repr(bool(v)) if field in ("multilabel", "whether positives require grad",
-                                                      "device type (CUDA or not)") else f"{float(v):g}"
+                    flags = ("multilabel", "whether anchors require grad", "whether positives require grad",
+                             "device type (CUDA or not)")
+                    return repr(bool(v)) if field in flags else f"{float(v):g}"
                 raise errors.InvalidArgumentError(
                     f"rank {rank}'s shard disagrees with rank 0's in its {field}: {show(values[rank])} on rank "
                     f"{rank}, {show(values[0])} on rank 0; every rank must pass the same width, dtype, device "
@@ -291,12 +304,12 @@ def _check_agreement(table):
 class _State:
     """What a distributed call knows once the ranks agree: the shards' sizes and this rank's inputs."""
 
-    def __init__(self, cfg, group, shard, sizes, weight, grad_positives):
+    def __init__(self, cfg, group, shard, sizes, weight, collective_backward):
         self.cfg, self.group, self.shard, self.sizes = cfg, group, shard, sizes
         self.total = sum(sizes)
         self.offset = sum(sizes[:group.rank])
         self.weight = weight
-        self.collective_backward = grad_positives  # agreed by every rank
+        self.collective_backward = collective_backward  # agreed by every rank
         self.l2_share = 0.0
         self.global_loss = None
         # 'sum' returns world x this rank's sum; 'sum_over_batch_size' divides the global sum by N.
@@ -322,6 +335,12 @@ class _State:
         if self.cfg.reduction != "none":
             self.global_loss = float(table[:, 0].sum())
         return loss
+
+    def row_grad_loss(self, grad_output):
+        """The upstream gradient of each row for a library call with reduction 'none' and no weights."""
+        w = self.row_weights(grad_output)
+        g = grad_output.reshape(-1) if self.cfg.reduction == "none" else grad_output.reshape(())
+        return (g if w is None else g * w.reshape(-1).to(g)).contiguous()
 
     def weight_gradient(self, grad_output, rows):
         """dL/dw of this rank's rows: the unweighted row losses times the upstream gradient and the scale."""
@@ -423,4 +442,168 @@ class _AllGatherLoss(torch.autograd.Function):
             state.weight_gradient(grad_output, rows)
 
 
-_RingLoss = None  # the ring strategy (Inf-CL) follows in _ring
+# ---------------------------------------------------------------------------
+# The ring (Inf-CL)
+
+
+def _block_call(state, anchors, block, block_targets, stats, *, rows=False, grad_loss=None, want_grads=()):
+    """npairs_block_stats (grad_loss None: merges into stats; rows: returns the row losses) or
+    npairs_block_gradients (returns {name: gradient}) for this rank's rows against one block of columns.
+
+    The inputs are checked and converted by the core's _prepare, as for npairs_loss; no sample_weight
+    (the rows' weights and the reduction's scale travel in grad_loss).
+    """
+    cfg = state.cfg
+    names = dict(_NAMES, targets="multilabels", column_targets="multilabels") if cfg.multilabel else _NAMES
+    p = _core._prepare(targets=state.shard.column_targets, column_targets=block_targets, multilabel=cfg.multilabel,
+                       embeddings=True, similarity=None, anchors=anchors, positives=block, sample_weight=None,
+                       grad_loss=grad_loss, reduction="none", temperature=cfg.temperature, reg_lambda=0.0,
+                       backend=cfg.backend, names=names, host_half_as_float32=True, weights_as_grad_loss=False)
+    ctx = _core.context(p.backend, p.device)
+    if ctx.backend == _lib.BACKEND_CPU:
+        ctx.set_threads(torch.get_num_threads() if cfg.threads is None else cfg.threads)
+    else:
+        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
+    ctx.set_workspace_limit(_core.get_workspace_limit() if cfg.workspace_limit is None else cfg.workspace_limit)
+    lib = _lib.load()
+    opts = _lib.Options()
+    lib.npairs_options_init(ctypes.byref(opts))
+    opts.reduction = p.reduction
+    opts.temperature = p.temperature
+    prob = _lib.Problem()
+    lib.npairs_problem_init(ctypes.byref(prob))
+    prob.rows, prob.cols, prob.dtype = p.R, p.M, _core._DTYPE_CODES[p.dtype]
+    if p.multilabel:
+        prob.multilabels, prob.column_multilabels, prob.num_classes = p.T.pointer(), p.C.pointer(), p.K
+    else:
+        prob.labels, prob.column_labels = p.T.pointer(), p.C.pointer()
+        prob.label_dtype = _lib.I32 if p.targets_dtype == np.int32 else _lib.I64
+    prob.anchors, prob.positives, prob.dim = p.logits[0].pointer(), p.logits[1].pointer(), p.D
+    stats_ptr = _arrays.wrap("row_stats", stats).pointer()
+
+    def raise_for(status):
+        if status:
+            raise errors.error_for_status(status, _core._user_message(_lib.last_error(), status,
+                                                                      dict(_NAMES, **names), cfg.multilabel))
+
+    if grad_loss is None:
+        loss = _core._output(p, "loss", (p.R,)) if rows else None
+        raise_for(lib.npairs_block_stats(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
+                                         loss.pointer() if loss is not None else None))
+        return _core._finish(loss, p.out_dtype)
+    shapes = {"anchors": (p.R, p.D), "positives": (p.M, p.D)}
+    grads = {name: _core._output(p, name, shapes[name]) for name in want_grads}
+    gstruct = _lib.Gradients()
+    lib.npairs_gradients_init(ctypes.byref(gstruct))
+    for name, out in grads.items():
+        setattr(gstruct, name, out.pointer())
+    raise_for(lib.npairs_block_gradients(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
+                                         p.G.pointer(), ctypes.byref(gstruct)))
+    return {name: _core._finish(out, p.out_dtype) for name, out in grads.items()}
+
+
+def _empty_stats(rows, like):
+    """Row statistics before the first block: {-inf, 0, 0, 0} per row (npairs.h, column blocks), in the dtype the
+    library computes in (float32 for 16-bit host tensors)."""
+    half = like.dtype in (torch.float16, torch.bfloat16) and not like.is_cuda
+    stats = like.new_zeros((rows, _lib.ROW_STATS_WIDTH), dtype=torch.float32 if half else like.dtype)
+    stats[:, 0] = -float("inf")
+    return stats
+
+
+class _Ring:
+    """Passes blocks (tuples of tensors, each with one row per column of the block) to the next rank."""
+
+    def __init__(self, state):
+        self.state = state
+        group = state.group
+        self.next = group.global_rank((group.rank + 1) % group.size)
+        self.previous = group.global_rank((group.rank - 1) % group.size)
+
+    def owner(self, step):
+        """The rank whose block this rank holds at `step`."""
+        return (self.state.group.rank - step) % self.state.group.size
+
+    def start(self, block, step):
+        """Sends this step's block on and receives the next step's; returns (requests, the received block)."""
+        state, group = self.state, self.state.group
+        incoming = state.sizes[self.owner(step + 1)]
+        received = tuple(x.new_empty((incoming,) + tuple(x.shape[1:])) for x in block)
+        ops = []
+        if block[0].shape[0] > 0:
+            ops += [dist.P2POp(dist.isend, x.contiguous(), self.next, group.group) for x in block]
+        if incoming > 0:
+            ops += [dist.P2POp(dist.irecv, x, self.previous, group.group) for x in received]
+        return (dist.batch_isend_irecv(ops) if ops else []), received
+
+    @staticmethod
+    def finish(requests):
+        for request in requests:
+            request.wait()
+
+
+class _RingLoss(torch.autograd.Function):
+    """apply(state, anchors, positives, weight): this rank's value, without the L2 term."""
+
+    @staticmethod
+    def forward(ctx, state, anchors, positives, weight):
+        ring, size = _Ring(state), state.group.size
+        anchors_d = anchors.detach()
+        stats = _empty_stats(state.shard.rows, anchors_d)
+        block = (positives.detach(), state.shard.column_targets)
+        # The row losses come with the last block that has columns (shards may be empty).
+        last = max((step for step in range(size) if state.sizes[ring.owner(step)] > 0), default=None)
+        rows = anchors_d.new_zeros((0,)) if last is None else None
+        error = None
+        for step in range(size):
+            requests, received = ring.start(block, step) if step < size - 1 else ([], None)
+            # A failed call leaves the ring turning (the others wait for this rank's sends); finish tells everyone.
+            if error is None and block[0].shape[0] > 0:
+                try:
+                    rows = _block_call(state, anchors_d, block[0], block[1], stats, rows=step == last)
+                except Exception as e:
+                    error = e
+            ring.finish(requests)
+            block = received
+        loss = state.finish(rows, error)
+        ctx.state = state
+        ctx.save_for_backward(anchors, positives, stats, rows)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        state = ctx.state
+        anchors, positives, stats, rows = ctx.saved_tensors
+        grad_anchors = grad_positives = None
+        if state.collective_backward:
+            grad_anchors, grad_positives = _ring_gradients(state, anchors.detach(), positives.detach(), stats,
+                                                           state.row_grad_loss(grad_output.detach()))
+        return None, grad_anchors if ctx.needs_input_grad[1] else None, \
+            grad_positives if ctx.needs_input_grad[2] else None, state.weight_gradient(grad_output, rows)
+
+
+def _ring_gradients(state, anchors, positives, stats, grad_loss):
+    """(dL/dA, dL/dP) of this rank: each block's gradient travels on with the block, back to its owner."""
+    ring, size = _Ring(state), state.group.size
+    grad_anchors = anchors.new_zeros(anchors.shape)
+    block = (positives, state.shard.column_targets, positives.new_zeros(positives.shape))
+    error = None
+    for step in range(size):
+        if error is None and block[0].shape[0] > 0 and anchors.shape[0] > 0:
+            try:
+                grads = _block_call(state, anchors, block[0], block[1], stats, grad_loss=grad_loss,
+                                    want_grads=("anchors", "positives"))
+                grad_anchors += grads["anchors"]
+                block[2].add_(grads["positives"])
+            except Exception as e:
+                error = e
+        if step < size - 1:
+            requests, block = ring.start(block, step)
+            ring.finish(requests)
+    if size > 1:  # the last block's gradient, complete, goes on to its owner; this rank's own comes back
+        requests, (own,) = ring.start(block[2:], size - 1)
+        ring.finish(requests)
+    else:
+        own = block[2]
+    state.group.agree(error)
+    return grad_anchors, own

@@ -26,7 +26,7 @@ if not dist.is_available() or not dist.is_gloo_available():
 
 import npairs_reference as ref  # noqa: E402
 
-STRATEGIES = ("all_gather",)
+STRATEGIES = ("all_gather", "ring")
 GROUP_TIMEOUT_S = 60  # a collective that waits longer fails on its rank
 JOIN_TIMEOUT_S = 240  # the whole spawned run, cases included
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "torch_ddp_train.py"
