@@ -201,14 +201,17 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
     strategy: ``"all_gather"`` (the positives gathered on every rank; the
     gradients of the gathered positives reduce-scattered to their owners)
     or ``"ring"`` (Inf-CL: blocks of positives travel around the ring, so no
-    rank holds them all). group: a torch.distributed process group (None:
-    the default one): gloo with CPU tensors, NCCL with CUDA tensors.
+    rank holds them all; its block calls run on CPU contexts only in this
+    version, CUDA tensors raise UnsupportedError on every rank). group: a
+    torch.distributed process group (None: the default one): gloo with CPU
+    tensors, NCCL with CUDA tensors.
     workspace_limit: bytes of library workspace per call (0: none; None:
     npairs.get_workspace_limit()).
 
     Any rank's invalid data (a row without a positive among all columns, a
     negative multi-label entry) or shards that disagree (width, dtype,
-    device, multi-label width, options, whether positives need gradients)
+    device, multi-label width, options, whether anchors and positives need
+    gradients)
     make every rank raise the same error, naming the rank; none is left
     waiting in a collective.
     """

@@ -100,7 +100,7 @@ def _shard(rank, case):
     return slice(start, start + case["sizes"][rank])
 
 
-def run_loss(rank, world, case):
+def run_loss(rank, world, case, group=None):
     """This rank's loss, global_loss and the gradients of its inputs after backward (upstream: 1, or case['grad'])."""
     from npairs.torch import DistributedNpairsEmbeddingsLoss
 
@@ -114,7 +114,8 @@ def run_loss(rank, world, case):
         weight = torch.tensor(case["weight"][rows], dtype=dtype, requires_grad=case["weights"] == "grad")
     loss_fn = DistributedNpairsEmbeddingsLoss(reg_lambda=case["reg_lambda"], temperature=case["temperature"],
                                               reduction=case["reduction"], multilabel=case["multilabel"],
-                                              strategy=case["strategy"], workspace_limit=case["workspace_limit"])
+                                              strategy=case["strategy"], workspace_limit=case["workspace_limit"],
+                                              group=group)
     loss = loss_fn(labels, anchors, positives, weight)
     upstream = torch.tensor(case["grad"][rows], dtype=dtype) if case["reduction"] == "none" \
         else torch.ones((), dtype=dtype)
@@ -252,6 +253,25 @@ def _positive_on_another_rank(strategy):
     return case
 
 
+def run_in_subgroup(rank, world, case):
+    """Ranks 0 and 2 of 3 compute the case in a group of their own (group=); rank 1 only joins new_group."""
+    group = dist.new_group([0, 2])
+    if rank == 1:
+        return None
+    return run_loss(rank // 2, 2, case, group=group)
+
+
+SUBGROUP = register(3, "run_in_subgroup", [make_case([3, 5], strategy=s, reduction="sum", reg_lambda=0.01)
+                                           for s in STRATEGIES])
+
+
+def test_a_process_group_other_than_the_default_one():
+    results = results_of(3, SUBGROUP)
+    for i, case in enumerate(SUBGROUP):
+        assert results[1][i] == ("ok", None), results[1][i]
+        check_case(case, 2, [results[0][i], results[2][i]])
+
+
 OTHER_RANK = register(2, "run_loss", [_positive_on_another_rank(s) for s in STRATEGIES])
 
 
@@ -371,7 +391,7 @@ def test_ddp_two_ranks_train_as_one_process_on_the_global_batch():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     for i, case in enumerate(cases):
         for rank in range(2):
             status, got = results[rank][i][0], results[rank][i][1]
