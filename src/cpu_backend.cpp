@@ -367,6 +367,12 @@ void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace&
   }
 }
 
+// Column blocks read the caller's row statistics as RowStats: the header's
+// NPAIRS_ROW_STATS_WIDTH values per row, in the same order.
+static_assert(sizeof(RowStats<float>) == NPAIRS_ROW_STATS_WIDTH * sizeof(float) &&
+                  sizeof(RowStats<double>) == NPAIRS_ROW_STATS_WIDTH * sizeof(double),
+              "RowStats must match npairs.h's row statistics layout");
+
 // The first row of a column block that has no positive among the columns
 // merged so far (its statistics' target weight and this block's), or -1.
 template <class T, class L>
