@@ -95,6 +95,19 @@ npairs::Task read_task(const npairs_options* options, const npairs_problem* prob
   return npairs::make_task(opts, prob, grad_loss, loss, wanted);
 }
 
+// The task of a column-block call: npairs_loss's rules, and those of blocks.
+npairs::Task read_block_task(const npairs_options* options, const npairs_problem* problem,
+                             const void* grad_loss, void* loss, const npairs_gradients* grads,
+                             const void* row_stats) {
+  npairs::Task t = read_task(options, problem, grad_loss, loss, grads);
+  require_arg(row_stats != nullptr, "row_stats is NULL");
+  require_arg(t.reg_lambda == 0.0,
+              "options.reg_lambda must be 0 for column blocks (the L2 term is no sum over columns; the "
+              "caller adds it)");
+  t.row_stats = const_cast<void*>(row_stats);  // only npairs_block_stats writes them
+  return t;
+}
+
 npairs::Backend& backend_of(npairs_context ctx) {
   require_arg(ctx != nullptr, "ctx is NULL");
   return *ctx->backend;
@@ -272,6 +285,26 @@ npairs_status npairs_select_hard_classes(npairs_context ctx, const npairs_class_
     require_arg(selection != nullptr, "selection is NULL");
     backend.select_hard_classes(
         npairs::make_hard_class_task(read_struct(selection, "selection"), selected));
+  });
+}
+
+npairs_status npairs_block_stats(npairs_context ctx, const npairs_options* options,
+                                const npairs_problem* problem, void* row_stats, void* loss) {
+  return translate_exceptions([&] {
+    npairs::Backend& backend = backend_of(ctx);
+    backend.block_stats(read_block_task(options, problem, nullptr, loss, nullptr, row_stats));
+  });
+}
+
+npairs_status npairs_block_gradients(npairs_context ctx, const npairs_options* options,
+                                     const npairs_problem* problem, const void* row_stats,
+                                     const void* grad_loss, npairs_gradients* grads) {
+  return translate_exceptions([&] {
+    npairs::Backend& backend = backend_of(ctx);
+    require_arg(grads != nullptr, "grads is NULL; ask for at least one gradient");
+    const npairs::Task t = read_block_task(options, problem, grad_loss, nullptr, grads, row_stats);
+    require_arg(t.wants_grad_similarity(), "grads asks for no gradient");
+    backend.block_gradients(t);
   });
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 
+#include "error.hpp"
 #include "npairs/npairs.h"
 #include "hard_classes.hpp"
 #include "task.hpp"
@@ -34,6 +35,19 @@ class Backend {
   // Hard negative class mining: checks the embeddings, then writes
   // task.selected. Throws Error before writing it when the data is invalid.
   virtual void select_hard_classes(const HardClassTask& task) = 0;
+  // Column blocks (task.row_stats set): merges the block's row statistics
+  // into the caller's (and writes the row losses when task.loss is set), or
+  // writes the block's gradients from the caller's final statistics. Checks
+  // the data first, as compute does. A backend without them says so.
+  virtual void block_stats(const Task& task) { unsupported_blocks(task); }
+  virtual void block_gradients(const Task& task) { unsupported_blocks(task); }
+
+ private:
+  [[noreturn]] static void unsupported_blocks(const Task&) {
+    fail(NPAIRS_ERROR_UNSUPPORTED,
+         "column blocks (npairs_block_stats, npairs_block_gradients) are computed by CPU contexts only "
+         "in this version of libnpairs");
+  }
 };
 
 }  // namespace npairs

@@ -214,7 +214,8 @@ class CpuTiles final : public TileOps {
   }
 
   void tile_stats(const Tile& tile) override {
-    if (tile.col_begin == 0) std::fill(b_.running, b_.running + tile.rows(), row_stats_empty<T>());
+    // Column blocks merge into the caller's statistics, which hold the blocks before this one.
+    if (tile.col_begin == 0 && !t_.row_stats) std::fill(b_.running, b_.running + tile.rows(), row_stats_empty<T>());
     cpu_row_pass(row_pass(tile, RowPassMode::kTileStats, nullptr));
   }
 
@@ -222,7 +223,7 @@ class CpuTiles final : public TileOps {
     const T* weights = static_cast<const T*>(t_.sample_weight);
     for (int64_t i = 0; i < block.rows(); ++i) {
       const T w = weights ? weights[block.row_begin + i] : T(1);
-      b_.row_losses[block.row_begin + i] = w * row_loss(b_.running[i]);
+      b_.row_losses[block.row_begin + i] = w * row_loss(running_of(block)[i]);
     }
   }
 
@@ -271,6 +272,11 @@ class CpuTiles final : public TileOps {
     return {static_cast<T*>(t_.grad_similarity) + tile.row_begin * M + tile.col_begin, M};
   }
 
+  // The statistics of the tile's rows: the caller's for column blocks, else the block's own.
+  RowStats<T>* running_of(const Tile& tile) const {
+    return t_.row_stats ? static_cast<RowStats<T>*>(t_.row_stats) + tile.row_begin : b_.running;
+  }
+
   RowPassArgs<T, L> row_pass(const Tile& tile, RowPassMode mode, T* grad_out) const {
     const auto [logits, ld] = logits_of(tile);
     const T* weights = static_cast<const T*>(t_.sample_weight);
@@ -293,7 +299,7 @@ class CpuTiles final : public TileOps {
     a.grad_out = grad_out;
     a.threads = threads_;
     a.mode = mode;
-    a.running = b_.running;
+    a.running = running_of(tile);
     return a;
   }
 
@@ -360,6 +366,88 @@ void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace&
     }
     *loss = T(value);
   }
+}
+
+// Column blocks read the caller's row statistics as RowStats: the header's
+// NPAIRS_ROW_STATS_WIDTH values per row, in the same order.
+static_assert(sizeof(RowStats<float>) == NPAIRS_ROW_STATS_WIDTH * sizeof(float) &&
+                  sizeof(RowStats<double>) == NPAIRS_ROW_STATS_WIDTH * sizeof(double),
+              "RowStats must match npairs.h's row statistics layout");
+
+// The first row of a column block that has no positive among the columns
+// merged so far (its statistics' target weight and this block's), or -1.
+template <class T, class L>
+int64_t first_row_without_merged_positive(const Task& t, const RowStats<T>* stats) {
+  std::vector<L> sorted;
+  std::vector<T> column_sums;
+  if (t.multilabel()) {
+    column_sums.assign(static_cast<std::size_t>(t.classes), T(0));
+    const T* columns = static_cast<const T*>(t.column_multilabels);
+    for (int64_t j = 0; j < t.cols; ++j) {
+      for (int64_t k = 0; k < t.classes; ++k) column_sums[k] += columns[j * t.classes + k];
+    }
+  } else {
+    const L* columns = static_cast<const L*>(t.column_labels);
+    sorted.assign(columns, columns + t.cols);
+    std::sort(sorted.begin(), sorted.end());
+  }
+  for (int64_t i = 0; i < t.rows; ++i) {
+    if (stats[i].pos > T(0)) continue;
+    if (t.multilabel()) {
+      const T* row = static_cast<const T*>(t.multilabels) + i * t.classes;
+      T overlap = 0;
+      for (int64_t k = 0; k < t.classes; ++k) overlap += row[k] * column_sums[k];
+      if (overlap > T(0)) continue;
+    } else if (std::binary_search(sorted.begin(), sorted.end(), static_cast<const L*>(t.labels)[i])) {
+      continue;
+    }
+    return i;
+  }
+  return -1;
+}
+
+// The data checks of a column block, before any output is written: the
+// multi-labels' signs, and that every row has a positive where one is needed
+// (the gradient pass: in the final statistics; the stats pass with a loss:
+// after this block's merge). A block itself needs no positive of a row.
+template <class T, class L>
+void check_block(const Task& t, bool gradients) {
+  if (t.multilabel()) {
+    int64_t row = first_row_with_negative(static_cast<const T*>(t.multilabels), t.rows, t.classes);
+    if (row >= 0) fail_row("problem.multilabels", row, "has a negative or NaN entry");
+    row = first_row_with_negative(static_cast<const T*>(t.column_multilabels), t.cols, t.classes);
+    if (row >= 0) fail_row("problem.column_multilabels", row, "has a negative or NaN entry");
+  }
+  const auto* stats = static_cast<const RowStats<T>*>(t.row_stats);
+  if (gradients) {
+    for (int64_t i = 0; i < t.rows; ++i) {
+      if (!(stats[i].pos > T(0))) {
+        fail_row("row_stats", i, "holds no positive column (its target weight [2] is not above 0)");
+      }
+    }
+  } else if (t.loss) {
+    const int64_t row = first_row_without_merged_positive<T, L>(t, stats);
+    if (row >= 0) fail_row("problem.labels", row, "has no positive column in any block merged so far");
+  }
+}
+
+template <class T, class L>
+void block_typed(const Task& t, std::size_t limit, int threads, HostWorkspace& workspace, bool gradients) {
+  const TilePlan tiles = plan<T, L>(t, limit);
+  check_block<T, L>(t, gradients);
+  CpuBuffers<T, L> b;
+  lay_out<T, L>(t, tiles.row_block, tiles.col_tile, workspace.reserve(tiles.bytes), b);
+  if (t.rows == 0) {  // no row: nothing to merge, and the block's gradients are zero
+    if (t.grad_positives) std::fill_n(static_cast<T*>(t.grad_positives), t.cols * t.dim, T(0));
+    return;
+  }
+  CpuTiles<T, L> ops(t, b, threads);
+  if (gradients) {
+    run_block_gradients(t, tiles, ops);
+    return;
+  }
+  run_block_stats(t, tiles, ops);
+  if (t.loss) std::copy(b.row_losses, b.row_losses + t.rows, static_cast<T*>(t.loss));
 }
 
 // The element and label types of a call, as a value for generic lambdas.
@@ -453,7 +541,21 @@ class CpuBackend final : public Backend {
     cpu_select_hard_classes(t, threads, workspace_.reserve(bytes), block);
   }
 
+  void block_stats(const Task& t) override { compute_block(t, false); }
+  void block_gradients(const Task& t) override { compute_block(t, true); }
+
  private:
+  void compute_block(const Task& t, bool gradients) {
+    check_supported(t);
+    const int threads = threads_ > 0 ? threads_ : omp_get_num_procs();
+    std::optional<ScopedOmpThreads> scoped;
+    if (threads_ > 0) scoped.emplace(threads_);
+    with_types(t, [&](auto types) {
+      using Ty = decltype(types);
+      block_typed<typename Ty::Value, typename Ty::Label>(t, limit_, threads, workspace_, gradients);
+    });
+  }
+
   int threads_ = 0;
   std::size_t limit_ = 0;
   HostWorkspace workspace_;

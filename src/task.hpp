@@ -44,6 +44,11 @@ struct Task {
   void* grad_anchors = nullptr;
   void* grad_positives = nullptr;
 
+  // Column blocks (npairs_block_stats, npairs_block_gradients): the rows'
+  // running statistics, [rows] RowStats in dtype, kept by the caller (merged
+  // into by the stats pass, read by the gradient pass); nullptr otherwise.
+  void* row_stats = nullptr;
+
   npairs_reduction reduction = NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE;
   double temperature = 1.0;
   double reg_lambda = 0.0;

@@ -82,4 +82,44 @@ void run_tiled(const Task& task, const TilePlan& plan, TileOps& ops) {
   }
 }
 
+namespace {
+
+// Every tile of a column block, row block by row block; `block_done` after
+// each row block's tiles.
+template <class Work, class BlockDone>
+void for_each_block_tile(const Task& task, const TilePlan& plan, Work&& work, BlockDone&& block_done) {
+  for (int64_t r0 = 0; r0 < task.rows; r0 += plan.row_block) {
+    const int64_t r1 = std::min(task.rows, r0 + plan.row_block);
+    for (int64_t c0 = 0; c0 < task.cols; c0 += plan.col_tile) {
+      work(Tile{r0, r1, c0, std::min(task.cols, c0 + plan.col_tile)});
+    }
+    block_done(Tile{r0, r1, 0, task.cols});
+  }
+}
+
+}  // namespace
+
+void run_block_stats(const Task& task, const TilePlan& plan, TileOps& ops) {
+  for_each_block_tile(
+      task, plan,
+      [&](const Tile& tile) {
+        ops.load(tile);
+        ops.tile_stats(tile);
+      },
+      [&](const Tile& block) {
+        if (task.loss) ops.finish_rows(block);
+      });
+}
+
+void run_block_gradients(const Task& task, const TilePlan& plan, TileOps& ops) {
+  for_each_block_tile(
+      task, plan,
+      [&](const Tile& tile) {
+        ops.load(tile);
+        ops.tile_gradient(tile);
+        if (task.wants_embedding_grads()) ops.embedding_gradients(tile);
+      },
+      [](const Tile&) {});
+}
+
 }  // namespace npairs

@@ -78,4 +78,15 @@ class TileOps {
 // data and reduces the row losses afterwards.
 void run_tiled(const Task& task, const TilePlan& plan, TileOps& ops);
 
+// Column blocks (npairs_block_stats, npairs_block_gradients): the task's
+// columns are one block of longer rows whose running statistics the caller
+// keeps (task.row_stats, which the backend's tile_stats merges into without a
+// reset and its tile_gradient reads). The plan's pieces are taken as tiles of
+// columns (whole rows are one tile), in run_tiled's order: the stats pass
+// merges each tile (and gives the row losses from the merged statistics when
+// task.loss is set), the gradient pass writes each tile's dL/dS and
+// embedding gradients.
+void run_block_stats(const Task& task, const TilePlan& plan, TileOps& ops);
+void run_block_gradients(const Task& task, const TilePlan& plan, TileOps& ops);
+
 }  // namespace npairs

@@ -389,6 +389,66 @@ NPAIRS_API npairs_status npairs_select_hard_classes(npairs_context ctx,
                                                     const npairs_class_selection* selection,
                                                     int64_t* selected);
 
+/* Column blocks (version 1.1)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* For a loss whose columns arrive in blocks, e.g. the positives of other
+   processes passed around a ring (Inf-CL), so that no caller ever holds
+   every column: each block is an ordinary problem (the rows against this
+   block's columns, with the block's column targets), and the rows' running
+   statistics, kept by the caller, are merged block by block. These are the
+   statistics and the per-tile work of the streaming path (section 4): the
+   results equal npairs_loss on the concatenated columns to rounding, and are
+   bitwise reproducible for the same blocks, order and workspace limit.
+
+   Row statistics: row_stats is [R][NPAIRS_ROW_STATS_WIDTH] in the problem's
+   dtype (memory of the context's kind, as the other arrays), per row of
+   logits z_ij = S_ij / tau over the columns merged so far and target
+   weights q_ij (1 or 0 for labels, G_ij = Y_i . Y'_j for multi-labels):
+     [0] m = max_j z_ij,  [1] sum_j exp(z_ij - m),  [2] sum_j q_ij,
+     [3] sum_j q_ij (m - z_ij).
+   Before the first block a row's statistics are {-inf, 0, 0, 0}. The row
+   loss is log([1]) + [3] / [2] (the target weights row-normalised, as in
+   section 1), defined once some merged block held a positive of the row
+   ([2] > 0). The order in which blocks are merged changes only rounding.
+
+   Both calls take the arguments of npairs_loss and check them as it does
+   (same statuses and messages), except that options.reg_lambda must be 0
+   (the L2 term is no sum over columns: the caller adds it) and no row needs
+   a positive column within the block. */
+#define NPAIRS_ROW_STATS_WIDTH 4
+
+/* Merges the block's statistics into row_stats (read and written). loss:
+   NULL, or [R] out: w_i * loss_i of each row over every column merged so
+   far (options.reduction is not applied; sample_weight is), which needs a
+   positive for every row by then.
+   Fails, with outputs untouched (row_stats included), with
+   INVALID_ARGUMENT (as npairs_loss; row_stats NULL; reg_lambda > 0;
+   gradients cannot be asked for), INVALID_VALUE (a negative multi-label
+   entry; with loss, a row that no merged block gave a positive, the first
+   one named), UNSUPPORTED (also: a backend without column blocks; this
+   version computes them on CPU contexts), OUT_OF_MEMORY, DEVICE,
+   INTERNAL. */
+NPAIRS_API npairs_status npairs_block_stats(npairs_context ctx, const npairs_options* options,
+                                           const npairs_problem* problem, void* row_stats,
+                                           void* loss);
+
+/* The gradients of the loss with respect to this block's logits, given the
+   rows' final statistics over every column (row_stats, read only): dL/dS
+   of the block, dL/dA = (dL/dS) P_block (this block's share: the caller
+   sums the blocks') and dL/dP_block = (dL/dS)^T A, with grad_loss,
+   sample_weight and options.reduction applied as npairs_loss applies them
+   (r = 1/R for SUM_OVER_BATCH_SIZE). Any subset of grads; grads NULL or
+   with no member is invalid.
+   Fails, with outputs untouched, with INVALID_ARGUMENT (as npairs_loss;
+   row_stats NULL; reg_lambda > 0; no gradient asked for), INVALID_VALUE (a
+   negative multi-label entry; a row whose statistics hold no positive,
+   [2] == 0, the first one named), UNSUPPORTED (as npairs_block_stats),
+   OUT_OF_MEMORY, DEVICE, INTERNAL. */
+NPAIRS_API npairs_status npairs_block_gradients(npairs_context ctx, const npairs_options* options,
+                                               const npairs_problem* problem, const void* row_stats,
+                                               const void* grad_loss, npairs_gradients* grads);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

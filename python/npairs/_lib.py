@@ -295,3 +295,25 @@ def hard_classes():
             "npairs_select_hard_classes; it needs libnpairs 1.1 or newer"
         ) from None
     return lib
+
+# Column blocks (version 1.1; issue #14's ring strategy): npairs_block_stats and npairs_block_gradients.
+
+ROW_STATS_WIDTH = 4  # NPAIRS_ROW_STATS_WIDTH: max, sum of exponentials, target weight, target gap
+
+_SIGNATURES.update({
+    "npairs_block_stats": (
+        npairs_status,
+        [npairs_context, ctypes.POINTER(Options), ctypes.POINTER(Problem), ctypes.c_void_p, ctypes.c_void_p],
+    ),
+    "npairs_block_gradients": (
+        npairs_status,
+        [
+            npairs_context,
+            ctypes.POINTER(Options),
+            ctypes.POINTER(Problem),
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.POINTER(Gradients),
+        ],
+    ),
+})

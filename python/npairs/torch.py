@@ -393,3 +393,5 @@ if hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_auto
     from . import _torch_ops
 else:
     _torch_ops = None
+
+from ._distributed import DistributedNpairsEmbeddingsLoss  # noqa: E402,F401  (issue #14; needs the names above)

@@ -1,0 +1,438 @@
+"""npairs.torch.DistributedNpairsEmbeddingsLoss on gloo: 2, 3 and 4 processes spawned here, loopback only.
+
+Each test spawns one process group and runs many cases in it (spawning is
+the slow part); the ranks send back their losses and gradients, and the
+parent compares them with the float64 reference (npairs_reference) on the
+concatenated batch. Every process group and every join is bounded in time,
+so a rank that hangs fails the test instead of stalling the suite.
+"""
+
+import datetime
+import multiprocessing
+import os
+import pathlib
+import queue as queue_module
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+dist = pytest.importorskip("torch.distributed", reason="torch.distributed is not available")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("this PyTorch has no torch.distributed with gloo", allow_module_level=True)
+
+import npairs_reference as ref  # noqa: E402
+
+STRATEGIES = ("all_gather", "ring")
+GROUP_TIMEOUT_S = 60  # a collective that waits longer fails on its rank
+JOIN_TIMEOUT_S = 240  # the whole spawned run, cases included
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "torch_ddp_train.py"
+
+
+# ---------------------------------------------------------------------------
+# Spawning
+
+
+def _worker(rank, world, init_file, task, cases, results):
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_S))
+    out = []
+    for case in cases:
+        try:
+            out.append(("ok", task(rank, world, case)))
+        except Exception as e:  # the parent checks which cases must raise
+            out.append(("error", type(e).__name__, str(e)))
+    results.put((rank, out))
+    dist.destroy_process_group()
+
+
+def spawn(world, task, cases):
+    """[rank][case] -> ('ok', value) or ('error', class name, message), from `world` spawned processes."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "rendezvous")
+        procs = [ctx.Process(target=_worker, args=(r, world, init_file, task, cases, results)) for r in range(world)]
+        for p in procs:
+            p.start()
+        got = {}
+        try:
+            for _ in range(world):
+                rank, out = results.get(timeout=JOIN_TIMEOUT_S)
+                got[rank] = out
+        except queue_module.Empty:
+            pass
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+    missing = sorted(set(range(world)) - set(got))
+    assert not missing, f"ranks {missing} gave no result within {JOIN_TIMEOUT_S} s (hung or crashed)"
+    return [got[r] for r in range(world)]
+
+
+# ---------------------------------------------------------------------------
+# Cases: a global batch, cut into shards by `sizes`
+
+
+def make_case(sizes, *, dtype="float64", multilabel=False, reduction="sum_over_batch_size", temperature=1.0,
+              reg_lambda=0.0, weights=None, strategy="all_gather", workspace_limit=0, dim=5, classes=4):
+    """weights: None, 'tensor' (constants) or 'grad' (weights that require grad)."""
+    rng = np.random.default_rng(ref.seed(sizes, dtype, multilabel, reduction, temperature, reg_lambda, weights,
+                                         strategy, workspace_limit))
+    n = sum(sizes)
+    labels = ref.random_multilabels(rng, n, classes) if multilabel else ref.random_labels(rng, n, classes)
+    return dict(sizes=list(sizes), dtype=dtype, multilabel=multilabel, reduction=reduction, temperature=temperature,
+                reg_lambda=reg_lambda, weights=weights, strategy=strategy, workspace_limit=workspace_limit,
+                labels=labels, anchors=rng.standard_normal((n, dim)), positives=rng.standard_normal((n, dim)),
+                weight=rng.uniform(0.5, 2.0, n), grad=rng.standard_normal(n))
+
+
+def _shard(rank, case):
+    start = sum(case["sizes"][:rank])
+    return slice(start, start + case["sizes"][rank])
+
+
+def run_loss(rank, world, case, group=None):
+    """This rank's loss, global_loss and the gradients of its inputs after backward (upstream: 1, or case['grad'])."""
+    from npairs.torch import DistributedNpairsEmbeddingsLoss
+
+    dtype = getattr(torch, case["dtype"])
+    rows = _shard(rank, case)
+    labels = torch.as_tensor(case["labels"][rows])
+    anchors = torch.tensor(case["anchors"][rows], dtype=dtype, requires_grad=True)
+    positives = torch.tensor(case["positives"][rows], dtype=dtype, requires_grad=True)
+    weight = None
+    if case["weights"] is not None:
+        weight = torch.tensor(case["weight"][rows], dtype=dtype, requires_grad=case["weights"] == "grad")
+    loss_fn = DistributedNpairsEmbeddingsLoss(reg_lambda=case["reg_lambda"], temperature=case["temperature"],
+                                              reduction=case["reduction"], multilabel=case["multilabel"],
+                                              strategy=case["strategy"], workspace_limit=case["workspace_limit"],
+                                              group=group)
+    loss = loss_fn(labels, anchors, positives, weight)
+    upstream = torch.tensor(case["grad"][rows], dtype=dtype) if case["reduction"] == "none" \
+        else torch.ones((), dtype=dtype)
+    loss.backward(upstream)
+    return dict(loss=loss.detach().numpy(), global_loss=loss_fn.global_loss, anchors=anchors.grad.numpy(),
+                positives=positives.grad.numpy(),
+                weight=None if weight is None or weight.grad is None else weight.grad.numpy())
+
+
+def expected(case, world):
+    """The float64 reference on the concatenated batch: what each rank must return, and its gradients."""
+    T = ref.targets_from_multilabels(case["labels"]) if case["multilabel"] else ref.targets_from_labels(case["labels"])
+    A, P, n = case["anchors"], case["positives"], sum(case["sizes"])
+    w = case["weight"] if case["weights"] is not None else None
+    none = case["reduction"] == "none"
+    kw = dict(A=A, P=P, temperature=case["temperature"], reduction=case["reduction"], reg_lambda=case["reg_lambda"])
+    loss, _, dA, dP = ref.loss_and_grads(T, weights=w, grad_loss=case["grad"] if none else None, **kw)
+    unweighted = ref.loss_and_grads(T, A=A, P=P, temperature=case["temperature"], reduction="none")[0]
+    r = 1.0 / n if case["reduction"] == "sum_over_batch_size" else 1.0
+    out = []
+    for rank in range(world):
+        rows = _shard(rank, case)
+        if none:
+            mine, grad_w = loss[rows], case["grad"][rows] * unweighted[rows]
+            scale = 1.0
+        else:
+            weighted = unweighted[rows] * (1.0 if w is None else w[rows])
+            l2 = 0.25 * case["reg_lambda"] * (np.sum(A[rows] ** 2) + np.sum(P[rows] ** 2)) / n
+            mine, grad_w = world * (r * weighted.sum() + l2), world * r * unweighted[rows]
+            # The gradients reaching a rank's inputs are those of the sum over ranks of the values returned.
+            scale = world
+        out.append(dict(loss=mine, anchors=scale * dA[rows], positives=scale * dP[rows], weight=grad_w))
+    return loss, out
+
+
+def check_case(case, world, per_rank):
+    global_loss, want = expected(case, world)
+    values = [per_rank[r] for r in range(world)]
+    for rank, (got, exp) in enumerate(zip(values, want)):
+        assert got[0] == "ok", f"rank {rank}: {got[1:]}"
+        got = got[1]
+        for name in ("loss", "anchors", "positives"):
+            ref.assert_matches(got[name], exp[name], case["dtype"])
+        if case["weights"] == "grad":
+            ref.assert_matches(got["weight"], exp["weight"], case["dtype"])
+        if case["reduction"] != "none":
+            ref.assert_matches(got["global_loss"], global_loss, case["dtype"])
+    if case["reduction"] != "none":  # the mean over ranks is the loss of the concatenated batch
+        ref.assert_matches(np.mean([v[1]["loss"] for v in values]), global_loss, case["dtype"])
+
+
+def run_task(rank, world, case):
+    """The case's task (run_loss, run_fault, run_ddp) on this rank."""
+    return globals()[case["task"]](rank, world, case)
+
+
+# Every case of a world size, run in one spawned process group (spawning is the slow part); the tests read
+# their own cases' results.
+CASES = {2: [], 3: [], 4: []}
+_RESULTS = {}
+
+
+def results_of(world, cases):
+    """[rank][i] for these cases (which CASES[world] holds), spawning the world's group on first use."""
+    if world not in _RESULTS:
+        _RESULTS[world] = spawn(world, run_task, CASES[world])
+    index = [next(i for i, c in enumerate(CASES[world]) if c is case) for case in cases]
+    return [[_RESULTS[world][r][i] for i in index] for r in range(world)]
+
+
+def register(world, task, cases):
+    for case in cases:
+        case["task"] = task
+    CASES[world].extend(cases)
+    return cases
+
+
+def run_cases(world, cases):
+    results = results_of(world, cases)
+    for i, case in enumerate(cases):
+        described = {k: case[k] for k in ("sizes", "dtype", "multilabel", "reduction", "temperature", "reg_lambda",
+                                          "weights", "strategy", "workspace_limit")}
+        try:
+            check_case(case, world, [results[r][i] for r in range(world)])
+        except AssertionError as e:
+            raise AssertionError(f"case {described}: {e}") from None
+
+
+def cases_for(sizes, strategies=STRATEGIES):
+    """Every reduction, labels and multi-labels, f32 and f64, weights, temperature and L2, on these shards."""
+    cases = []
+    for strategy in strategies:
+        for dtype in ("float64", "float32"):
+            for multilabel in (False, True):
+                for reduction in ref.REDUCTIONS:
+                    cases.append(make_case(sizes, dtype=dtype, multilabel=multilabel, reduction=reduction,
+                                           strategy=strategy))
+            cases.append(make_case(sizes, dtype=dtype, reduction="sum_over_batch_size", temperature=0.3,
+                                   reg_lambda=0.01, weights="grad", strategy=strategy))
+            cases.append(make_case(sizes, dtype=dtype, multilabel=True, reduction="sum", temperature=2.5,
+                                   reg_lambda=0.002, weights="tensor", strategy=strategy))
+            cases.append(make_case(sizes, dtype=dtype, reduction="none", temperature=0.5, weights="grad",
+                                   strategy=strategy))
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# Losses and gradients against one process on the concatenated batch
+
+
+TWO_RANKS = register(2, "run_loss", cases_for([6, 6]) + cases_for([7, 3]) + [
+    # Streamed: a workspace limit that makes the rectangular call cut its columns into tiles.
+    make_case([9, 4], strategy=s, workspace_limit=2048, reduction=red, reg_lambda=reg, weights="grad")
+    for s in STRATEGIES for red, reg in (("sum_over_batch_size", 0.01), ("none", 0.0))])
+THREE_RANKS = register(3, "run_loss", cases_for([4, 1, 5]))
+FOUR_RANKS = register(4, "run_loss", cases_for([3, 0, 4, 2]))
+
+
+def test_two_ranks_equal_and_unequal_shards():
+    run_cases(2, TWO_RANKS)
+
+
+def test_three_ranks_unequal_shards():
+    run_cases(3, THREE_RANKS)
+
+
+def test_four_ranks_with_an_empty_shard():
+    run_cases(4, FOUR_RANKS)
+
+
+def _positive_on_another_rank(strategy):
+    """Class 9's two pairs sit on different ranks: each such anchor's other positive is only on the other rank."""
+    case = make_case([4, 4], strategy=strategy, reduction="sum")
+    case["labels"] = np.array([9, 0, 1, 2, 9, 0, 1, 3])
+    return case
+
+
+def run_in_subgroup(rank, world, case):
+    """Ranks 0 and 2 of 3 compute the case in a group of their own (group=); rank 1 only joins new_group."""
+    group = dist.new_group([0, 2])
+    if rank == 1:
+        return None
+    return run_loss(rank // 2, 2, case, group=group)
+
+
+SUBGROUP = register(3, "run_in_subgroup", [make_case([3, 5], strategy=s, reduction="sum", reg_lambda=0.01)
+                                           for s in STRATEGIES])
+
+
+def test_a_process_group_other_than_the_default_one():
+    results = results_of(3, SUBGROUP)
+    for i, case in enumerate(SUBGROUP):
+        assert results[1][i] == ("ok", None), results[1][i]
+        check_case(case, 2, [results[0][i], results[2][i]])
+
+
+OTHER_RANK = register(2, "run_loss", [_positive_on_another_rank(s) for s in STRATEGIES])
+
+
+def test_class_whose_other_positive_is_on_another_rank():
+    run_cases(2, OTHER_RANK)
+
+
+# ---------------------------------------------------------------------------
+# Faults: every rank raises, naming the rank, and none hangs
+
+
+def run_fault(rank, world, case):
+    from npairs.torch import DistributedNpairsEmbeddingsLoss
+
+    fault, strategy = case["fault"], case["strategy"]
+    dtype = torch.float32 if fault == "dtype" and rank == 1 else torch.float64
+    dim = 6 if fault == "dim" and rank == 1 else 4
+    n = 3 + rank
+    g = torch.Generator().manual_seed(rank)
+    anchors = torch.randn(n, dim, generator=g, dtype=dtype, requires_grad=True)
+    positives = torch.randn(n, dim, generator=g, dtype=dtype, requires_grad=fault != "requires_grad" or rank != 1)
+    multilabel = fault in ("no_positive", "negative", "classes")
+    if multilabel:
+        labels = torch.ones(n, 4 if fault == "classes" and rank == 1 else 3, dtype=dtype)
+        if rank == 1:
+            labels[1] = 0.0 if fault == "no_positive" else labels[1]
+            labels[2, 0] = -1.0 if fault == "negative" else labels[2, 0]
+    else:
+        labels = torch.arange(n - (1 if fault == "labels" and rank == 2 else 0))
+    options = dict(temperature=0.5 if fault == "temperature" and rank == 2 else 1.0,
+                   reduction="sum" if fault == "reduction" and rank == 0 else "sum_over_batch_size")
+    loss_fn = DistributedNpairsEmbeddingsLoss(multilabel=multilabel, strategy=strategy, **options)
+    loss = loss_fn(labels, anchors, positives)
+    loss.backward()
+    return float(loss)
+
+
+FAULTS = {  # fault: (error class, words the message must contain)
+    "no_positive": ("InvalidValueError", ["rank 1", "no positive"]),
+    "negative": ("InvalidValueError", ["rank", "negative"]),
+    "dim": ("InvalidArgumentError", ["rank 1", "embedding width"]),
+    "dtype": ("InvalidArgumentError", ["rank 1", "dtype", "float32"]),
+    "classes": ("InvalidArgumentError", ["rank 1", "multi-label width"]),
+    "temperature": ("InvalidArgumentError", ["rank 2", "temperature"]),
+    "reduction": ("InvalidArgumentError", ["rank", "reduction"]),
+    "labels": ("InvalidArgumentError", ["rank 2", "labels"]),
+    "requires_grad": ("InvalidArgumentError", ["rank 1", "require grad"]),
+}
+
+
+FAULT_CASES = register(3, "run_fault", [dict(fault=f, strategy=s) for s in STRATEGIES for f in FAULTS] +
+                       [dict(fault="none", strategy=s) for s in STRATEGIES])
+
+
+def test_faults_raise_on_every_rank_without_hanging():
+    cases = FAULT_CASES
+    results = results_of(3, cases)
+    for i, case in enumerate(cases):
+        if case["fault"] == "none":  # the group still works after the faults
+            assert all(results[rank][i][0] == "ok" for rank in range(3)), [results[r][i] for r in range(3)]
+            continue
+        cls, words = FAULTS[case["fault"]]
+        for rank in range(3):
+            got = results[rank][i]
+            assert got[0] == "error" and got[1] == cls, f"{case} on rank {rank}: {got}"
+            for word in words:
+                assert word in got[2], f"{case} on rank {rank}: {word!r} not in {got[2]!r}"
+
+
+# ---------------------------------------------------------------------------
+# DistributedDataParallel: 2 ranks train as one process on the global batch
+
+
+def _model(dtype):
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)).to(dtype)
+
+
+def _ddp_batches(steps, n):
+    g = torch.Generator().manual_seed(5)
+    return [(torch.randint(0, 3, (n,), generator=g), torch.randn(n, 6, generator=g, dtype=torch.float64),
+             torch.randn(n, 6, generator=g, dtype=torch.float64)) for _ in range(steps)]
+
+
+def run_ddp(rank, world, case):
+    from npairs.torch import DistributedNpairsEmbeddingsLoss
+
+    model = torch.nn.parallel.DistributedDataParallel(_model(torch.float64))
+    loss_fn = DistributedNpairsEmbeddingsLoss(reg_lambda=0.01, temperature=0.5, strategy=case["strategy"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for labels, x, y in _ddp_batches(case["steps"], case["batch"]):
+        rows = slice(0, 3) if rank == 0 else slice(3, None)  # unequal shards
+        loss = loss_fn(labels[rows], model(x[rows]), model(y[rows]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss_fn.global_loss)
+    return dict(params=[p.detach().numpy() for p in model.parameters()], losses=losses)
+
+
+DDP_CASES = register(2, "run_ddp", [dict(strategy=s, steps=4, batch=8) for s in STRATEGIES])
+
+
+def test_ddp_two_ranks_train_as_one_process_on_the_global_batch():
+    from npairs.torch import NpairsEmbeddingsLoss
+
+    steps, batch = 4, 8
+    cases = DDP_CASES
+    results = results_of(2, cases)
+    model = _model(torch.float64)
+    loss_fn = NpairsEmbeddingsLoss(reg_lambda=0.01, temperature=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for labels, x, y in _ddp_batches(steps, batch):
+        loss = loss_fn(labels, model(x), model(y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    for i, case in enumerate(cases):
+        for rank in range(2):
+            status, got = results[rank][i][0], results[rank][i][1]
+            assert status == "ok", (case, results[rank][i])
+            np.testing.assert_allclose(got["losses"], losses, rtol=1e-12, err_msg=str(case))
+            for p, q in zip(got["params"], model.parameters()):
+                np.testing.assert_allclose(p, q.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=str(case))
+
+
+# ---------------------------------------------------------------------------
+# examples/torch_ddp_train.py with torchrun's environment variables
+
+
+def test_ddp_example_trains_on_two_processes():
+    package_dir = str(pathlib.Path(__file__).resolve().parents[1])
+    procs = []
+    with tempfile.TemporaryDirectory():
+        port = _free_port()
+        for rank in range(2):
+            env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
+                       PYTHONPATH=package_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            procs.append(subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+        outputs = []
+        try:
+            for p in procs:
+                outputs.append(p.communicate(timeout=JOIN_TIMEOUT_S)[0])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    for rank, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"rank {rank}:\n{out}"
+    assert "retrieval accuracy" in outputs[0], outputs[0]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
