@@ -951,3 +951,51 @@ def is_multilabel(labels, multilabel=None):
         return False
     shape = tuple(labels.shape) if hasattr(labels, "shape") else np.shape(_densify("labels", labels))
     return len(shape) == 2 and shape[1] != 1
+
+
+# ---------------------------------------------------------------------------
+# Checks from shapes and dtypes alone, for npairs.jax and npairs.keras, whose
+# arrays are symbolic when a call is staged (JAX tracers, tf.function tensors).
+
+
+def check_spec(*, on_cuda=False, names=None, **arguments):
+    """Checks the arguments of a compute() call from their shapes and dtypes alone; reads no data.
+
+    Takes compute()'s targets, column_targets, multilabel, embeddings,
+    similarity, anchors, positives, sample_weight, grad_loss, reduction,
+    temperature and reg_lambda; each array is anything with .shape and a
+    NumPy-compatible .dtype, checked as compute() checks a host array of that
+    shape and dtype (a zero-filled stand-in: integral labels, no data
+    errors). on_cuda: the call will run on a CUDA device, where 16-bit floats
+    are computed. Returns the checked call's description: R, M, D, K,
+    multilabel, reduction (code), temperature, reg_lambda, out_dtype (of the
+    loss and gradients) and targets_dtype (what the library reads the
+    targets as).
+    """
+    array_keys = ("targets", "column_targets", "similarity", "anchors", "positives", "sample_weight", "grad_loss")
+
+    def stand_in(x):
+        if x is None or _is_scalar_like(x):
+            return x
+        return np.zeros(tuple(int(s) for s in x.shape), np.dtype(x.dtype))  # calloc'd: untouched pages cost nothing
+
+    all_names = {
+        "targets": "labels",
+        "column_targets": "column_labels",
+        "similarity": "similarity",
+        "anchors": "anchors",
+        "positives": "positives",
+        "sample_weight": "sample_weight",
+    }
+    all_names.update(names or {})
+    arguments = {k: stand_in(v) if k in array_keys else v for k, v in arguments.items()}
+    embeddings = arguments.pop("embeddings", None)
+    defaults = dict(column_targets=None, multilabel=False, similarity=None, anchors=None, positives=None,
+                    sample_weight=None, grad_loss=None, reduction="sum_over_batch_size", temperature=1.0,
+                    reg_lambda=0.0)
+    defaults.update(arguments)
+    p = _prepare(embeddings=defaults["similarity"] is None if embeddings is None else embeddings, backend="cpu",
+                 names=all_names, host_half_as_float32=on_cuda, weights_as_grad_loss=False, **defaults)
+    if on_cuda and p.multilabel:
+        p.targets_dtype = p.out_dtype
+    return p
