@@ -977,7 +977,8 @@ def check_spec(*, on_cuda=False, names=None, **arguments):
     def stand_in(x):
         if x is None or _is_scalar_like(x):
             return x
-        return np.zeros(tuple(int(s) for s in x.shape), np.dtype(x.dtype))  # calloc'd: untouched pages cost nothing
+        dtype = np.dtype(getattr(x.dtype, "as_numpy_dtype", x.dtype))  # TensorFlow's DType too
+        return np.zeros(tuple(int(s) for s in x.shape), dtype)  # calloc'd: untouched pages cost nothing
 
     all_names = {
         "targets": "labels",
