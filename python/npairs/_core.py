@@ -964,9 +964,9 @@ def check_spec(*, on_cuda=False, names=None, **arguments):
     Takes compute()'s targets, column_targets, multilabel, embeddings,
     similarity, anchors, positives, sample_weight, grad_loss, reduction,
     temperature and reg_lambda; each array is anything with .shape and a
-    NumPy-compatible .dtype, checked as compute() checks a host array of that
-    shape and dtype (a zero-filled stand-in: integral labels, no data
-    errors). on_cuda: the call will run on a CUDA device, where 16-bit floats
+    .dtype (NumPy's, TensorFlow's or PyTorch's), checked as compute() checks
+    a host array of that shape and dtype (a zero-filled stand-in: integral
+    labels, no data errors); NumPy arrays are checked as they are. on_cuda: the call will run on a CUDA device, where 16-bit floats
     are computed. Returns the checked call's description: R, M, D, K,
     multilabel, reduction (code), temperature, reg_lambda, out_dtype (of the
     loss and gradients) and targets_dtype (what the library reads the
@@ -974,10 +974,13 @@ def check_spec(*, on_cuda=False, names=None, **arguments):
     """
     array_keys = ("targets", "column_targets", "similarity", "anchors", "positives", "sample_weight", "grad_loss")
 
-    def stand_in(x):
-        if x is None or _is_scalar_like(x):
-            return x
-        dtype = np.dtype(getattr(x.dtype, "as_numpy_dtype", x.dtype))  # TensorFlow's DType too
+    def stand_in(key, x):
+        if x is None or _is_scalar_like(x) or isinstance(x, np.ndarray):
+            return x  # NumPy arrays are checked as they are (float labels for integral values, too)
+        if _arrays.is_torch(x):
+            dtype = _arrays.numpy_dtype(key, x.dtype)
+        else:
+            dtype = np.dtype(getattr(x.dtype, "as_numpy_dtype", x.dtype))  # TensorFlow's DType too
         return np.zeros(tuple(int(s) for s in x.shape), dtype)  # calloc'd: untouched pages cost nothing
 
     all_names = {
@@ -989,7 +992,7 @@ def check_spec(*, on_cuda=False, names=None, **arguments):
         "sample_weight": "sample_weight",
     }
     all_names.update(names or {})
-    arguments = {k: stand_in(v) if k in array_keys else v for k, v in arguments.items()}
+    arguments = {k: stand_in(k, v) if k in array_keys else v for k, v in arguments.items()}
     embeddings = arguments.pop("embeddings", None)
     defaults = dict(column_targets=None, multilabel=False, similarity=None, anchors=None, positives=None,
                     sample_weight=None, grad_loss=None, reduction="sum_over_batch_size", temperature=1.0,

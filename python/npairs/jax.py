@@ -7,7 +7,7 @@ takes) and give JAX arrays; they work under ``jax.jit``, differentiate with
 is the library's gradient call, with the upstream gradient as its
 ``grad_loss``), and batch under ``jax.vmap`` one problem at a time. Each is
 one XLA custom call (``jax.ffi.ffi_call``) into ``libnpairs_jax.so``, the
-FFI handlers built next to libnpairs (jax/ in the source tree): the CPU
+FFI handlers built next to libnpairs (jax-ffi/ in the source tree): the CPU
 handler, and the CUDA one (on XLA's stream; it never waits for the device)
 in CUDA builds.
 
@@ -97,7 +97,7 @@ def _on_cuda():
     return on_cuda
 
 
-# The want_grads bits of the FFI handler (jax/npairs_jax_ffi.cpp).
+# The want_grads bits of the FFI handler (jax-ffi/npairs_jax_ffi.cpp).
 _GRAD_BITS = {"similarity": 1, "anchors": 2, "positives": 4}
 
 

@@ -58,11 +58,27 @@ def _loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature):
     if backend == "torch":
         from . import torch as nt
 
+        _check(multilabel, _host_labels(y_true), y_pred, sample_weight, reduction, temperature)
         loss = nt.npairs_multilabel_loss if multilabel else nt.npairs_loss
         return loss(ops.convert_to_tensor(y_true), y_pred,
                     None if sample_weight is None else ops.convert_to_tensor(sample_weight, y_pred.dtype),
                     reduction=reduction, temperature=temperature)
     raise UnsupportedError(f"npairs.keras supports Keras' tensorflow, jax and torch backends, not {backend!r}")
+
+
+def _check(multilabel, y_true, y_pred, sample_weight, reduction, temperature):
+    """The numpy API's argument checks, from shapes and dtypes (and the values of host labels), named as Keras'."""
+    _core.check_spec(names=_NAMES, targets=y_true, similarity=y_pred, sample_weight=sample_weight,
+                     multilabel=multilabel, embeddings=False, reduction=reduction, temperature=temperature)
+
+
+def _host_labels(y_true):
+    """y_true as a NumPy array when its values are at hand on the host (so float labels are checked integral)."""
+    if isinstance(y_true, np.ndarray) or not hasattr(y_true, "numpy"):
+        return y_true
+    if getattr(y_true, "device", None) is not None and str(y_true.device) == "cpu":  # a torch CPU tensor
+        return y_true.detach().numpy()
+    return y_true
 
 
 def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature):
@@ -71,11 +87,12 @@ def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
     if isinstance(y_true, tf.SparseTensor):
         y_true = tf.sparse.to_dense(y_true)
     y_true = tf.convert_to_tensor(y_true)
+    y_pred = tf.convert_to_tensor(y_pred)
     weight = None if sample_weight is None else tf.convert_to_tensor(sample_weight, y_pred.dtype)
     inputs = [y_true] + ([weight] if weight is not None else [])
     if all(x.shape.is_fully_defined() for x in inputs + [y_pred]):
-        _core.check_spec(names=_NAMES, targets=y_true, similarity=y_pred, sample_weight=weight,
-                         multilabel=multilabel, embeddings=False, reduction=reduction, temperature=temperature)
+        _check(multilabel, y_true.numpy() if tf.executing_eagerly() else y_true, y_pred, weight, reduction,
+               temperature)
     dtype = y_pred.dtype.as_numpy_dtype
 
     def library(targets, similarity, weights, grad_loss):
