@@ -56,6 +56,7 @@ struct CachedContext {
   int32_t device;
   npairs_context handle;
   size_t reserved;  // bytes of workspace reserved on it (CUDA)
+  int32_t threads;  // the CPU thread count set on it (0: every core, the library's default)
 };
 
 class ContextCache {
@@ -80,7 +81,7 @@ class ContextCache {
     npairs_context handle = nullptr;
     npairs_status status = npairs_context_create(backend, device, &handle);
     if (status != NPAIRS_OK) return status;
-    contexts_.push_back(CachedContext{backend, device, handle, 0});
+    contexts_.push_back(CachedContext{backend, device, handle, 0, 0});
     *out = &contexts_.back();
     return NPAIRS_OK;
   }
@@ -114,6 +115,7 @@ struct Attributes {
   int32_t grad_loss;
   int32_t want_loss;
   int32_t want_grads;
+  int32_t threads;
 };
 
 // Fills the call's structs from the operands; the library checks their contents.
@@ -227,6 +229,11 @@ ffi::Error loss_call(npairs_backend backend, void* stream, int32_t device, const
   CachedContext* ctx = nullptr;
   npairs_status status = tls_contexts.get(backend, device, &ctx);
   if (status != NPAIRS_OK) return library_error(status);
+  if (backend == NPAIRS_BACKEND_CPU && a.threads != ctx->threads) {
+    status = npairs_context_set_threads(ctx->handle, a.threads);
+    if (status != NPAIRS_OK) return library_error(status);
+    ctx->threads = a.threads;
+  }
   if (backend == NPAIRS_BACKEND_CUDA) {
     // XLA's stream orders the work; the call only queues it there (SPEC
     // section 4): workspace reserved ahead (allocated on the first call of a
@@ -250,9 +257,10 @@ ffi::Error loss_call(npairs_backend backend, void* stream, int32_t device, const
 
 ffi::Error cpu_loss(ffi::RemainingArgs args, ffi::RemainingRets rets, int32_t reduction, double temperature,
                     double reg_lambda, int32_t multilabel, int32_t embeddings, int32_t column_targets,
-                    int32_t sample_weight, int32_t grad_loss, int32_t want_loss, int32_t want_grads) {
+                    int32_t sample_weight, int32_t grad_loss, int32_t want_loss, int32_t want_grads,
+                    int32_t threads) {
   const Attributes a{reduction, temperature, reg_lambda, multilabel, embeddings, column_targets,
-                     sample_weight, grad_loss, want_loss, want_grads};
+                     sample_weight, grad_loss, want_loss, want_grads, threads};
   return loss_call(NPAIRS_BACKEND_CPU, nullptr, 0, a, args, rets);
 }
 
@@ -260,9 +268,9 @@ ffi::Error cpu_loss(ffi::RemainingArgs args, ffi::RemainingRets rets, int32_t re
 ffi::Error cuda_loss(void* stream, int32_t device, ffi::RemainingArgs args, ffi::RemainingRets rets,
                      int32_t reduction, double temperature, double reg_lambda, int32_t multilabel,
                      int32_t embeddings, int32_t column_targets, int32_t sample_weight, int32_t grad_loss,
-                     int32_t want_loss, int32_t want_grads) {
+                     int32_t want_loss, int32_t want_grads, int32_t threads) {
   const Attributes a{reduction, temperature, reg_lambda, multilabel, embeddings, column_targets,
-                     sample_weight, grad_loss, want_loss, want_grads};
+                     sample_weight, grad_loss, want_loss, want_grads, threads};
   return loss_call(NPAIRS_BACKEND_CUDA, stream, device, a, args, rets);
 }
 #endif
@@ -283,7 +291,8 @@ ffi::Error cuda_loss(void* stream, int32_t device, ffi::RemainingArgs args, ffi:
       .Attr<int32_t>("sample_weight")                                                                    \
       .Attr<int32_t>("grad_loss")                                                                        \
       .Attr<int32_t>("want_loss")                                                                        \
-      .Attr<int32_t>("want_grads")
+      .Attr<int32_t>("want_grads")                                                                       \
+      .Attr<int32_t>("threads")
 
 extern "C" NPAIRS_JAX_EXPORT XLA_FFI_Error* npairs_jax_loss_cpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(npairs_jax_loss_cpu, cpu_loss, NPAIRS_JAX_BIND_ATTRS(ffi::Ffi::Bind()));

@@ -3,9 +3,9 @@
 :func:`npairs_loss`, :func:`npairs_multilabel_loss` and
 :func:`npairs_embeddings_loss` take JAX arrays (or anything jnp.asarray
 takes) and give JAX arrays; they work under ``jax.jit``, differentiate with
-``jax.grad`` / ``jax.value_and_grad`` (a ``custom_vjp`` whose backward pass
-is the library's gradient call, with the upstream gradient as its
-``grad_loss``), and batch under ``jax.vmap`` one problem at a time. Each is
+``jax.grad`` / ``jax.value_and_grad`` (a ``custom_vjp`` whose forward pass
+computes the loss and the library's gradients in one call, scaled by the
+upstream gradient in the backward pass), and batch under ``jax.vmap`` one problem at a time. Each is
 one XLA custom call (``jax.ffi.ffi_call``) into ``libnpairs_jax.so``, the
 FFI handlers built next to libnpairs (jax-ffi/ in the source tree): the CPU
 handler, and the CUDA one (on XLA's stream; it never waits for the device)
@@ -20,7 +20,8 @@ message (on CUDA, whose checks run on the device, as NaN rows instead).
 Differences from the numpy API: labels must have an integer dtype (a traced
 float array cannot be checked for integral values); ``sample_weight`` is not
 differentiated (its cotangent is zero); float64 needs ``jax_enable_x64``;
-float16 and bfloat16 are computed on CUDA only.
+float16 and bfloat16 are computed on CUDA only; CPU calls use
+:func:`npairs.get_num_threads` threads as it is when they are staged (traced).
 """
 
 from __future__ import annotations
@@ -112,10 +113,11 @@ class _Config:
         self.reg_lambda = p.reg_lambda
         self.dtype = p.out_dtype
         self.R, self.M, self.D = p.R, p.M, p.D
+        self.threads = _core.get_num_threads()  # CPU threads of the call, when it is staged
 
     def key(self):
         return (self.multilabel, self.embeddings, self.reduction, self.temperature, self.reg_lambda,
-                str(self.dtype), self.R, self.M, self.D)
+                str(self.dtype), self.R, self.M, self.D, self.threads)
 
     def __hash__(self):
         return hash(self.key())
@@ -146,6 +148,7 @@ def _ffi(cfg, targets, column_targets, weight, logits, grad_loss, want_loss, wan
         grad_loss=np.int32(grad_loss is not None),
         want_loss=np.int32(want_loss),
         want_grads=np.int32(sum(_GRAD_BITS[name] for name in want_grads)),
+        threads=np.int32(cfg.threads),
     )
 
 
@@ -159,13 +162,25 @@ def _loss(cfg, targets, column_targets, weight, logits):
 
 
 def _loss_fwd(cfg, targets, column_targets, weight, logits):
-    return _loss(cfg, targets, column_targets, weight, logits), (targets, column_targets, weight, logits)
+    # The loss and its gradients for a unit upstream gradient in one library
+    # call; they are linear in the upstream gradient (a scalar, or per row of
+    # dL/dS for 'none'), so the backward pass scales them. Per-row upstream
+    # gradients mix in dL/danchors and dL/dpositives: those are a second
+    # library call, given the upstream gradient as its grad_loss.
+    if cfg.embeddings and cfg.reduction == _lib.REDUCTION_NONE:
+        return _loss(cfg, targets, column_targets, weight, logits), (targets, column_targets, weight, logits, None)
+    loss, *unit_grads = _ffi(cfg, targets, column_targets, weight, logits, None, True, _logit_names(cfg))
+    return loss, (None, None, None, None, tuple(unit_grads))
 
 
 def _loss_bwd(cfg, residuals, g):
-    targets, column_targets, weight, logits = residuals
-    grads = _ffi(cfg, targets, column_targets, weight, logits, g.astype(cfg.dtype), False, _logit_names(cfg))
-    return None, None, None, tuple(grads)
+    targets, column_targets, weight, logits, unit_grads = residuals
+    g = g.astype(cfg.dtype)
+    if unit_grads is None:
+        return None, None, None, tuple(_ffi(cfg, targets, column_targets, weight, logits, g, False,
+                                            _logit_names(cfg)))
+    scale = g[:, None] if cfg.reduction == _lib.REDUCTION_NONE else g
+    return None, None, None, tuple(scale * d for d in unit_grads)
 
 
 _loss.defvjp(_loss_fwd, _loss_bwd)

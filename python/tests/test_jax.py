@@ -124,6 +124,9 @@ def test_check_grads_finite_differences():
         check_grads(lambda s: nj.npairs_loss(labels, s, reduction="none"), (S,), order=1, modes=["rev"])
         check_grads(lambda a, p: nj.npairs_embeddings_loss(labels, a, p, reg_lambda=0.01), (A, P), order=1,
                     modes=["rev"])
+        # Per-row upstream gradients of embeddings: the backward pass is a second library call.
+        check_grads(lambda a, p: nj.npairs_embeddings_loss(labels, a, p, reduction="none"), (A, P), order=1,
+                    modes=["rev"])
     finally:
         jax.config.update("jax_enable_x64", False)
 
@@ -182,3 +185,16 @@ def test_data_errors_are_xla_errors_with_the_library_message():
                                                                column_labels=jnp.array([0, 2, 2])))(S))
     with pytest.raises(jax.errors.JaxRuntimeError, match="negative"):
         jax.block_until_ready(nj.npairs_multilabel_loss(np.array([[1.0, -1.0], [0.0, 1.0], [1.0, 0.0]]), S))
+
+
+def test_threads_follow_the_package_setting():
+    rng = np.random.default_rng(seed("threads"))
+    labels = random_labels(rng, 40, 5)
+    S = rng.standard_normal((40, 40)).astype(np.float32)
+    expected = loss_and_grads(targets_from_labels(labels), S=S)[0]
+    previous = npairs.get_num_threads()
+    npairs.set_num_threads(1)
+    try:
+        assert_matches(jax.jit(lambda s: nj.npairs_loss(labels, s))(S), expected, np.float32)
+    finally:
+        npairs.set_num_threads(previous)
