@@ -32,7 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import _core
+from . import _arrays, _core
 from .errors import UnsupportedError
 
 _PACKAGE = "npairs"
@@ -73,10 +73,8 @@ def _check(multilabel, y_true, y_pred, sample_weight, reduction, temperature):
 
 
 def _host_labels(y_true):
-    """y_true as a NumPy array when its values are at hand on the host (so float labels are checked integral)."""
-    if isinstance(y_true, np.ndarray) or not hasattr(y_true, "numpy"):
-        return y_true
-    if getattr(y_true, "device", None) is not None and str(y_true.device) == "cpu":  # a torch CPU tensor
+    """A CPU torch tensor as NumPy, whose values the checks read (float labels must be integral)."""
+    if _arrays.is_torch(y_true) and y_true.device.type == "cpu":
         return y_true.detach().numpy()
     return y_true
 
