@@ -53,6 +53,18 @@ def ffi_library_path():
     return os.path.join(os.path.dirname(os.path.realpath(_lib.library_path())), _FFI_NAME)
 
 
+# PyCapsule_New with a prototype of its own: jax.ffi.pycapsule sets the
+# argtypes of the process-wide ctypes.pythonapi.PyCapsule_New, which other
+# code of the process may have set otherwise.
+_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+    ("PyCapsule_New", ctypes.pythonapi))
+
+
+def _capsule(function):
+    """An unnamed PyCapsule of a ctypes function's address, as XLA's handler registry reads it."""
+    return _capsule_new(ctypes.cast(function, ctypes.c_void_p).value, None, None)
+
+
 def _register():
     """Loads the FFI handlers and registers them with XLA, once; returns the registered platforms."""
     global _registered
@@ -72,7 +84,7 @@ def _register():
             found = []
             for platform, symbol in platforms.items():
                 if hasattr(handlers, symbol):
-                    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(getattr(handlers, symbol)),
+                    jax.ffi.register_ffi_target(_TARGET, _capsule(getattr(handlers, symbol)),
                                                 platform=platform)
                     found.append(platform.lower())
             _registered = tuple(found)
@@ -228,6 +240,10 @@ def _stage(*, multilabel, embeddings, targets, column_targets, logits, sample_we
     return _loss(cfg, targets, column_targets, sample_weight, tuple(x.astype(cfg.dtype) for x in logits))
 
 
+_SIMILARITY_NAMES = {"targets": "y_true", "column_targets": "column_labels", "similarity": "y_pred",
+                     "sample_weight": "sample_weight"}
+
+
 def npairs_loss(y_true, y_pred, sample_weight=None, *, reduction="sum_over_batch_size", temperature=1.0,
                 column_labels=None):
     """N-pairs loss of a similarity matrix (``tfa.losses.npairs_loss``), as a JAX function.
@@ -239,8 +255,7 @@ def npairs_loss(y_true, y_pred, sample_weight=None, *, reduction="sum_over_batch
     """
     return _stage(multilabel=False, embeddings=False, targets=y_true, column_targets=column_labels,
                   logits=(y_pred,), sample_weight=sample_weight, reduction=reduction, temperature=temperature,
-                  reg_lambda=0.0, names={"targets": "y_true", "column_targets": "column_labels",
-                                         "similarity": "y_pred", "sample_weight": "sample_weight"})
+                  reg_lambda=0.0, names=_SIMILARITY_NAMES)
 
 
 def npairs_multilabel_loss(y_true, y_pred, sample_weight=None, *, reduction="sum_over_batch_size", temperature=1.0,
@@ -254,8 +269,7 @@ def npairs_multilabel_loss(y_true, y_pred, sample_weight=None, *, reduction="sum
     """
     return _stage(multilabel=True, embeddings=False, targets=y_true, column_targets=column_labels,
                   logits=(y_pred,), sample_weight=sample_weight, reduction=reduction, temperature=temperature,
-                  reg_lambda=0.0, names={"targets": "y_true", "column_targets": "column_labels",
-                                         "similarity": "y_pred", "sample_weight": "sample_weight"})
+                  reg_lambda=0.0, names=_SIMILARITY_NAMES)
 
 
 def npairs_embeddings_loss(labels, anchors, positives, *, reg_lambda=0.0, temperature=1.0,
