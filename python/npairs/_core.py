@@ -951,3 +951,47 @@ def is_multilabel(labels, multilabel=None):
         return False
     shape = tuple(labels.shape) if hasattr(labels, "shape") else np.shape(_densify("labels", labels))
     return len(shape) == 2 and shape[1] != 1
+
+
+# ---------------------------------------------------------------------------
+# Checks from shapes and dtypes alone, for npairs.jax and npairs.keras, whose
+# arrays are symbolic when a call is staged (JAX tracers, tf.function tensors).
+
+
+def check_spec(*, names, on_cuda=False, **arguments):
+    """Checks the arguments of a compute() call from their shapes and dtypes alone; reads no data.
+
+    Takes compute()'s targets, column_targets, multilabel, embeddings,
+    similarity, anchors, positives, sample_weight, grad_loss, reduction,
+    temperature and reg_lambda; each array is anything with .shape and a
+    .dtype (NumPy's, TensorFlow's or PyTorch's), checked as compute() checks
+    a host array of that shape and dtype (a zero-filled stand-in: integral
+    labels, no data errors); NumPy arrays are checked as they are. names:
+    the caller's names of the arrays, by the keys of compute()'s names.
+    on_cuda: the call will run on a CUDA device, where 16-bit floats are
+    computed. Returns the checked call's description: R, M, D, K,
+    multilabel, reduction (code), temperature, reg_lambda, out_dtype (of the
+    loss and gradients) and targets_dtype (what the library reads the
+    targets as).
+    """
+    array_keys = ("targets", "column_targets", "similarity", "anchors", "positives", "sample_weight", "grad_loss")
+
+    def stand_in(key, x):
+        if x is None or _is_scalar_like(x) or isinstance(x, np.ndarray):
+            return x  # NumPy arrays are checked as they are (float labels for integral values, too)
+        if _arrays.is_torch(x):
+            dtype = _arrays.numpy_dtype(key, x.dtype)
+        else:
+            dtype = np.dtype(getattr(x.dtype, "as_numpy_dtype", x.dtype))  # TensorFlow's DType too
+        return np.zeros(tuple(int(s) for s in x.shape), dtype)  # calloc'd: untouched pages cost nothing
+
+    arguments = {k: stand_in(k, v) if k in array_keys else v for k, v in arguments.items()}
+    embeddings = arguments.pop("embeddings", None)
+    call = dict(column_targets=None, multilabel=False, similarity=None, anchors=None, positives=None,
+                sample_weight=None, grad_loss=None, reduction="sum_over_batch_size", temperature=1.0, reg_lambda=0.0)
+    call.update(arguments)
+    p = _prepare(embeddings=call["similarity"] is None if embeddings is None else embeddings, backend="cpu",
+                 names=names, host_half_as_float32=on_cuda, weights_as_grad_loss=False, **call)
+    if on_cuda and p.multilabel:  # multi-labels are read in the logits' dtype, 16-bit ones too on CUDA
+        p.targets_dtype = p.out_dtype
+    return p

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
+# TensorFlow Addons first: without it TensorFlow is not imported at all (in
+# one process with torch.compile's triton, TensorFlow 2.21 aborts the process).
 tfa = pytest.importorskip("tensorflow_addons", reason="TensorFlow Addons is not installed")
+tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
 
 import npairs  # noqa: E402
 
