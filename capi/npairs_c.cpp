@@ -239,10 +239,16 @@ void npairs_problem_init(npairs_problem* problem) {
   problem->struct_size = sizeof *problem;
 }
 
-void npairs_gradients_init(npairs_gradients* grads) {
-  if (!grads) return;
-  std::memset(grads, 0, sizeof *grads);
-  grads->struct_size = sizeof *grads;
+// The function itself (the header's macro of the same name calls
+// npairs_gradients_init_sized): a 1.0 caller's struct ends at the 1.0 size.
+void(npairs_gradients_init)(npairs_gradients* grads) {
+  npairs_gradients_init_sized(grads, first_published_size<npairs_gradients>());
+}
+
+void npairs_gradients_init_sized(npairs_gradients* grads, size_t size) {
+  if (!grads || size < first_published_size<npairs_gradients>()) return;
+  std::memset(grads, 0, size);
+  grads->struct_size = size;
 }
 
 npairs_status npairs_loss(npairs_context ctx, const npairs_options* options,

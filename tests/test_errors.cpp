@@ -701,10 +701,12 @@ TEST(Init, Defaults) {
   EXPECT_EQ(g.similarity, nullptr);
   EXPECT_EQ(g.anchors, nullptr);
   EXPECT_EQ(g.positives, nullptr);
+  EXPECT_EQ(g.temperature, nullptr);
 
   npairs_options_init(nullptr);
   npairs_problem_init(nullptr);
-  npairs_gradients_init(nullptr);
+  (npairs_gradients_init)(nullptr);  // the function (the macro takes sizeof of its argument)
+  npairs_gradients_init_sized(nullptr, sizeof(npairs_gradients));
 }
 
 void fail_with_bad_temperature() {

@@ -3,6 +3,7 @@
 // float64 reference for every input kind, dense and streamed; finite
 // differences on tau and on S; open_clip's formula; the 1.0-sized gradients
 // struct; the bad inputs.
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstddef>
@@ -331,6 +332,29 @@ TEST(SymmetricAbi, OneZeroSizedGradientsStructIsReadAsBefore) {
   grown.struct_size = offsetof(npairs_gradients, temperature) - 1;
   EXPECT_EQ(npairs_loss(ctx.get(), &o, &p, nullptr, loss.data(), &grown), NPAIRS_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(npairs_last_error()).find("grads.struct_size"), std::string::npos) << npairs_last_error();
+}
+
+// The function npairs_gradients_init (what a 1.0 binary or a binding like
+// ctypes calls) fills the 1.0 struct and writes no byte beyond it; the
+// header's macro of the same name fills the struct this test was compiled
+// with.
+TEST(SymmetricAbi, GradientsInitWritesTheCallersSize) {
+  const std::size_t old_size = offsetof(npairs_gradients, temperature);
+  std::vector<unsigned char> bytes(sizeof(npairs_gradients) + 8, 0xAB);
+  auto* g = reinterpret_cast<npairs_gradients*>(bytes.data());
+  (npairs_gradients_init)(g);
+  EXPECT_EQ(g->struct_size, old_size);
+  EXPECT_EQ(g->similarity, nullptr);
+  EXPECT_EQ(g->positives, nullptr);
+  for (std::size_t k = old_size; k < bytes.size(); ++k) EXPECT_EQ(bytes[k], 0xAB) << "byte " << k;
+  npairs_gradients_init(g);
+  EXPECT_EQ(g->struct_size, sizeof(npairs_gradients));
+  EXPECT_EQ(g->temperature, nullptr);
+  for (std::size_t k = sizeof(npairs_gradients); k < bytes.size(); ++k) EXPECT_EQ(bytes[k], 0xAB) << "byte " << k;
+  // Below the 1.0 size: nothing is written.
+  std::fill(bytes.begin(), bytes.end(), 0xAB);
+  npairs_gradients_init_sized(g, old_size - 1);
+  for (unsigned char b : bytes) EXPECT_EQ(b, 0xAB);
 }
 
 bool mentions(const std::string& message, std::initializer_list<const char*> words) {

@@ -235,7 +235,18 @@ typedef struct npairs_gradients {
    gradients), and set struct_size. NULL is ignored. */
 NPAIRS_API void npairs_options_init(npairs_options* options);
 NPAIRS_API void npairs_problem_init(npairs_problem* problem);
+/* npairs_gradients grew in 1.1, and a caller compiled against the 1.0 header
+   (or a binding that declares the 1.0 struct, like the Python package) holds
+   only the 1.0 struct: the function npairs_gradients_init fills that much
+   (struct_size = the 1.0 size, no `temperature`) and writes no further. A
+   caller of this header reaches npairs_gradients_init_sized through the macro
+   below instead, which fills the struct it was compiled with. */
 NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
+/* (1.1) Zeros the first `size` bytes of *grads and sets struct_size = size,
+   for any size from the 1.0 size up (a newer caller's larger struct too);
+   NULL and smaller sizes are ignored. */
+NPAIRS_API void npairs_gradients_init_sized(npairs_gradients* grads, size_t size);
+#define npairs_gradients_init(grads) npairs_gradients_init_sized((grads), sizeof *(grads))
 
 /* ------------------------------------------------------------------------ */
 /* The loss                                                                  */
