@@ -291,7 +291,7 @@ class CpuTiles final : public TileOps {
     // The column direction's gradient scale g * r' / (2 tau): no weights,
     // and grad_loss is one value (symmetric needs a scalar reduction).
     const T* grad_loss = static_cast<const T*>(t_.grad_loss);
-    const double g = grad_loss ? double(grad_loss[0]) : 1.0;
+    const double g = grad_loss ? double(*grad_loss) : 1.0;
     const T scale = T(g * t_.column_reduction_factor() * t_.direction_weight() / t_.temperature);
     for (int64_t j = 0; j < t_.cols; ++j) {
       b_.column_losses[j] = row_loss(b_.column_running[j]);
