@@ -2,6 +2,7 @@
 // picks the backend, and turns every exception into a status plus a
 // thread-local message. It is the only place that knows every backend.
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -58,25 +59,39 @@ void require_arg(bool condition, const char* message) {
   if (!condition) fail(NPAIRS_ERROR_INVALID_ARGUMENT, message);
 }
 
-// Copies a caller's struct of any published size into the one this library
-// knows. Version 1.0's structs are the first published sizes: smaller is
-// invalid; larger is accepted only when the bytes this library does not know
-// are zero, so that a newer caller's unused new fields are harmless.
+// The first published size of each struct (version 1.0's): a caller
+// compiled against an older header passes a size between it and sizeof.
 template <class Struct>
-Struct read_struct(const Struct* caller, const char* name) {
+constexpr std::size_t first_published_size() {
+  return sizeof(Struct);
+}
+// 1.1 appended `temperature`.
+template <>
+constexpr std::size_t first_published_size<npairs_gradients>() {
+  return offsetof(npairs_gradients, temperature);
+}
+
+// Copies a caller's struct of any published size into the one this library
+// knows, over `defaults` (which keep the fields an older caller lacks).
+// Smaller than the first published size is invalid; larger than sizeof is
+// accepted only when the bytes this library does not know are zero, so that
+// a newer caller's unused new fields are harmless.
+template <class Struct>
+Struct read_struct(const Struct* caller, const Struct& defaults, const char* name) {
   const std::size_t size = caller->struct_size;
-  if (size < sizeof(Struct)) {
+  constexpr std::size_t first = first_published_size<Struct>();
+  if (size < first) {
     fail(NPAIRS_ERROR_INVALID_ARGUMENT, std::string(name) + ".struct_size (" + std::to_string(size) +
-                                            ") is smaller than sizeof(" + name + ") (" +
-                                            std::to_string(sizeof(Struct)) + ")");
+                                            ") is smaller than the first published size of " + name + " (" +
+                                            std::to_string(first) + ")");
   }
   const auto* bytes = reinterpret_cast<const unsigned char*>(caller);
-  if (std::any_of(bytes + sizeof(Struct), bytes + size, [](unsigned char b) { return b != 0; })) {
+  if (std::any_of(bytes + std::min(size, sizeof(Struct)), bytes + size, [](unsigned char b) { return b != 0; })) {
     fail(NPAIRS_ERROR_UNSUPPORTED, std::string(name) + ".struct_size (" + std::to_string(size) +
                                        ") has fields unknown to this library set to non-zero values");
   }
-  Struct copy;
-  std::memcpy(&copy, caller, sizeof(Struct));
+  Struct copy = defaults;
+  std::memcpy(&copy, caller, std::min(size, sizeof(Struct)));
   return copy;
 }
 
@@ -87,11 +102,13 @@ npairs::Task read_task(const npairs_options* options, const npairs_problem* prob
   require_arg(problem != nullptr, "problem is NULL");
   npairs_options opts;
   npairs_options_init(&opts);
-  if (options) opts = read_struct(options, "options");
-  const npairs_problem prob = read_struct(problem, "problem");
+  if (options) opts = read_struct(options, opts, "options");
+  npairs_problem prob;
+  npairs_problem_init(&prob);
+  prob = read_struct(problem, prob, "problem");
   npairs_gradients wanted;
   npairs_gradients_init(&wanted);
-  if (grads) wanted = read_struct(grads, "grads");
+  if (grads) wanted = read_struct(grads, wanted, "grads");
   return npairs::make_task(opts, prob, grad_loss, loss, wanted);
 }
 
@@ -104,6 +121,14 @@ npairs::Task read_block_task(const npairs_options* options, const npairs_problem
   require_arg(t.reg_lambda == 0.0,
               "options.reg_lambda must be 0 for column blocks (the L2 term is no sum over columns; the "
               "caller adds it)");
+  if (t.symmetric()) {
+    npairs::fail(NPAIRS_ERROR_UNSUPPORTED,
+                 "options.flags has NPAIRS_FLAG_SYMMETRIC, which column blocks do not compute in this version");
+  }
+  if (t.grad_temperature) {
+    npairs::fail(NPAIRS_ERROR_UNSUPPORTED,
+                 "grads.temperature is set, which column blocks do not compute in this version");
+  }
   t.row_stats = const_cast<void*>(row_stats);  // only npairs_block_stats writes them
   return t;
 }
@@ -236,10 +261,16 @@ void npairs_problem_init(npairs_problem* problem) {
   problem->struct_size = sizeof *problem;
 }
 
-void npairs_gradients_init(npairs_gradients* grads) {
-  if (!grads) return;
-  std::memset(grads, 0, sizeof *grads);
-  grads->struct_size = sizeof *grads;
+// The function itself (the header's macro of the same name calls
+// npairs_gradients_init_sized): a 1.0 caller's struct ends at the 1.0 size.
+void(npairs_gradients_init)(npairs_gradients* grads) {
+  npairs_gradients_init_sized(grads, first_published_size<npairs_gradients>());
+}
+
+void npairs_gradients_init_sized(npairs_gradients* grads, size_t size) {
+  if (!grads || size < first_published_size<npairs_gradients>()) return;
+  std::memset(grads, 0, size);
+  grads->struct_size = size;
 }
 
 npairs_status npairs_loss(npairs_context ctx, const npairs_options* options,
@@ -283,8 +314,10 @@ npairs_status npairs_select_hard_classes(npairs_context ctx, const npairs_class_
   return translate_exceptions([&] {
     npairs::Backend& backend = backend_of(ctx);
     require_arg(selection != nullptr, "selection is NULL");
+    npairs_class_selection defaults;
+    npairs_class_selection_init(&defaults);
     backend.select_hard_classes(
-        npairs::make_hard_class_task(read_struct(selection, "selection"), selected));
+        npairs::make_hard_class_task(read_struct(selection, defaults, "selection"), selected));
   });
 }
 

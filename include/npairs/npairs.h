@@ -170,6 +170,17 @@ typedef int32_t npairs_reduction;
    so it can be captured into a CUDA graph. Accepted by CPU contexts, where it
    changes nothing. */
 #define NPAIRS_FLAG_DEFER_CHECKS 2u
+/* (1.1) CLIP's symmetric loss (open_clip's ClipLoss with labels 0..R-1): the
+   mean of the row-wise loss and the same loss taken over columns, loss'_j =
+   logsumexp_i(z_ij) - sum_i T'_ji z_ij with T' the column-normalised targets
+   ([c_j == l_i] / n'_j; multi-labels: Y' Y^T normalised per column). SUM
+   gives (sum_i loss_i + sum_j loss'_j) / 2, SUM_OVER_BATCH_SIZE
+   (sum_i loss_i / R + sum_j loss'_j / M) / 2; the L2 term is added once, and
+   the gradients are those of this loss. Each logit is read once for both
+   directions. Needs a scalar reduction and no sample_weight (else
+   INVALID_ARGUMENT); a column without a positive row is INVALID_VALUE naming
+   the first such column. */
+#define NPAIRS_FLAG_SYMMETRIC 4u
 
 typedef struct npairs_options {
   size_t struct_size;         /* sizeof(npairs_options) */
@@ -205,19 +216,37 @@ typedef struct npairs_problem {
   const void* sample_weight;      /* NULL (all ones), or [R] */
 } npairs_problem;
 
-/* Where to write gradients; NULL members are not computed. */
+/* Where to write gradients; NULL members are not computed. A caller
+   compiled against the 1.0 header passes the 1.0 struct_size (without
+   `temperature`) and is read as before. */
 typedef struct npairs_gradients {
   size_t struct_size; /* sizeof(npairs_gradients) */
   void* similarity;   /* [R, M] dL/dS; may alias problem.similarity */
   void* anchors;      /* [R, D] dL/dA; needs anchors and positives */
   void* positives;    /* [M, D] dL/dP; needs anchors and positives */
+  void* temperature;  /* (1.1) [1] dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij, of
+                         problem->dtype, for the loss as computed (symmetric or
+                         not; grad_loss applied; the L2 term does not depend on
+                         tau), so that a learnable temperature or logit scale
+                         trains through the library */
 } npairs_gradients;
 
 /* Fill the structs with their defaults (options) or zeros (problem,
    gradients), and set struct_size. NULL is ignored. */
 NPAIRS_API void npairs_options_init(npairs_options* options);
 NPAIRS_API void npairs_problem_init(npairs_problem* problem);
+/* npairs_gradients grew in 1.1, and a caller compiled against the 1.0 header
+   (or a binding that declares the 1.0 struct, like the Python package) holds
+   only the 1.0 struct: the function npairs_gradients_init fills that much
+   (struct_size = the 1.0 size, no `temperature`) and writes no further. A
+   caller of this header reaches npairs_gradients_init_sized through the macro
+   below instead, which fills the struct it was compiled with. */
 NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
+/* (1.1) Zeros the first `size` bytes of *grads and sets struct_size = size,
+   for any size from the 1.0 size up (a newer caller's larger struct too);
+   NULL and smaller sizes are ignored. */
+NPAIRS_API void npairs_gradients_init_sized(npairs_gradients* grads, size_t size);
+#define npairs_gradients_init(grads) npairs_gradients_init_sized((grads), sizeof *(grads))
 
 /* ------------------------------------------------------------------------ */
 /* The loss                                                                  */
@@ -253,9 +282,11 @@ NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
                      temperature or reg_lambda, missing or ambiguous targets or
                      logits, cols != rows without column targets, a negative
                      or zero size, reg_lambda > 0 with NONE or similarity
-                     input, gradients for embeddings without embeddings;
+                     input, gradients for embeddings without embeddings,
+                     NPAIRS_FLAG_SYMMETRIC with NONE or sample_weight;
    INVALID_VALUE     a row with no positive column (the first one is named),
-                     or a negative multi-label entry;
+                     a negative multi-label entry, or with
+                     NPAIRS_FLAG_SYMMETRIC a column with no positive row;
    UNSUPPORTED       dtype F16/BF16 on a CPU context, a struct larger than this library knows
                      whose extra bytes are not zero;
    OUT_OF_MEMORY     host or device memory exhausted, or the smallest piece of
@@ -426,8 +457,9 @@ NPAIRS_API npairs_status npairs_select_hard_classes(npairs_context ctx,
    INVALID_ARGUMENT (as npairs_loss; row_stats NULL; reg_lambda > 0;
    gradients cannot be asked for), INVALID_VALUE (a negative multi-label
    entry; with loss, a row that no merged block gave a positive, the first
-   one named), UNSUPPORTED (also: a backend without column blocks; this
-   version computes them on CPU contexts), OUT_OF_MEMORY, DEVICE,
+   one named), UNSUPPORTED (also: a backend without column blocks, this
+   version computing them on CPU contexts; NPAIRS_FLAG_SYMMETRIC;
+   grads.temperature), OUT_OF_MEMORY, DEVICE,
    INTERNAL. */
 NPAIRS_API npairs_status npairs_block_stats(npairs_context ctx, const npairs_options* options,
                                            const npairs_problem* problem, void* row_stats,
