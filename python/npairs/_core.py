@@ -130,12 +130,14 @@ def empty_cache():
     Each context keeps the largest workspace any of its calls needed (see the
     README, "Memory"); destroying it returns that memory. A context that
     another thread is using right now is destroyed when that call returns.
-    The next call creates a fresh context.
+    The next call creates a fresh context. It also drops the free blocks
+    that large host outputs (an R x M gradient) are reused from.
     """
     with _caches_lock:
         caches = list(_caches)
     for cache in caches:
         cache.clear()
+    _arrays.release_outputs()
 
 
 # The thread count of CPU calls that give none: 0 means every core.
@@ -555,6 +557,50 @@ def _output(p, name, shape):
     return _arrays.empty_host(p.ref, name, shape, p.dtype)
 
 
+def _given_output(p, name, obj, shape):
+    """The caller's array for an output (out=), checked: it is written as it is, never copied."""
+    what = f"a C-contiguous, writable {_arrays.dtype_name(p.dtype)} array of shape {_shape_str(shape)}"
+    if isinstance(obj, np.ndarray):
+        X = _arrays.Array(name, obj, obj.ctypes.data, obj.shape, obj.dtype,
+                          None if obj.flags.c_contiguous else obj.strides)
+        writable = obj.flags.writeable
+    elif _arrays.is_torch(obj) or hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__dlpack_device__"):
+        X = _arrays.wrap(name, obj)
+        writable = not (_arrays.is_torch(obj) and obj.requires_grad)
+    else:
+        raise InvalidArgumentError(f"{name} must be {what} (a NumPy array, a torch tensor or a CUDA array), "
+                                   f"got {type(obj).__name__}")
+    if X.dtype != p.dtype or X.shape != tuple(shape) or not X.c_contiguous() or not writable:
+        state = "" if writable else ", not writable"
+        raise InvalidArgumentError(
+            f"{name} must be {what}, got dtype {_arrays.dtype_name(X.dtype)}, shape {_shape_str(X.shape)}"
+            + ("" if X.c_contiguous() else ", not C-contiguous") + state
+        )
+    if X.device != p.ref.device:
+        raise InvalidArgumentError(f"{name} is in {X.where()} but {p.ref.name} is in {p.ref.where()}")
+    X.obj = obj  # handed back as given
+    return X
+
+
+def _check_no_overlap(p, outputs):
+    """SPEC section 2: outputs never overlap inputs, except dL/dS written over the similarity itself."""
+    def extent(X):
+        return X.device, X.ptr, X.ptr + X.size * X.dtype.itemsize
+
+    inputs = [X for X in p.logits + [p.T, p.C, p.W, p.G] if X is not None]
+    for i, (name, Y) in enumerate(outputs):
+        dev, lo, hi = extent(Y)
+        if lo == hi:
+            continue
+        for X in inputs + [Z for _, Z in outputs[i + 1:]]:
+            xdev, xlo, xhi = extent(X)
+            if xdev != dev or xlo >= hi or lo >= xhi:
+                continue
+            if name == "similarity" and X is p.logits[0] and len(p.logits) == 1 and (xlo, xhi) == (lo, hi):
+                continue  # in place: the library reads each logit before it writes its gradient
+            raise InvalidArgumentError(f"{Y.name} overlaps {X.name} in memory; give it memory of its own")
+
+
 def _finish(a, dtype):
     """The user-facing object of an output, in dtype: NumPy 0-d arrays become NumPy scalars."""
     if a is None:
@@ -610,8 +656,12 @@ def compute(
     weights_as_grad_loss=False,
     reserve_workspace=False,
     capturing=False,
+    out=None,
 ):
     """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives'.
+
+    out: {name: array} of caller-given arrays for gradients (see _given_output);
+    the gradient dL/dS may be given the similarity array itself (computed in place).
 
     embeddings: whether the logits are anchors and positives (None: when no
     similarity is given). threads: CPU threads (None: get_num_threads()).
@@ -701,9 +751,13 @@ def compute(
     if want_grads:
         gstruct = _lib.Gradients()
         lib.npairs_gradients_init(ctypes.byref(gstruct))
+        given = {k: v for k, v in (out or {}).items() if v is not None}
         for name in want_grads:
-            grads[name] = _output(p, name, shapes[name])
+            grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
+                else _output(p, name, shapes[name])
             setattr(gstruct, name, grads[name].pointer())
+        if given:
+            _check_no_overlap(p, [(n, grads[n]) for n in want_grads if n in given])
 
     def raise_for(status):
         if status:
@@ -722,6 +776,9 @@ def compute(
         ctypes.byref(gstruct) if gstruct is not None else None,
     ))
     return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
+
+
+_OUT_NAMES = {"similarity": "grad_out", "anchors": "grads_out[0]", "positives": "grads_out[1]"}
 
 
 def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
@@ -779,6 +836,7 @@ def npairs_loss(
     workspace_limit=None,
     return_grad=False,
     grad_loss=None,
+    grad_out=None,
 ):
     """N-pairs loss of a similarity matrix (``tfa.losses.npairs_loss``).
 
@@ -804,6 +862,10 @@ def npairs_loss(
       return_grad: also return dL/dy_pred.
       grad_loss: upstream gradient (a scalar, or [R] with reduction='none');
         None means ones.
+      grad_out: with ``return_grad``, an array to write dL/dy_pred into
+        instead of a new one: [R, M], C-contiguous, writable, of the result
+        dtype (y_pred's floating dtype), in y_pred's memory space; y_pred
+        itself computes the gradient in place. It is returned as the grad.
 
     Returns:
       The loss (a scalar, or [R] for 'none'), or ``(loss, grad)`` with
@@ -814,7 +876,7 @@ def npairs_loss(
       differentiable.
     """
     return _similarity_loss(False, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, workspace_limit, return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss, grad_out)
 
 
 def npairs_multilabel_loss(
@@ -830,6 +892,7 @@ def npairs_multilabel_loss(
     workspace_limit=None,
     return_grad=False,
     grad_loss=None,
+    grad_out=None,
 ):
     """Multi-label N-pairs loss (``tfa.losses.npairs_multilabel_loss``).
 
@@ -843,12 +906,20 @@ def npairs_multilabel_loss(
     arguments and the result are as for :func:`npairs_loss`.
     """
     return _similarity_loss(True, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, workspace_limit, return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss, grad_out)
+
+
+def _out_needs(flag_name, flag, **given):
+    """An out= argument without the return flag that asks for its gradient is a mistake: say so."""
+    for name, value in given.items():
+        if value is not None and not flag:
+            raise InvalidArgumentError(f"{name} is given but {flag_name} is False; pass {flag_name}=True")
 
 
 def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                     threads, workspace_limit, return_grad, grad_loss):
+                     threads, workspace_limit, return_grad, grad_loss, grad_out):
     """The shared body of npairs_loss and npairs_multilabel_loss."""
+    _out_needs("return_grad", return_grad, grad_out=grad_out)
     if not return_grad and _autograd_wanted(y_pred, sample_weight):
         from . import torch as nt
 
@@ -871,6 +942,7 @@ def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         workspace_limit=workspace_limit,
         want_grads=("similarity",) if return_grad else (),
         names={"targets": "y_true", "similarity": "y_pred"},
+        out={"similarity": grad_out},
     )
     return (loss, grads["similarity"]) if return_grad else loss
 
@@ -891,6 +963,7 @@ def npairs_embeddings_loss(
     workspace_limit=None,
     return_grads=False,
     grad_loss=None,
+    grads_out=None,
 ):
     """N-pairs loss of embeddings, with tf.contrib's optional L2 term.
 
@@ -910,12 +983,18 @@ def npairs_embeddings_loss(
       column_labels: labels (or multi-hot rows) of the positives when they
         differ from labels (needed when M != R).
       return_grads: also return ``(dL/danchors, dL/dpositives)``.
+      grads_out: with ``return_grads``, a pair of arrays (either may be None)
+        to write them into instead of new ones, as ``grad_out`` of
+        :func:`npairs_loss` ([R, D] and [M, D]; neither may overlap an input).
       Others as for :func:`npairs_loss` (torch tensors that require grad go
       to :mod:`npairs.torch` without ``return_grads``).
 
     Returns:
       The loss, or ``(loss, (grad_anchors, grad_positives))``.
     """
+    _out_needs("return_grads", return_grads, grads_out=grads_out)
+    if grads_out is not None and (isinstance(grads_out, (str, bytes)) or len(grads_out) != 2):
+        raise InvalidArgumentError("grads_out must be a pair (grad_anchors_out, grad_positives_out); either may be None")
     if not return_grads and _autograd_wanted(anchors, positives, sample_weight):
         from . import torch as nt
 
@@ -939,6 +1018,7 @@ def npairs_embeddings_loss(
         threads=threads,
         workspace_limit=workspace_limit,
         want_grads=("anchors", "positives") if return_grads else (),
+        out=dict(zip(("anchors", "positives"), grads_out)) if grads_out is not None else None,
     )
     return (loss, (grads["anchors"], grads["positives"])) if return_grads else loss
 
