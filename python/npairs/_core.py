@@ -238,6 +238,27 @@ def check_reg_lambda(reg_lambda, reduction, embeddings=True):
     return value
 
 
+def check_symmetric(symmetric, reduction, sample_weight=None):
+    """symmetric as a bool, checked against the reduction code and the weights (SPEC section 5).
+
+    The loss over columns is averaged with the loss over rows into one
+    scalar, and has no row to weight: it needs a scalar reduction and no
+    sample_weight.
+    """
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise InvalidArgumentError(f"symmetric must be True or False, got {symmetric!r}")
+    if symmetric and reduction == _lib.REDUCTION_NONE:
+        raise InvalidArgumentError(
+            "symmetric=True needs a scalar reduction ('sum' or 'sum_over_batch_size'), got reduction='none': "
+            "the symmetric loss is the mean of a row loss and a column loss, with no value per row"
+        )
+    if symmetric and sample_weight is not None:
+        raise InvalidArgumentError(
+            "symmetric=True takes no sample_weight: the loss over columns has no row to weight"
+        )
+    return bool(symmetric)
+
+
 def positive_float(name, value):
     try:
         v = float(value)
@@ -366,9 +387,11 @@ def _prepare(
     names,
     host_half_as_float32,
     weights_as_grad_loss,
+    symmetric,
 ):
     p = _Prepared()
     p.reduction = reduction_code(reduction)
+    p.symmetric = check_symmetric(symmetric, p.reduction, sample_weight)
     p.temperature = positive_float("temperature", temperature)
     p.reg_lambda = check_reg_lambda(reg_lambda, p.reduction, embeddings)
     p.backend = backend_code(backend)
@@ -657,8 +680,12 @@ def compute(
     reserve_workspace=False,
     capturing=False,
     out=None,
+    symmetric=False,
 ):
-    """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives'.
+    """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives', 'temperature'.
+
+    symmetric: CLIP's loss, the mean of the row and the column directions
+    (SPEC section 5). 'temperature' in want_grads: dL/dtau, a scalar.
 
     out: {name: array} of caller-given arrays for gradients (see _given_output);
     the gradient dL/dS may be given the similarity array itself (computed in place).
@@ -708,6 +735,7 @@ def compute(
         names=all_names,
         host_half_as_float32=host_half_as_float32,
         weights_as_grad_loss=weights_as_grad_loss,
+        symmetric=symmetric,
     )
     ctx = context(p.backend, p.device)
     if ctx.backend == _lib.BACKEND_CPU:
@@ -720,6 +748,8 @@ def compute(
     opts.reduction = p.reduction
     opts.temperature = p.temperature
     opts.reg_lambda = p.reg_lambda
+    if p.symmetric:
+        opts.flags |= _lib.FLAG_SYMMETRIC
 
     prob = _lib.Problem()
     lib.npairs_problem_init(ctypes.byref(prob))
@@ -745,12 +775,17 @@ def compute(
     loss = None
     if want_loss:
         loss = _output(p, "loss", (p.R,) if p.reduction == _lib.REDUCTION_NONE else ())
-    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D)}
+    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D), "temperature": ()}
     grads = {}
     gstruct = None
     if want_grads:
         gstruct = _lib.Gradients()
         lib.npairs_gradients_init(ctypes.byref(gstruct))
+        if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
+            raise UnsupportedError(
+                f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
+                "dL/dtemperature: it needs a library with npairs_gradients.temperature (SPEC section 5)"
+            )
         given = {k: v for k, v in (out or {}).items() if v is not None}
         for name in want_grads:
             grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
@@ -837,6 +872,8 @@ def npairs_loss(
     return_grad=False,
     grad_loss=None,
     grad_out=None,
+    symmetric=False,
+    return_temperature_grad=False,
 ):
     """N-pairs loss of a similarity matrix (``tfa.losses.npairs_loss``).
 
@@ -866,17 +903,25 @@ def npairs_loss(
         instead of a new one: [R, M], C-contiguous, writable, of the result
         dtype (y_pred's floating dtype), in y_pred's memory space; y_pred
         itself computes the gradient in place. It is returned as the grad.
+      symmetric: CLIP's loss (SPEC section 5): the mean of this loss over
+        the rows and the same loss over the columns (images to texts and
+        texts to images, with labels 0..R-1). Needs a scalar reduction and
+        no sample_weight.
+      return_temperature_grad: also return dL/dtemperature (a scalar),
+        after the gradient when ``return_grad`` is given too.
 
     Returns:
       The loss (a scalar, or [R] for 'none'), or ``(loss, grad)`` with
-      ``return_grad``. NumPy inputs give NumPy outputs; PyTorch, CuPy and
+      ``return_grad``, ``(loss, grad, grad_temperature)`` with both return
+      flags, ``(loss, grad_temperature)`` with return_temperature_grad alone. NumPy inputs give NumPy outputs; PyTorch, CuPy and
       Numba inputs give outputs of the same library and device. Without
       ``return_grad``, a torch tensor that requires grad (y_pred or
       sample_weight) is computed by :mod:`npairs.torch`, so the loss is
       differentiable.
     """
     return _similarity_loss(False, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, workspace_limit, return_grad, grad_loss, grad_out)
+                            threads, workspace_limit, return_grad, grad_loss, grad_out, symmetric,
+                            return_temperature_grad)
 
 
 def npairs_multilabel_loss(
@@ -893,6 +938,8 @@ def npairs_multilabel_loss(
     return_grad=False,
     grad_loss=None,
     grad_out=None,
+    symmetric=False,
+    return_temperature_grad=False,
 ):
     """Multi-label N-pairs loss (``tfa.losses.npairs_multilabel_loss``).
 
@@ -906,7 +953,8 @@ def npairs_multilabel_loss(
     arguments and the result are as for :func:`npairs_loss`.
     """
     return _similarity_loss(True, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, workspace_limit, return_grad, grad_loss, grad_out)
+                            threads, workspace_limit, return_grad, grad_loss, grad_out, symmetric,
+                            return_temperature_grad)
 
 
 def _out_needs(flag_name, flag, **given):
@@ -916,17 +964,28 @@ def _out_needs(flag_name, flag, **given):
             raise InvalidArgumentError(f"{name} is given but {flag_name} is False; pass {flag_name}=True")
 
 
+def _with_grads(loss, grads, names, return_temperature_grad):
+    """loss, then the gradients asked for: those of names (one, or a tuple of several), then dL/dtau."""
+    out = (loss,)
+    if names:
+        out += (grads[names[0]] if len(names) == 1 else tuple(grads[n] for n in names),)
+    if return_temperature_grad:
+        out += (grads["temperature"],)
+    return out if len(out) > 1 else loss
+
+
 def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                     threads, workspace_limit, return_grad, grad_loss, grad_out):
+                     threads, workspace_limit, return_grad, grad_loss, grad_out, symmetric, return_temperature_grad):
     """The shared body of npairs_loss and npairs_multilabel_loss."""
     _out_needs("return_grad", return_grad, grad_out=grad_out)
-    if not return_grad and _autograd_wanted(y_pred, sample_weight):
+    if not (return_grad or return_temperature_grad) and _autograd_wanted(y_pred, sample_weight, temperature):
         from . import torch as nt
 
         loss = nt.npairs_multilabel_loss if multilabel else nt.npairs_loss
         return loss(y_true, y_pred, sample_weight, reduction=reduction, temperature=temperature, backend=backend,
-                    threads=threads, workspace_limit=workspace_limit,
+                    threads=threads, workspace_limit=workspace_limit, symmetric=symmetric,
                     **{"column_multilabels" if multilabel else "column_labels": column_labels})
+    names = ("similarity",) if return_grad else ()
     loss, grads = compute(
         targets=y_true,
         column_targets=column_labels,
@@ -940,11 +999,12 @@ def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         backend=backend,
         threads=threads,
         workspace_limit=workspace_limit,
-        want_grads=("similarity",) if return_grad else (),
+        want_grads=names + (("temperature",) if return_temperature_grad else ()),
         names={"targets": "y_true", "similarity": "y_pred"},
         out={"similarity": grad_out},
+        symmetric=symmetric,
     )
-    return (loss, grads["similarity"]) if return_grad else loss
+    return _with_grads(loss, grads, names, return_temperature_grad)
 
 
 def npairs_embeddings_loss(
@@ -964,6 +1024,8 @@ def npairs_embeddings_loss(
     return_grads=False,
     grad_loss=None,
     grads_out=None,
+    symmetric=False,
+    return_temperature_grad=False,
 ):
     """N-pairs loss of embeddings, with tf.contrib's optional L2 term.
 
@@ -986,22 +1048,28 @@ def npairs_embeddings_loss(
       grads_out: with ``return_grads``, a pair of arrays (either may be None)
         to write them into instead of new ones, as ``grad_out`` of
         :func:`npairs_loss` ([R, D] and [M, D]; neither may overlap an input).
+      symmetric: CLIP's loss (anchors: images, positives: texts), as for
+        :func:`npairs_loss`; the L2 term is added once.
+      return_temperature_grad: also return dL/dtemperature (a scalar), last.
       Others as for :func:`npairs_loss` (torch tensors that require grad go
       to :mod:`npairs.torch` without ``return_grads``).
 
     Returns:
-      The loss, or ``(loss, (grad_anchors, grad_positives))``.
+      The loss, or ``(loss, (grad_anchors, grad_positives))``, with
+      ``grad_temperature`` appended to the tuple with return_temperature_grad.
     """
     _out_needs("return_grads", return_grads, grads_out=grads_out)
     if grads_out is not None and (isinstance(grads_out, (str, bytes)) or len(grads_out) != 2):
         raise InvalidArgumentError("grads_out must be a pair (grad_anchors_out, grad_positives_out); either may be None")
-    if not return_grads and _autograd_wanted(anchors, positives, sample_weight):
+    if not (return_grads or return_temperature_grad) and _autograd_wanted(anchors, positives, sample_weight,
+                                                                          temperature):
         from . import torch as nt
 
         return nt.npairs_embeddings_loss(labels, anchors, positives, sample_weight, column_labels=column_labels,
                                          reg_lambda=reg_lambda, temperature=temperature, reduction=reduction,
                                          multilabel=multilabel, backend=backend, threads=threads,
-                                         workspace_limit=workspace_limit)
+                                         workspace_limit=workspace_limit, symmetric=symmetric)
+    names = ("anchors", "positives") if return_grads else ()
     loss, grads = compute(
         targets=labels,
         column_targets=column_labels,
@@ -1017,10 +1085,11 @@ def npairs_embeddings_loss(
         backend=backend,
         threads=threads,
         workspace_limit=workspace_limit,
-        want_grads=("anchors", "positives") if return_grads else (),
+        want_grads=names + (("temperature",) if return_temperature_grad else ()),
         out=dict(zip(("anchors", "positives"), grads_out)) if grads_out is not None else None,
+        symmetric=symmetric,
     )
-    return (loss, (grads["anchors"], grads["positives"])) if return_grads else loss
+    return _with_grads(loss, grads, names, return_temperature_grad)
 
 
 def is_multilabel(labels, multilabel=None):
