@@ -92,9 +92,15 @@ def _setup_context(ctx, inputs, output):
     saved = _nt._remember(ctx, cfg, wanted, weight, similarity, anchors, positives, temperature, grads,
                           rows if weight_grad else None)
     ctx.save_for_backward(*saved)
+    # Only the loss is used downstream: without this, autograd would fill an
+    # R x M zero gradient for the dL/dS output (and one per other output) on
+    # every backward, which backward ignores.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_loss, *unused_grads):
+    if grad_loss is None:  # the loss took no part in what is differentiated (grads are not materialised)
+        return (None,) * 21
     grad_weight, grad_similarity, grad_anchors, grad_positives, grad_temperature = \
         _nt._backward(ctx, grad_loss, *ctx.saved_tensors)
     return (None, None, grad_weight, grad_similarity, grad_anchors, grad_positives, grad_temperature) + (None,) * 14

@@ -149,6 +149,14 @@ def _tracing():
     return compiler is not None and compiler.is_compiling()
 
 
+def _eager(x):
+    """True when x holds real data now: not while torch.compile, AOTAutograd or opcheck traces (no value to read)."""
+    if _tracing() or type(x) is not torch.Tensor:
+        return False
+    guards = getattr(torch, "_guards", None)
+    return guards is None or guards.detect_fake_mode([x]) is None
+
+
 def _wanted(cfg, needs):
     """The gradients wanted (needs: similarity, anchors, positives, temperature), and what the library computes.
 
@@ -200,7 +208,7 @@ def _remember(ctx, cfg, wanted, weight, similarity, anchors, positives, temperat
     ctx.temperature_meta = (temperature.dtype, temperature.device) if temperature is not None else None
     ctx.weight_meta = (weight.shape, weight.dtype, weight.device) if rows is not None else None
     ctx.unit_dS = None
-    ctx.hand_out_saved = False
+    ctx.hand_out_saved = True
     saved = [grads.get(n) for n in ("similarity", "anchors", "positives")] + [rows, grads.get("temperature")]
     if none and wanted and cfg.embeddings:
         dS = grads["similarity"]
@@ -235,14 +243,18 @@ def _backward(ctx, grad_output, similarity, anchors, positives, rows, temperatur
             grad_weight = grad_output * rows
     else:
         # loss.backward() passes a 1: then the saved gradients are the answer, and
-        # skipping the product saves a pass (autograd copies them into .grad). Only
-        # where they are no op's outputs, which autograd would hand out, not copy;
-        # checked on CPU only, where reading the value costs no device synchronisation.
-        unit = ctx.hand_out_saved and grad_output.device.type == "cpu" and grad_output.numel() == 1 \
-            and grad_output.item() == 1.0
+        # skipping the product saves a pass over R x M (and a new array). ctx keeps
+        # a reference to each one handed out, so that autograd never takes it as a
+        # leaf's .grad (which a later backward through a retained graph would add
+        # into, in place): it copies it then, as for any tensor held elsewhere.
+        # Checked on CPU only, where reading the value costs no device synchronisation.
+        unit = ctx.hand_out_saved and _eager(grad_output) and grad_output.device.type == "cpu" \
+            and grad_output.numel() == 1 and grad_output.item() == 1.0
         for name, grad in zip(out, (similarity, anchors, positives, temperature)):
             if grad is not None and name in ctx.wanted:
                 out[name] = grad if unit else grad * grad_output
+        if unit:
+            ctx.handed_out = tuple(out.values())
         if rows is not None:
             grad_weight = rows * (grad_output * ctx.scale)
     for name, grad in out.items():

@@ -1,8 +1,15 @@
 """Agreement with TensorFlow Addons, when tensorflow and tensorflow_addons are importable."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
+# Without TensorFlow Addons, skip before TensorFlow is imported: a TensorFlow
+# loaded into the test process makes torch.compile abort the process later
+# (PyPI torch 2.x with tensorflow-cpu 2.16+, where TFA does not install).
+if importlib.util.find_spec("tensorflow_addons") is None:
+    pytest.skip("TensorFlow Addons is not installed", allow_module_level=True)
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed")
 tfa = pytest.importorskip("tensorflow_addons", reason="TensorFlow Addons is not installed")
 
