@@ -17,7 +17,9 @@ std::string grads_name(const CaseSpec& spec) {
   std::string name;
   if (spec.grad_similarity) name = "dS";
   if (spec.grad_embeddings) name += name.empty() ? "dA+dP" : "+dA+dP";
-  return name.empty() ? "none" : name;
+  if (spec.grad_temperature) name += name.empty() ? "dtau" : "+dtau";
+  if (name.empty()) name = "none";
+  return spec.symmetric ? "sym:" + name : name;
 }
 
 namespace {
@@ -86,6 +88,7 @@ npairs_gradients make_gradients(const CaseArrays& arrays) {
   g.similarity = arrays.ptr[kGradSimilarity];
   g.anchors = arrays.ptr[kGradAnchors];
   g.positives = arrays.ptr[kGradPositives];
+  g.temperature = arrays.ptr[kGradTemperature];
   return g;
 }
 
@@ -173,6 +176,7 @@ HostCase<T>::HostCase(const CaseSpec& spec) {
     grad_anchors.assign(size_t(R * D), T(0));
     grad_positives.assign(size_t(M * D), T(0));
   }
+  if (spec.grad_temperature) grad_temperature.assign(1, T(0));
 }
 
 // 16-bit floats: the float data, rounded to the case's dtype.
@@ -189,6 +193,7 @@ HostCase<HalfBits>::HostCase(const CaseSpec& spec) {
   grad_similarity = to_half(source.grad_similarity, spec.dtype);
   grad_anchors = to_half(source.grad_anchors, spec.dtype);
   grad_positives = to_half(source.grad_positives, spec.dtype);
+  grad_temperature = to_half(source.grad_temperature, spec.dtype);
 }
 
 template <class T>
@@ -210,6 +215,7 @@ CaseArrays HostCase<T>::arrays() {
   set(kGradPositives, grad_positives);
   a.ptr[kLoss] = &loss;
   a.bytes[kLoss] = sizeof(T);
+  set(kGradTemperature, grad_temperature);
   return a;
 }
 

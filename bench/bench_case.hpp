@@ -32,6 +32,8 @@ struct CaseSpec {
   bool device_memory = false;    // CUDA: device buffers rather than host pointers
   bool allow_tf32 = false;
   size_t workspace_limit = 0;    // npairs_context_set_workspace_limit; 0: none
+  bool symmetric = false;        // NPAIRS_FLAG_SYMMETRIC (CLIP's loss: both directions)
+  bool grad_temperature = false; // dL/dtau wanted
 
   size_t value_size() const {
     return dtype == NPAIRS_F64 ? sizeof(double) : is_half() ? sizeof(HalfBits) : sizeof(float);
@@ -40,7 +42,7 @@ struct CaseSpec {
   bool shared_targets() const { return rows == cols; }  // no column targets given
 };
 
-// Short names for tables: "similarity", "labels", "dS", "dA+dP", ...
+// Short names for tables: "similarity", "labels", "dS", "dA+dP", "sym:dS+dtau", ...
 const char* input_name(Input input);
 const char* targets_name(Targets targets);
 std::string grads_name(const CaseSpec& spec);
@@ -65,6 +67,7 @@ enum Array {
   kGradAnchors,
   kGradPositives,
   kLoss,
+  kGradTemperature,
   kArrayCount
 };
 constexpr int kFirstOutput = kGradSimilarity;
@@ -89,6 +92,7 @@ struct HostCase {
   std::vector<T> multilabels, column_multilabels, similarity, anchors, positives;
   std::vector<T> grad_similarity, grad_anchors, grad_positives;
   T loss = 0;
+  std::vector<T> grad_temperature;  // [1] when dL/dtau is wanted
 
   explicit HostCase(const CaseSpec& spec);
   CaseArrays arrays();

@@ -11,7 +11,10 @@
 #    of the device-to-device copy bandwidth;
 #  - streamed (issue #9), bfloat16, D = 512, device memory: R = M = 65536
 #    under a 1 GiB workspace limit at most 1.3x its three cuBLAS GEMMs, and
-#    R = M = 2^20 under 8 GiB (time only).
+#    R = M = 2^20 under 8 GiB (time only);
+#  - symmetric (issue #15, CLIP's loss), similarity R = M in 4096 and 16384,
+#    device memory, loss + dS + dL/dtau: at most 1.3x the same non-symmetric
+#    call in the same run (while CUDA answers UNSUPPORTED, the line says so).
 # Steps run in that order of importance; each has a time limit, and the whole
 # stays under 9 minutes (steps that would start past the deadline are skipped
 # and say so). Logs and JSON go to $OUT (the device tool's folder) or
@@ -101,6 +104,15 @@ for c in cases("stream-bf16.json"):
     r = c["time_over_gemms"]
     line(f"streamed bfloat16 R=M={c['rows']} D={c['dim']} under 1 GiB", c, r,
          r and f"{r:.2f}x its three cuBLAS GEMMs", "target <= 1.3x", r and r <= 1.3)
+symmetric = cases("symmetric.json")
+for rows_only, both in zip(symmetric, symmetric[1:]):
+    if both["symmetric"] and not rows_only["symmetric"] and both["rows"] == rows_only["rows"]:
+        missing = both["unsupported"] or both["error"] or rows_only["unsupported"] or rows_only["error"]
+        r = None if missing else both["library_ms"]["median"] / rows_only["library_ms"]["median"]
+        line(f"symmetric similarity {both['dtype']} R=M={both['rows']} (loss+dS+dtau)", both, r,
+             r and f"{r:.2f}x the non-symmetric call", "target <= 1.3x", r and r <= 1.3)
+if not symmetric:
+    print("symmetric: no figure (symmetric step skipped or failed)")
 for c in cases("stream-2p20.json"):
     why = c["unsupported"] or c["error"]
     print(f"streamed bfloat16 R=M={c['rows']} D={c['dim']} under 8 GiB: " +
@@ -151,6 +163,10 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
       skip "$tool" "no compute-sanitizer on PATH or in /usr/local/cuda/bin"
     done
   fi
+  # CLIP's loss (issue #15): each similarity case without, then with
+  # NPAIRS_FLAG_SYMMETRIC, loss + dS + dL/dtau, device memory.
+  step symmetric 40 "$bench" --input similarity --memory device --rows 4096,16384 --symmetric both --dtau \
+    --no-baselines --json "$out/symmetric.json"
   # The streaming targets (issue #9), bfloat16, D = 512: R = M = 65536 under a
   # 1 GiB limit beside its three GEMMs run whole in the same run (8 GiB of
   # logits), then R = M = 2^20 under 8 GiB, time only (whole, its GEMMs would

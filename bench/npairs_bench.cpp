@@ -82,6 +82,8 @@ struct Args {
   bool tf32 = false;
   bool baselines = true;
   size_t workspace_limit = 0;    // --workspace-limit, 0: none
+  std::string symmetric = "off"; // --symmetric off|on|both
+  bool dtau = false;             // --dtau
   std::string json;              // --json FILE
 };
 
@@ -113,6 +115,9 @@ void usage(const char* argv0) {
       "                              KiB, MiB, GiB; default 0: none); the GEMM ceiling then\n"
       "                              runs piece by piece as the library streams\n"
       "  --no-baselines              time the library only (no copy, GEMM, unfused runs)\n"
+      "  --symmetric off|on|both     NPAIRS_FLAG_SYMMETRIC (CLIP's loss, both directions); both:\n"
+      "                              each case without, then with it, and their ratio\n"
+      "  --dtau                      also ask for dL/dtau (grads.temperature)\n"
       "  --json FILE                 write every figure, the machine and the command as JSON\n"
       "peak_MiB is the growth of the process's resident memory over one call on a fresh\n"
       "context (CPU): the library's workspace and whatever else the call touches first.\n",
@@ -183,6 +188,10 @@ int parse_args(int argc, char** argv, Args* a) {
       a->tf32 = true;
       continue;
     }
+    if (key == "--dtau") {
+      a->dtau = true;
+      continue;
+    }
     if (key == "--no-baselines") {
       a->baselines = false;
       continue;
@@ -190,7 +199,7 @@ int parse_args(int argc, char** argv, Args* a) {
     static const char* const kValued[] = {
         "--backend", "--dtype",   "--input",  "--targets", "--grads",  "--memory", "--rows",
         "--cols",    "--dim",     "--classes", "--repeats", "--warmup", "--threads", "--device",
-        "--json",    "--workspace-limit"};
+        "--json",    "--workspace-limit", "--symmetric"};
     if (std::none_of(std::begin(kValued), std::end(kValued),
                      [&](const char* k) { return key == k; })) {
       std::fprintf(stderr, "npairs_bench: unknown option %s (try --help)\n", key.c_str());
@@ -227,6 +236,9 @@ int parse_args(int argc, char** argv, Args* a) {
       ok = parse_int(value, 1, &a->classes);
     } else if (key == "--workspace-limit") {
       ok = parse_bytes(value, &a->workspace_limit);
+    } else if (key == "--symmetric") {
+      ok = value == "off" || value == "on" || value == "both";
+      a->symmetric = value;
     } else if (key == "--json") {
       a->json = value;
       ok = !value.empty();
@@ -279,30 +291,36 @@ std::vector<CaseSpec> make_cases(const Args& a, npairs_backend backend) {
   std::vector<bool> device_memory = {false};
   if (cuda && a.memory != "host") device_memory = a.memory == "device" ? std::vector<bool>{true}
                                                                        : std::vector<bool>{false, true};
+  std::vector<bool> symmetric = {a.symmetric == "on"};
+  if (a.symmetric == "both") symmetric = {false, true};
   std::vector<CaseSpec> cases;
   for (int64_t R : rows) {
     for (Input input : inputs) {
       for (bool on_device : device_memory) {
-        CaseSpec s;
-        s.backend = backend;
-        s.dtype = a.dtype;
-        s.input = input;
-        s.targets = a.targets == "multilabels" ? Targets::multilabels : Targets::labels;
-        s.rows = R;
-        s.cols = a.cols > 0 ? a.cols : R;
-        s.dim = input == Input::embeddings ? (a.dim > 0 ? a.dim : (cuda ? 512 : 256)) : 0;
-        s.classes = a.classes > 0 ? a.classes
-                    : s.targets == Targets::labels ? std::max<int64_t>(1, std::min(s.rows, s.cols) / 2)
-                                                   : 64;
-        const bool embeddings = input == Input::embeddings;
-        s.grad_similarity = a.grads == "similarity" || a.grads == "all" ||
-                            (a.grads == "input" && !embeddings);
-        s.grad_embeddings = embeddings && (a.grads == "embeddings" || a.grads == "all" ||
-                                           a.grads == "input");
-        s.device_memory = on_device;
-        s.allow_tf32 = a.tf32;
-        s.workspace_limit = a.workspace_limit;
-        cases.push_back(s);
+        for (bool both_directions : symmetric) {
+          CaseSpec s;
+          s.backend = backend;
+          s.dtype = a.dtype;
+          s.input = input;
+          s.targets = a.targets == "multilabels" ? Targets::multilabels : Targets::labels;
+          s.rows = R;
+          s.cols = a.cols > 0 ? a.cols : R;
+          s.dim = input == Input::embeddings ? (a.dim > 0 ? a.dim : (cuda ? 512 : 256)) : 0;
+          s.classes = a.classes > 0 ? a.classes
+                      : s.targets == Targets::labels ? std::max<int64_t>(1, std::min(s.rows, s.cols) / 2)
+                                                     : 64;
+          const bool embeddings = input == Input::embeddings;
+          s.grad_similarity = a.grads == "similarity" || a.grads == "all" ||
+                              (a.grads == "input" && !embeddings);
+          s.grad_embeddings = embeddings && (a.grads == "embeddings" || a.grads == "all" ||
+                                             a.grads == "input");
+          s.device_memory = on_device;
+          s.allow_tf32 = a.tf32;
+          s.workspace_limit = a.workspace_limit;
+          s.symmetric = both_directions;
+          s.grad_temperature = a.dtau;
+          cases.push_back(s);
+        }
       }
     }
   }
@@ -433,6 +451,7 @@ CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& se
   npairs_options options;
   npairs_options_init(&options);
   if (spec.allow_tf32) options.flags |= NPAIRS_FLAG_ALLOW_TF32;
+  if (spec.symmetric) options.flags |= NPAIRS_FLAG_SYMMETRIC;
   const npairs_problem problem = make_problem(spec, arrays);
   npairs_gradients grads = make_gradients(arrays);
   settle();
@@ -479,6 +498,10 @@ CaseResult run_case(const CaseSpec& spec, npairs_context ctx, const Settings& se
       settle();
       if (spec.workspace_limit != 0) {
         result.skipped = "no unfused baseline under a workspace limit (it holds the R x M logits)";
+        return result;
+      }
+      if (spec.symmetric || spec.grad_temperature) {
+        result.skipped = "no unfused baseline for the symmetric loss or dL/dtau (it computes the row loss and dS)";
         return result;
       }
       UnfusedCpu<T> unfused(spec, data, settings.threads);
@@ -666,6 +689,8 @@ bool write_json(const std::string& path, const Machine& m, const Settings& setti
     json.field("classes", static_cast<long long>(s.classes));
     json.field("memory", s.device_memory ? "device" : "host");
     json.field("tf32", s.allow_tf32);
+    json.field("symmetric", s.symmetric);
+    json.field("grad_temperature", s.grad_temperature);
     json.key("error");
     if (r.error.empty()) json.null(); else json.value(r.error);
     json.key("unsupported");
@@ -777,6 +802,16 @@ int run(const Args& a, const std::string& command) {
     print_progress(i, cases.size(), results.back());
   }
   print_table(results);
+  // --symmetric both: each symmetric case after its non-symmetric twin.
+  for (size_t i = 1; i < results.size(); ++i) {
+    const CaseResult &rows_only = results[i - 1], &both = results[i];
+    if (!both.spec.symmetric || rows_only.spec.symmetric || !both.error.empty() || !both.unsupported.empty() ||
+        !rows_only.error.empty() || !rows_only.unsupported.empty())
+      continue;
+    std::printf("%s: symmetric / non-symmetric = %.3f (median %.3f ms / %.3f ms)\n", case_label(both.spec).c_str(),
+                both.library.median_ms / rows_only.library.median_ms, both.library.median_ms,
+                rows_only.library.median_ms);
+  }
   for (const CaseResult& r : results)
     if (!r.skipped.empty()) std::printf("%s: %s\n", case_label(r.spec).c_str(), r.skipped.c_str());
 

@@ -2,6 +2,7 @@
 // picks the backend, and turns every exception into a status plus a
 // thread-local message. It is the only place that knows every backend.
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -57,25 +58,39 @@ void require_arg(bool condition, const char* message) {
   if (!condition) fail(NPAIRS_ERROR_INVALID_ARGUMENT, message);
 }
 
-// Copies a caller's struct of any published size into the one this library
-// knows. Version 1.0's structs are the first published sizes: smaller is
-// invalid; larger is accepted only when the bytes this library does not know
-// are zero, so that a newer caller's unused new fields are harmless.
+// The first published size of each struct (version 1.0's): a caller
+// compiled against an older header passes a size between it and sizeof.
 template <class Struct>
-Struct read_struct(const Struct* caller, const char* name) {
+constexpr std::size_t first_published_size() {
+  return sizeof(Struct);
+}
+// 1.1 appended `temperature`.
+template <>
+constexpr std::size_t first_published_size<npairs_gradients>() {
+  return offsetof(npairs_gradients, temperature);
+}
+
+// Copies a caller's struct of any published size into the one this library
+// knows, over `defaults` (which keep the fields an older caller lacks).
+// Smaller than the first published size is invalid; larger than sizeof is
+// accepted only when the bytes this library does not know are zero, so that
+// a newer caller's unused new fields are harmless.
+template <class Struct>
+Struct read_struct(const Struct* caller, const Struct& defaults, const char* name) {
   const std::size_t size = caller->struct_size;
-  if (size < sizeof(Struct)) {
+  constexpr std::size_t first = first_published_size<Struct>();
+  if (size < first) {
     fail(NPAIRS_ERROR_INVALID_ARGUMENT, std::string(name) + ".struct_size (" + std::to_string(size) +
-                                            ") is smaller than sizeof(" + name + ") (" +
-                                            std::to_string(sizeof(Struct)) + ")");
+                                            ") is smaller than the first published size of " + name + " (" +
+                                            std::to_string(first) + ")");
   }
   const auto* bytes = reinterpret_cast<const unsigned char*>(caller);
-  if (std::any_of(bytes + sizeof(Struct), bytes + size, [](unsigned char b) { return b != 0; })) {
+  if (std::any_of(bytes + std::min(size, sizeof(Struct)), bytes + size, [](unsigned char b) { return b != 0; })) {
     fail(NPAIRS_ERROR_UNSUPPORTED, std::string(name) + ".struct_size (" + std::to_string(size) +
                                        ") has fields unknown to this library set to non-zero values");
   }
-  Struct copy;
-  std::memcpy(&copy, caller, sizeof(Struct));
+  Struct copy = defaults;
+  std::memcpy(&copy, caller, std::min(size, sizeof(Struct)));
   return copy;
 }
 
@@ -86,11 +101,13 @@ npairs::Task read_task(const npairs_options* options, const npairs_problem* prob
   require_arg(problem != nullptr, "problem is NULL");
   npairs_options opts;
   npairs_options_init(&opts);
-  if (options) opts = read_struct(options, "options");
-  const npairs_problem prob = read_struct(problem, "problem");
+  if (options) opts = read_struct(options, opts, "options");
+  npairs_problem prob;
+  npairs_problem_init(&prob);
+  prob = read_struct(problem, prob, "problem");
   npairs_gradients wanted;
   npairs_gradients_init(&wanted);
-  if (grads) wanted = read_struct(grads, "grads");
+  if (grads) wanted = read_struct(grads, wanted, "grads");
   return npairs::make_task(opts, prob, grad_loss, loss, wanted);
 }
 

@@ -105,6 +105,18 @@ struct DeviceRestorer {
   }
 };
 
+// What this backend cannot compute yet, after every argument rule passed.
+void check_supported(const Task& task) {
+  if (task.symmetric()) {
+    fail(NPAIRS_ERROR_UNSUPPORTED, "options.flags NPAIRS_FLAG_SYMMETRIC is computed by the CPU backend only in this "
+                                   "build; CUDA contexts do not compute it yet");
+  }
+  if (task.grad_temperature) {
+    fail(NPAIRS_ERROR_UNSUPPORTED,
+         "grads.temperature is computed by the CPU backend only in this build; CUDA contexts do not compute it yet");
+  }
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
@@ -180,6 +192,7 @@ class CudaBackend final : public Backend {
   }
 
   std::size_t workspace_size(const Task& task) override {
+    check_supported(task);
     std::size_t bytes = 0;
     switch (task.dtype) {
       case NPAIRS_F32:
@@ -219,6 +232,7 @@ class CudaBackend final : public Backend {
   }
 
   void compute(const Task& task) override {
+    check_supported(task);
     const ScopedDevice current(device_);
     try {
       wait_for_earlier_calls();

@@ -253,6 +253,11 @@ class CudaTiles final : public TileOps {
     launch_tile_row_losses(args, ctx_.limits, ctx_.stream);
   }
 
+  // The backend refuses symmetric calls before they get here.
+  void finish_columns() override {
+    fail(NPAIRS_ERROR_INTERNAL, "a symmetric call reached the CUDA streamed path");
+  }
+
   void tile_gradient(const Tile& tile) override {
     const int64_t r0 = tile.row_begin;
     const auto [logits, ld] = logits_of(tile);

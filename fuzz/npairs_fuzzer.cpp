@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -217,10 +218,22 @@ void fill_labels(FuzzInput& in, Block& block, npairs_dtype label_dtype) {
   }
 }
 
+// The first published size of each struct (1.0's): npairs_gradients grew in
+// 1.1 (`temperature`), and a 1.0 caller's smaller struct is still valid.
+template <class Struct>
+constexpr std::size_t first_published_size() {
+  return sizeof(Struct);
+}
+template <>
+constexpr std::size_t first_published_size<npairs_gradients>() {
+  return offsetof(npairs_gradients, temperature);
+}
+
 // One of the caller's structs in a heap block of exactly struct_size bytes:
 // the size this library knows, a larger one with a zero tail (accepted) or
-// with a non-zero byte in it (UNSUPPORTED), or a smaller one (INVALID_ARGUMENT;
-// the block still holds the struct_size field the library reads first).
+// with a non-zero byte in it (UNSUPPORTED), or a smaller one (INVALID_ARGUMENT
+// below the first published size, else an older caller's struct; the block
+// still holds the struct_size field the library reads first).
 template <class Struct>
 class CallerStruct {
  public:
@@ -233,7 +246,8 @@ class CallerStruct {
     std::memset(block_.data(), 0, block_.bytes());
     std::memcpy(block_.data(), &value, std::min(declared, sizeof(Struct)));
     std::memcpy(block_.data(), &declared, sizeof(std::size_t));
-    too_small_ = declared < sizeof(Struct);
+    declared_ = declared;
+    too_small_ = declared < first_published_size<Struct>();
     if (kind == 6) {
       block_.data()[sizeof(Struct) + in.byte() % (declared - sizeof(Struct))] = uint8_t(1 + in.byte() % 255);
       dirty_tail_ = true;
@@ -241,10 +255,13 @@ class CallerStruct {
   }
   Struct* get() const { return reinterpret_cast<Struct*>(block_.data()); }
   bool refused() const { return too_small_ || dirty_tail_; }
+  // Whether the struct the library reads has the member ending at `end`.
+  bool holds(std::size_t end) const { return declared_ >= end; }
   std::vector<unsigned char> contents() const { return block_.contents(); }
 
  private:
   Block block_;
+  std::size_t declared_ = 0;
   bool too_small_ = false;
   bool dirty_tail_ = false;
 };
@@ -318,7 +335,7 @@ npairs_context make_context(FuzzInput& in) {
 struct Buffers {
   Block labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives, sample_weight,
       grad_loss;
-  Block loss, grad_similarity, grad_anchors, grad_positives;
+  Block loss, grad_similarity, grad_anchors, grad_positives, grad_temperature;
 };
 
 // The decoded call, and what the harness knows of it.
@@ -340,7 +357,8 @@ void decode_options(FuzzInput& in, Call& c) {
   c.options.temperature =
       in.pick({1.0, 0.5, 2.0, 0.05, 1e-300, kDenormal, 1e300, kHuge, 0.0, -0.0, -1.0, kNaN, kInf, -kInf, 1.0, 1.0});
   c.options.reg_lambda = in.pick({0.0, 0.0, 0.002, 1.0, 1e300, kHuge, kDenormal, -0.0, -1.0, kNaN, kInf, -kInf});
-  c.options.flags = in.pick({0u, NPAIRS_FLAG_DEFER_CHECKS, NPAIRS_FLAG_ALLOW_TF32, 4u, 0x80000000u, 0xFFFFFFFFu});
+  c.options.flags =
+      in.pick({0u, NPAIRS_FLAG_DEFER_CHECKS, NPAIRS_FLAG_ALLOW_TF32, NPAIRS_FLAG_SYMMETRIC, 0x80000000u, 0xFFFFFFFFu});
   if (!c.pass_options) npairs_options_init(&c.options);  // what the library uses for NULL
 }
 
@@ -401,6 +419,7 @@ void decode_buffers(FuzzInput& in, Call& c, Buffers& b) {
   b.grad_similarity = wanted_block(c.pass_grads && (wanted_grads & 1), R, M, value);
   b.grad_anchors = wanted_block(c.pass_grads && (wanted_grads & 2), R, p.dim, value);
   b.grad_positives = wanted_block(c.pass_grads && (wanted_grads & 4), M, p.dim, value);
+  b.grad_temperature = wanted_block(c.pass_grads && (wanted_grads & 8), 1, 1, value);
 
   fill_labels(in, b.labels, p.label_dtype);
   fill_labels(in, b.column_labels, p.label_dtype);
@@ -424,6 +443,7 @@ void decode_buffers(FuzzInput& in, Call& c, Buffers& b) {
   c.grads.similarity = b.grad_similarity.data();
   c.grads.anchors = b.grad_anchors.data();
   c.grads.positives = b.grad_positives.data();
+  c.grads.temperature = b.grad_temperature.data();
 
   // Aliases the API allows: dS in place of S; inputs shared (same size).
   if ((aliases & 1) && p.similarity && c.grads.similarity) {
@@ -451,7 +471,8 @@ bool breaks_argument_rule(const Call& c, bool options_refused, bool problem_refu
          !(o.reduction == NPAIRS_REDUCTION_NONE || o.reduction == NPAIRS_REDUCTION_SUM ||
            o.reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE) ||
          !finite_positive(o.temperature) || !(std::isfinite(o.reg_lambda) && o.reg_lambda >= 0.0) ||
-         (o.flags & ~(NPAIRS_FLAG_ALLOW_TF32 | NPAIRS_FLAG_DEFER_CHECKS)) != 0 ||
+         (o.flags & ~(NPAIRS_FLAG_ALLOW_TF32 | NPAIRS_FLAG_DEFER_CHECKS | NPAIRS_FLAG_SYMMETRIC)) != 0 ||
+         ((o.flags & NPAIRS_FLAG_SYMMETRIC) && (o.reduction == NPAIRS_REDUCTION_NONE || p.sample_weight)) ||
          !(p.dtype == NPAIRS_F32 || p.dtype == NPAIRS_F64 || p.dtype == NPAIRS_F16 || p.dtype == NPAIRS_BF16) ||
          p.rows < 0 || p.cols < 0 || has_labels == has_multilabels ||
          (has_labels && !(p.label_dtype == NPAIRS_I32 || p.label_dtype == NPAIRS_I64)) ||
@@ -484,7 +505,10 @@ void run(const uint8_t* data, std::size_t size) {
   c.breaks_argument_rule = breaks_argument_rule(c, options.refused(), problem.refused(), grads.refused());
 
   const npairs_dtype dtype = c.problem.dtype;
-  Block* outputs[] = {&b.loss, &b.grad_similarity, &b.grad_anchors, &b.grad_positives};
+  Block* outputs[] = {&b.loss, &b.grad_similarity, &b.grad_anchors, &b.grad_positives, &b.grad_temperature};
+  // A grads struct of the 1.0 size ends before `temperature`: never read.
+  const bool temperature_read =
+      grads.holds(offsetof(npairs_gradients, temperature) + sizeof(c.grads.temperature));
   const Block* inputs[] = {&b.labels,    &b.column_labels, &b.multilabels,    &b.column_multilabels, &b.similarity,
                            &b.anchors,   &b.positives,     &b.sample_weight,  &b.grad_loss};
   // Everything a failed call must leave as it was: the outputs (poisoned
@@ -538,6 +562,11 @@ void run(const uint8_t* data, std::size_t size) {
     }
     check(fully_written(b.grad_anchors, dtype), "a successful call left part of grads.anchors unwritten", st);
     check(fully_written(b.grad_positives, dtype), "a successful call left part of grads.positives unwritten", st);
+    if (temperature_read) {
+      check(fully_written(b.grad_temperature, dtype), "a successful call left grads.temperature unwritten", st);
+    } else {
+      check(before[4] == after[4], "a successful call wrote grads.temperature beyond a 1.0-sized struct", st);
+    }
     // SPEC section 1: R = 0 is valid, and the scalar reductions give 0.
     if (c.rows == 0 && b.loss.bytes() > 0 && c.options.reduction != NPAIRS_REDUCTION_NONE) {
       const double loss = dtype == NPAIRS_F32 ? double(*reinterpret_cast<const float*>(b.loss.data()))

@@ -73,14 +73,23 @@ struct CpuBuffers {
   T* row_losses = nullptr;         // [R]
   T* logits = nullptr;             // [row_block x col_tile], embeddings without a dL/dS output
   T* overlaps = nullptr;           // [row_block x col_tile], multi-labels
-  RowStats<T>* running = nullptr;  // [row_block], tiles of columns
+  RowStats<T>* running = nullptr;  // [row_block], tiles of columns; [R], symmetric
+  // Symmetric calls: the columns' statistics so far [M], each chunk of rows'
+  // part of a tile's [chunks x col_tile], their losses [M] and gradient
+  // coefficients [M].
+  RowStats<T>* column_running = nullptr;
+  RowStats<T>* column_partials = nullptr;
+  T* column_losses = nullptr;
+  RowGradCoeffs<T>* column_coeffs = nullptr;
+  T* logit_moments = nullptr;  // [R], dL/dtau
 };
 
 // Lays the call's arrays out for blocks of `row_block` rows and tiles of
-// `col_tile` columns, from `base` (nullptr: only sizes them). Returns the
-// bytes they take: the workspace model of this backend.
+// `col_tile` columns (a symmetric call's rows in `chunks` chunks), from
+// `base` (nullptr: only sizes them). Returns the bytes they take: the
+// workspace model of this backend.
 template <class T, class L>
-std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, unsigned char* base,
+std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, int64_t chunks, unsigned char* base,
                     CpuBuffers<T, L>& b) {
   std::size_t offset = 0;
   auto take = [&](auto*& pointer, int64_t count) {
@@ -92,7 +101,16 @@ std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, unsigned
   take(b.row_losses, t.rows);
   if (t.multilabel()) take(b.overlaps, tile);
   if (t.embeddings() && !t.grad_similarity) take(b.logits, tile);
-  if (col_tile < t.cols) take(b.running, row_block);
+  if (t.symmetric()) {
+    take(b.running, t.rows);
+    take(b.column_running, t.cols);
+    take(b.column_partials, chunks * col_tile);
+    take(b.column_losses, t.cols);
+    if (t.wants_gradient_pass()) take(b.column_coeffs, t.cols);
+  } else if (col_tile < t.cols) {
+    take(b.running, row_block);
+  }
+  if (t.grad_temperature) take(b.logit_moments, t.rows);
   return offset;
 }
 
@@ -142,11 +160,9 @@ int64_t first_row_without_overlap(const T* labels, const T* column_labels, int64
   return -1;
 }
 
-// Every check of the data, before any output is written and before the
-// workspace is allocated (invalid data never costs an R x M allocation). Its
-// scratch is O(M + K), freed before the workspace is taken.
+// The row checks of the data: rows without positive, negative multi-labels.
 template <class T, class L>
-void check_targets(const Task& t) {
+void check_row_targets(const Task& t) {
   if (!t.multilabel()) {
     if (t.shared_targets) return;
     std::vector<L> sorted(static_cast<std::size_t>(t.cols));
@@ -175,6 +191,37 @@ void check_targets(const Task& t) {
   }
 }
 
+// The first column with no positive row (symmetric calls), or -1: the same
+// search with rows and columns swapped.
+template <class T, class L>
+int64_t first_column_without_positive(const Task& t) {
+  if (t.multilabel()) {
+    std::vector<T> row_sums(static_cast<std::size_t>(t.classes));
+    return first_row_without_overlap(static_cast<const T*>(t.column_multilabels), static_cast<const T*>(t.multilabels),
+                                     t.cols, t.rows, t.classes, row_sums.data());
+  }
+  std::vector<L> sorted(static_cast<std::size_t>(t.rows));
+  return first_row_without_positive(static_cast<const L*>(t.column_labels), static_cast<const L*>(t.labels), t.cols,
+                                    t.rows, sorted.data());
+}
+
+// Every check of the data, before any output is written and before the
+// workspace is allocated (invalid data never costs an R x M allocation). Its
+// scratch is O(R + M + K), freed before the workspace is taken.
+template <class T, class L>
+void check_targets(const Task& t) {
+  check_row_targets<T, L>(t);
+  // With shared targets each column j has row j's normaliser (G = Y Y^T is
+  // symmetric; label j equals itself). Without rows every column lacks one.
+  if (!t.symmetric() || t.shared_targets) return;
+  const int64_t column = t.rows == 0 ? 0 : first_column_without_positive<T, L>(t);
+  if (column >= 0) {
+    fail(NPAIRS_ERROR_INVALID_VALUE,
+         std::string(t.multilabel() ? "problem.column_multilabels" : "problem.column_labels") + " column " +
+             std::to_string(column) + " has no positive row, which NPAIRS_FLAG_SYMMETRIC needs");
+  }
+}
+
 // Sum of squares of a [n] vector, in double and in a fixed order.
 template <class T>
 double sum_of_squares(const T* x, int64_t n) {
@@ -187,8 +234,8 @@ double sum_of_squares(const T* x, int64_t n) {
 template <class T, class L>
 class CpuTiles final : public TileOps {
  public:
-  CpuTiles(const Task& t, const CpuBuffers<T, L>& b, int threads)
-      : t_(t), b_(b), threads_(threads), scale_(logit_scale<T>(t.temperature)) {}
+  CpuTiles(const Task& t, const CpuBuffers<T, L>& b, int threads, int64_t chunks)
+      : t_(t), b_(b), threads_(threads), chunks_(chunks), scale_(logit_scale<T>(t.temperature)) {}
 
   void load(const Tile& tile) override {
     if (t_.multilabel()) {
@@ -213,20 +260,49 @@ class CpuTiles final : public TileOps {
   }
 
   void tile_stats(const Tile& tile) override {
-    if (tile.col_begin == 0) std::fill(b_.running, b_.running + tile.rows(), row_stats_empty<T>());
-    cpu_row_pass(row_pass(tile, RowPassMode::kTileStats, nullptr));
+    RowStats<T>* running = running_of(tile);
+    if (tile.col_begin == 0) std::fill(running, running + tile.rows(), row_stats_empty<T>());
+    RowPassArgs<T, L> a = row_pass(tile, RowPassMode::kTileStats, nullptr);
+    if (!t_.symmetric()) return cpu_row_pass(a);
+    const int64_t cols = tile.cols();
+    std::fill(b_.column_partials, b_.column_partials + chunks_ * cols, row_stats_empty<T>());
+    a.column_partials = b_.column_partials;
+    a.column_chunks = chunks_;
+    cpu_row_pass(a);
+    // The chunks' statistics merged in chunk order, after the earlier blocks'.
+    RowStats<T>* columns = b_.column_running + tile.col_begin;
+    for (int64_t j = 0; j < cols; ++j) {
+      RowStats<T> s = tile.row_begin == 0 ? row_stats_empty<T>() : columns[j];
+      for (int64_t c = 0; c < chunks_; ++c) s = row_stats_merge(s, b_.column_partials[c * cols + j]);
+      columns[j] = s;
+    }
   }
 
   void finish_rows(const Tile& block) override {
     const T* weights = static_cast<const T*>(t_.sample_weight);
+    const RowStats<T>* running = running_of(block);
     for (int64_t i = 0; i < block.rows(); ++i) {
       const T w = weights ? weights[block.row_begin + i] : T(1);
-      b_.row_losses[block.row_begin + i] = w * row_loss(b_.running[i]);
+      b_.row_losses[block.row_begin + i] = w * row_loss(running[i]);
+    }
+  }
+
+  void finish_columns() override {
+    // The column direction's gradient scale g * r' / (2 tau): no weights,
+    // and grad_loss is one value (symmetric needs a scalar reduction).
+    const T* grad_loss = static_cast<const T*>(t_.grad_loss);
+    const double g = grad_loss ? double(grad_loss[0]) : 1.0;
+    const T scale = T(g * t_.column_reduction_factor() * t_.direction_weight() / t_.temperature);
+    for (int64_t j = 0; j < t_.cols; ++j) {
+      b_.column_losses[j] = row_loss(b_.column_running[j]);
+      if (b_.column_coeffs) b_.column_coeffs[j] = row_grad_coeffs(b_.column_running[j], scale);
     }
   }
 
   void tile_gradient(const Tile& tile) override {
-    cpu_row_pass(row_pass(tile, RowPassMode::kTileGrad, grad_of(tile).first));
+    RowPassArgs<T, L> a = row_pass(tile, RowPassMode::kTileGrad, gradient_wanted() ? grad_of(tile).first : nullptr);
+    if (t_.symmetric()) a.column_coeffs = b_.column_coeffs + tile.col_begin;
+    cpu_row_pass(a);
   }
 
   void embedding_gradients(const Tile& tile) override {
@@ -251,6 +327,12 @@ class CpuTiles final : public TileOps {
 
  private:
   bool gradient_wanted() const { return t_.embeddings() ? t_.wants_grad_similarity() : t_.grad_similarity != nullptr; }
+
+  // The running row statistics of a tile's rows: a symmetric call keeps
+  // every row's until its gradient sweep, others only the block's.
+  RowStats<T>* running_of(const Tile& tile) const {
+    return t_.symmetric() ? b_.running + tile.row_begin : b_.running;
+  }
 
   // Where the tile's logits are: the caller's similarity, the caller's dL/dS
   // (embeddings: overwritten in place by the gradient), or scratch.
@@ -287,12 +369,13 @@ class CpuTiles final : public TileOps {
     a.weights = weights ? weights + tile.row_begin : nullptr;
     a.grad_loss = grad_loss && per_row ? grad_loss + tile.row_begin : grad_loss;
     a.per_row_grad = per_row;
-    a.grad_scale = T(t_.reduction_factor() / t_.temperature);
+    a.grad_scale = T(t_.reduction_factor() * t_.direction_weight() / t_.temperature);
     a.row_losses = b_.row_losses + tile.row_begin;
     a.grad_out = grad_out;
     a.threads = threads_;
     a.mode = mode;
-    a.running = b_.running;
+    a.running = running_of(tile);
+    a.logit_moments = b_.logit_moments ? b_.logit_moments + tile.row_begin : nullptr;
     return a;
   }
 
@@ -311,39 +394,52 @@ class CpuTiles final : public TileOps {
   const Task& t_;
   const CpuBuffers<T, L>& b_;
   int threads_;
+  int64_t chunks_;
   LogitScale<T> scale_;
 };
 
 template <class T, class L>
-std::size_t workspace_bytes(const Task& t, int64_t row_block, int64_t col_tile) {
+std::size_t workspace_bytes(const Task& t, int64_t row_block, int64_t col_tile, int64_t chunks) {
   CpuBuffers<T, L> sizes;
-  return lay_out<T, L>(t, row_block, col_tile, nullptr, sizes);
+  return lay_out<T, L>(t, row_block, col_tile, chunks, nullptr, sizes);
 }
 
 template <class T, class L>
-TilePlan plan(const Task& t, std::size_t limit) {
-  return plan_tiles(t, limit, [&](int64_t rows, int64_t cols) { return workspace_bytes<T, L>(t, rows, cols); });
+TilePlan plan(const Task& t, std::size_t limit, int64_t chunks) {
+  return plan_tiles(t, limit,
+                    [&](int64_t rows, int64_t cols) { return workspace_bytes<T, L>(t, rows, cols, chunks); });
 }
 
 template <class T, class L>
 void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace& workspace) {
   const int64_t R = t.rows, M = t.cols, D = t.dim;
-  const TilePlan tiles = plan<T, L>(t, limit);
+  const TilePlan tiles = plan<T, L>(t, limit, threads);
   check_targets<T, L>(t);
   CpuBuffers<T, L> b;
-  lay_out<T, L>(t, tiles.row_block, tiles.col_tile, workspace.reserve(tiles.bytes), b);
+  lay_out<T, L>(t, tiles.row_block, tiles.col_tile, threads, workspace.reserve(tiles.bytes), b);
 
   T* loss = static_cast<T*>(t.loss);
+  T* grad_temperature = static_cast<T*>(t.grad_temperature);
   if (R == 0) {
     // The scalar reductions give 0 and every gradient is zero; only the
-    // scalar loss and dL/dP (M x D) have elements.
+    // scalar loss, dL/dtau and dL/dP (M x D) have elements.
     if (loss && t.scalar_loss()) *loss = T(0);
+    if (grad_temperature) *grad_temperature = T(0);
     if (t.grad_positives) std::fill_n(static_cast<T*>(t.grad_positives), M * D, T(0));
     return;
   }
 
-  CpuTiles<T, L> ops(t, b, threads);
+  if (b.logit_moments) std::fill_n(b.logit_moments, R, T(0));
+  CpuTiles<T, L> ops(t, b, threads, threads);
   run_tiled(t, tiles, ops);
+
+  // dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij = -sum_i sum_j dL/dS_ij z_ij,
+  // summed over the rows in a fixed order.
+  if (grad_temperature) {
+    double moment = 0.0;
+    for (int64_t i = 0; i < R; ++i) moment += double(b.logit_moments[i]);
+    *grad_temperature = T(-moment);
+  }
 
   // The loss, reduced in a fixed order so that it does not depend on the
   // thread count.
@@ -351,7 +447,12 @@ void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace&
   if (loss && t.scalar_loss()) {
     double sum = 0.0;
     for (int64_t i = 0; i < R; ++i) sum += double(b.row_losses[i]);
-    double value = sum * t.reduction_factor();
+    double value = sum * t.reduction_factor() * t.direction_weight();
+    if (t.symmetric()) {
+      double column_sum = 0.0;
+      for (int64_t j = 0; j < M; ++j) column_sum += double(b.column_losses[j]);
+      value += column_sum * t.column_reduction_factor() * t.direction_weight();
+    }
     if (t.reg_lambda > 0.0) {
       value += 0.25 * t.reg_lambda *
                (sum_of_squares(static_cast<const T*>(t.anchors), R * D) / double(R) +
@@ -428,13 +529,13 @@ class CpuBackend final : public Backend {
     check_supported(t);
     return with_types(t, [&](auto types) {
       using Ty = decltype(types);
-      return plan<typename Ty::Value, typename Ty::Label>(t, limit_).bytes;
+      return plan<typename Ty::Value, typename Ty::Label>(t, limit_, threads()).bytes;
     });
   }
 
   void compute(const Task& t) override {
     check_supported(t);
-    const int threads = threads_ > 0 ? threads_ : omp_get_num_procs();
+    const int threads = this->threads();
     std::optional<ScopedOmpThreads> scoped;
     if (threads_ > 0) scoped.emplace(threads_);
     with_types(t, [&](auto types) {
@@ -444,6 +545,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  int threads() const { return threads_ > 0 ? threads_ : omp_get_num_procs(); }
+
   int threads_ = 0;
   std::size_t limit_ = 0;
   HostWorkspace workspace_;

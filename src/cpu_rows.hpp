@@ -16,7 +16,9 @@ namespace npairs {
 enum class RowPassMode {
   kWholeRows,  // the rows are whole: statistics, loss and gradient at once
   kTileStats,  // a tile of columns: its statistics merged into `running`
+               // (and, symmetric, its columns' into `column_partials`)
   kTileGrad,   // a tile of columns: its gradient from the final `running`
+               // (and, symmetric, `column_coeffs`)
 };
 
 template <class T, class L>
@@ -38,6 +40,16 @@ struct RowPassArgs {
   int threads;
   RowPassMode mode = RowPassMode::kWholeRows;
   RowStats<T>* running = nullptr;  // [rows]: the tile modes' statistics so far
+  // Symmetric calls. kTileStats: the rows are cut into `column_chunks`
+  // consecutive chunks, chunk c adding its rows' elements of column j to
+  // column_partials[c * cols + j] (a fixed partition, merged by the caller
+  // in chunk order). kTileGrad: the columns' coefficients, [cols].
+  RowStats<T>* column_partials = nullptr;
+  int64_t column_chunks = 0;
+  const RowGradCoeffs<T>* column_coeffs = nullptr;
+  // [rows] or nullptr: row i's sum_j dL/dS_ij z_ij (for dL/dtau) is added to
+  // logit_moments[i] (kWholeRows and kTileGrad).
+  T* logit_moments = nullptr;
 };
 
 template <class T, class L>

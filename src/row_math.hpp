@@ -79,15 +79,21 @@ NPAIRS_HD void row_stats_accumulate(RowStats<T>& s, T z, T q) {
   row_stats_accumulate_exp(s, z, q, row_exp(z - s.max));
 }
 
-// Adds one element in a single pass over the row, raising the max as needed.
+// Adds one element in a single pass over the row, raising the max as needed,
+// with one exp and no branch (selects), so that a loop over many running
+// statistics at once (the columns of a symmetric call) vectorizes: raising
+// the max rescales the sum by exp(max - z), else the element adds
+// exp(z - max), and both are exp(-|z - max|).
 template <class T>
 NPAIRS_HD void row_stats_add(RowStats<T>& s, T z, T q) {
-  if (z > s.max) {
-    s.sum_exp *= row_exp(s.max - z);
-    if (s.pos != T(0)) s.pos_gap += s.pos * (z - s.max);
-    s.max = z;
-  }
-  row_stats_accumulate(s, z, q);
+  const T d = z - s.max;
+  const bool raise = z > s.max;
+  const T e = row_exp(raise ? -d : d);
+  s.sum_exp = raise ? s.sum_exp * e + T(1) : s.sum_exp + ((z == s.max) ? T(1) : e);
+  s.pos_gap += (raise && s.pos != T(0)) ? s.pos * d : T(0);
+  s.max = raise ? z : s.max;
+  s.pos_gap += (q != T(0)) ? q * (s.max - z) : T(0);
+  s.pos += q;
 }
 
 // Combines the statistics of two disjoint parts of a row. Deterministic for a
@@ -141,6 +147,23 @@ NPAIRS_HD T row_grad_from_exp(const RowGradCoeffs<T>& c, T e, T q) {
 template <class T>
 NPAIRS_HD T row_grad(const RowGradCoeffs<T>& c, T z, T q) {
   return row_grad_from_exp(c, row_exp(z - c.max), q);
+}
+
+// x * (z - max), and 0 where x is 0: a term of sum_j x_j (z_j - max) that a
+// column at z = -inf with nothing to add (x = 0) leaves finite.
+template <class T>
+NPAIRS_HD T shifted_term(T x, T z, T max) {
+  return x != T(0) ? x * (z - max) : T(0);
+}
+
+// sum_j (softmax(z)_j - q_j / pos) z_j of a row, from its statistics and
+// exp_gap = sum_j shifted_term(exp(z_j - max), z_j, max): the row's share of
+// dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij. Both sums weigh the z_j by
+// weights summing to 1, so the max cancels between them and neither term
+// subtracts two huge numbers.
+template <class T>
+NPAIRS_HD T row_logit_moment(const RowStats<T>& s, T exp_gap) {
+  return exp_gap / s.sum_exp + s.pos_gap / s.pos;
 }
 
 }  // namespace npairs

@@ -36,8 +36,10 @@ void check_options(const npairs_options& options) {
           "options.temperature must be finite and greater than 0");
   require(std::isfinite(options.reg_lambda) && options.reg_lambda >= 0.0,
           "options.reg_lambda must be finite and at least 0");
-  require((options.flags & ~(NPAIRS_FLAG_ALLOW_TF32 | NPAIRS_FLAG_DEFER_CHECKS)) == 0u,
+  require((options.flags & ~(NPAIRS_FLAG_ALLOW_TF32 | NPAIRS_FLAG_DEFER_CHECKS | NPAIRS_FLAG_SYMMETRIC)) == 0u,
           "options.flags has unknown bits set");
+  require(!(options.flags & NPAIRS_FLAG_SYMMETRIC) || reduction != NPAIRS_REDUCTION_NONE,
+          "options.flags NPAIRS_FLAG_SYMMETRIC needs a scalar options.reduction, not NPAIRS_REDUCTION_NONE");
 }
 
 // F16 and BF16 are valid here; whether a backend computes them is its call.
@@ -122,6 +124,9 @@ Task make_task(const npairs_options& options, const npairs_problem& problem,
     t.similarity = problem.similarity;
   }
   t.sample_weight = problem.sample_weight;
+  require(!(t.symmetric() && t.sample_weight),
+          "options.flags NPAIRS_FLAG_SYMMETRIC takes no problem.sample_weight (the column direction has no "
+          "row weights)");
 
   if (t.reg_lambda > 0.0) {
     require(t.embeddings(), "options.reg_lambda > 0 needs anchors and positives, not a similarity");
@@ -135,6 +140,7 @@ Task make_task(const npairs_options& options, const npairs_problem& problem,
   t.grad_similarity = grads.similarity;
   t.grad_anchors = grads.anchors;
   t.grad_positives = grads.positives;
+  t.grad_temperature = grads.temperature;
   t.grad_loss = grad_loss;
   t.loss = loss;
 

@@ -43,6 +43,7 @@ struct Task {
   void* grad_similarity = nullptr;
   void* grad_anchors = nullptr;
   void* grad_positives = nullptr;
+  void* grad_temperature = nullptr;  // [1] dL/dtau
 
   npairs_reduction reduction = NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE;
   double temperature = 1.0;
@@ -55,9 +56,21 @@ struct Task {
   bool wants_embedding_grads() const { return grad_anchors || grad_positives; }
   // dL/dS is needed when asked for or as the input of the embedding grads.
   bool wants_grad_similarity() const { return grad_similarity || wants_embedding_grads(); }
+  // NPAIRS_FLAG_SYMMETRIC: the mean of the row and the column direction.
+  bool symmetric() const { return (flags & NPAIRS_FLAG_SYMMETRIC) != 0u; }
+  // A pass over the logits after their statistics: for dL/dS, or for dL/dtau
+  // (a reduction of dL/dS_ij * z_ij).
+  bool wants_gradient_pass() const { return wants_grad_similarity() || grad_temperature; }
   // r in SPEC section 1: 1/R for SUM_OVER_BATCH_SIZE (0 when R = 0), else 1.
-  double reduction_factor() const {
-    return reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE ? (rows > 0 ? 1.0 / double(rows) : 0.0)
+  double reduction_factor() const { return batch_factor(rows); }
+  // The same for the column direction of a symmetric call: 1/M or 1.
+  double column_reduction_factor() const { return batch_factor(cols); }
+  // The weight of each direction in the loss: 1/2 when symmetric, else 1.
+  double direction_weight() const { return symmetric() ? 0.5 : 1.0; }
+
+ private:
+  double batch_factor(int64_t count) const {
+    return reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE ? (count > 0 ? 1.0 / double(count) : 0.0)
                                                              : 1.0;
   }
 };

@@ -55,30 +55,45 @@ TilePlan plan_tiles(const Task& task, std::size_t limit, const WorkspaceModel& b
 
 void run_tiled(const Task& task, const TilePlan& plan, TileOps& ops) {
   const int64_t R = task.rows, M = task.cols;
-  const bool whole_rows = plan.whole_rows(task);
-  for (int64_t r0 = 0; r0 < R; r0 += plan.row_block) {
-    const int64_t r1 = std::min(R, r0 + plan.row_block);
-    if (whole_rows) {
+  const bool symmetric = task.symmetric();
+  // Whole rows of a non-symmetric call: statistics, loss and gradient in one
+  // pass per block. Else a statistics sweep, then a gradient sweep: per block,
+  // or (symmetric) after every block, with the columns' final statistics.
+  const bool one_pass = plan.whole_rows(task) && !symmetric;
+  // A call in one piece keeps its loaded tile for the gradient sweep.
+  const bool one_piece = R <= plan.row_block && M <= plan.col_tile;
+  auto for_each_tile = [&](int64_t r0, int64_t r1, bool load, auto&& work) {
+    for (int64_t c0 = 0; c0 < M; c0 += plan.col_tile) {
+      const Tile tile{r0, r1, c0, std::min(M, c0 + plan.col_tile)};
+      if (load) ops.load(tile);
+      work(tile);
+    }
+  };
+  auto gradient_sweep = [&](int64_t r0, int64_t r1, bool load) {
+    for_each_tile(r0, r1, load, [&](const Tile& tile) {
+      ops.tile_gradient(tile);
+      if (task.wants_embedding_grads()) ops.embedding_gradients(tile);
+    });
+  };
+  auto for_each_block = [&](auto&& work) {
+    for (int64_t r0 = 0; r0 < R; r0 += plan.row_block) work(r0, std::min(R, r0 + plan.row_block));
+  };
+  for_each_block([&](int64_t r0, int64_t r1) {
+    if (one_pass) {
       const Tile block{r0, r1, 0, M};
       ops.load(block);
       ops.whole_rows(block);
       if (task.wants_embedding_grads()) ops.embedding_gradients(block);
-      continue;
+      return;
     }
-    auto for_each_tile = [&](auto&& work) {
-      for (int64_t c0 = 0; c0 < M; c0 += plan.col_tile) {
-        const Tile tile{r0, r1, c0, std::min(M, c0 + plan.col_tile)};
-        ops.load(tile);
-        work(tile);
-      }
-    };
-    for_each_tile([&](const Tile& tile) { ops.tile_stats(tile); });
+    for_each_tile(r0, r1, true, [&](const Tile& tile) { ops.tile_stats(tile); });
     ops.finish_rows(Tile{r0, r1, 0, M});
-    if (!task.wants_grad_similarity()) continue;
-    for_each_tile([&](const Tile& tile) {
-      ops.tile_gradient(tile);
-      if (task.wants_embedding_grads()) ops.embedding_gradients(tile);
-    });
+    if (!symmetric && task.wants_gradient_pass()) gradient_sweep(r0, r1, true);
+  });
+  if (!symmetric) return;
+  ops.finish_columns();
+  if (task.wants_gradient_pass()) {
+    for_each_block([&](int64_t r0, int64_t r1) { gradient_sweep(r0, r1, !one_piece); });
   }
 }
 

@@ -10,6 +10,12 @@
 //    block a first sweep over the tiles merges each row's running max, sum of
 //    exponentials and target term (an online log-sum-exp), a second sweep
 //    recomputes each tile's logits and writes its gradient.
+// A symmetric call (NPAIRS_FLAG_SYMMETRIC) also needs each column's running
+// max, sum of exponentials and target term over all rows: the statistics
+// sweep of every block merges its columns' statistics into them (blocks in
+// order), and the gradient sweep, which needs the final statistics of both
+// directions, follows once all blocks are done, even for whole rows (the
+// dense path: one block, loaded once).
 // The backend provides the per-tile work (TileOps); the order of the pieces,
 // and so of every sum across them, is fixed here, which makes a result
 // bitwise reproducible for a given limit.
@@ -61,12 +67,18 @@ class TileOps {
   virtual void load(const Tile& tile) = 0;
   // Whole rows: their losses and dL/dS in one pass.
   virtual void whole_rows(const Tile& tile) = 0;
-  // Tiles of columns: merges the tile's row statistics into the block's
-  // running ones (reset first when tile.col_begin == 0).
+  // Tiles of columns (and every symmetric call): merges the tile's row
+  // statistics into the block's running ones (reset first when
+  // tile.col_begin == 0); symmetric: also its column statistics into the
+  // columns' running ones (reset first when tile.row_begin == 0).
   virtual void tile_stats(const Tile& tile) = 0;
   // Tiles of columns: the block's row losses from its final statistics.
   virtual void finish_rows(const Tile& block) = 0;
-  // Tiles of columns: the tile's dL/dS from the block's final statistics.
+  // Symmetric: the column losses (and gradient coefficients) from the
+  // columns' final statistics, after every block's statistics sweep.
+  virtual void finish_columns() = 0;
+  // Tiles of columns: the tile's dL/dS (and its share of dL/dtau) from the
+  // final statistics (symmetric: of both directions).
   virtual void tile_gradient(const Tile& tile) = 0;
   // dA[rows] (+)= dS_tile P[cols] and dP[cols] (+)= dS_tile^T A[rows]: the
   // first tile of a block row (col_begin == 0) writes dA, the first block

@@ -110,6 +110,53 @@ Result<Real> compute(const Problem& p) {
     for (int64_t j = 0; j < M; ++j) softmax[i * M + j] = std::exp(z[i * M + j] - m) / sum_exp;
   }
 
+  // Symmetric: the same loss over columns, with the targets normalised per
+  // column: T'_ji = q_ij / sum_i q_ij, q the unnormalised targets.
+  std::vector<Real> column_softmax, column_targets;
+  if (p.symmetric) {
+    column_softmax.assign(RM, Real(0));
+    column_targets.assign(RM, Real(0));
+    out.column_loss.assign(M, Real(0));
+    for (int64_t j = 0; j < M; ++j) {
+      // q_ij is T_ij times row i's normaliser; recompute it from the labels.
+      Real n = 0;
+      for (int64_t i = 0; i < R; ++i) {
+        Real q = 0;
+        if (p.multilabel) {
+          const std::vector<double>& Yc = p.column_multilabels.empty() ? p.multilabels : p.column_multilabels;
+          for (int64_t k = 0; k < K; ++k) {
+            q += static_cast<Real>(p.multilabels[i * K + k]) * static_cast<Real>(Yc[j * K + k]);
+          }
+        } else {
+          const std::vector<int64_t>& c = p.column_labels.empty() ? p.labels : p.column_labels;
+          q = (p.labels[i] == c[j]) ? Real(1) : Real(0);
+        }
+        column_targets[i * M + j] = q;
+        n += q;
+      }
+      if (!(n > 0)) {
+        out.valid = false;
+        out.first_bad_column = j;
+        out.error = "column " + std::to_string(j) + " has no positive row";
+        return out;
+      }
+      Real m = -std::numeric_limits<Real>::infinity();
+      for (int64_t i = 0; i < R; ++i) m = std::max(m, z[i * M + j]);
+      Real sum_exp = 0, target_gap = 0;
+      for (int64_t i = 0; i < R; ++i) {
+        column_targets[i * M + j] /= n;
+        sum_exp += std::exp(z[i * M + j] - m);
+        if (column_targets[i * M + j] != Real(0)) target_gap += column_targets[i * M + j] * (m - z[i * M + j]);
+      }
+      out.column_loss[j] = std::log(sum_exp) + target_gap;
+      for (int64_t i = 0; i < R; ++i) column_softmax[i * M + j] = std::exp(z[i * M + j] - m) / sum_exp;
+    }
+  }
+  // Each direction's weight in the loss.
+  const Real half = p.symmetric ? Real(0.5) : Real(1);
+  const Real column_r =
+      (p.reduction == Reduction::SumOverBatchSize) ? (M > 0 ? Real(1) / static_cast<Real>(M) : Real(0)) : Real(1);
+
   auto weight = [&](int64_t i) -> Real {
     return p.sample_weight.empty() ? Real(1) : static_cast<Real>(p.sample_weight[i]);
   };
@@ -123,6 +170,12 @@ Result<Real> compute(const Problem& p) {
     Real sum = 0;
     for (int64_t i = 0; i < R; ++i) sum += weight(i) * out.row_loss[i];
     if (p.reduction == Reduction::SumOverBatchSize) sum = R > 0 ? sum / static_cast<Real>(R) : Real(0);
+    sum *= half;
+    if (p.symmetric) {
+      Real column_sum = 0;
+      for (int64_t j = 0; j < M; ++j) column_sum += out.column_loss[j];
+      sum += half * column_r * column_sum;
+    }
     if (p.embeddings && p.reg_lambda != 0) {
       Real a2 = 0, p2 = 0;
       for (int64_t i = 0; i < R * D; ++i) a2 += static_cast<Real>(p.anchors[i]) * static_cast<Real>(p.anchors[i]);
@@ -144,11 +197,19 @@ Result<Real> compute(const Problem& p) {
   const Real tau = static_cast<Real>(p.temperature);
   out.grad_similarity.assign(RM, Real(0));
   for (int64_t i = 0; i < R; ++i) {
-    const Real c = upstream(i) * weight(i) * r / tau;
+    const Real c = upstream(i) * weight(i) * half * r / tau;
     for (int64_t j = 0; j < M; ++j) {
       out.grad_similarity[i * M + j] = c * (softmax[i * M + j] - T[i * M + j]);
+      if (p.symmetric) {
+        out.grad_similarity[i * M + j] += upstream(0) * half * column_r / tau *
+                                          (column_softmax[i * M + j] - column_targets[i * M + j]);
+      }
     }
   }
+  // dL/dtau by its definition, from dL/dz = tau * dL/dS.
+  Real moment = 0;
+  for (std::size_t k = 0; k < RM; ++k) moment += tau * out.grad_similarity[k] * z[k];
+  out.grad_temperature = -moment / tau;
   if (p.embeddings) {
     const Real g = upstream(0);
     const Real lambda = static_cast<Real>(p.reg_lambda);

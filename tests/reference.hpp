@@ -35,6 +35,8 @@ struct Problem {
   Reduction reduction = Reduction::SumOverBatchSize;
   double temperature = 1.0;
   double reg_lambda = 0.0;
+  // SPEC section 5: the mean of the row loss and the column loss.
+  bool symmetric = false;
 };
 
 template <class Real>
@@ -42,11 +44,14 @@ struct Result {
   bool valid = true;            // false: a row without positive or a negative multi-label
   int64_t first_bad_row = -1;   // the first row without positive (when that is the problem)
   std::string error;            // why the input is invalid
+  int64_t first_bad_column = -1;  // symmetric: the first column without positive row
   std::vector<Real> row_loss;   // [R] unweighted loss_i
+  std::vector<Real> column_loss;  // [M] loss'_j (symmetric only)
   std::vector<Real> loss;       // [R] for NONE, else [1]
   std::vector<Real> grad_similarity;  // [R, M]
   std::vector<Real> grad_anchors;     // [R, D] (embeddings only)
   std::vector<Real> grad_positives;   // [M, D] (embeddings only)
+  Real grad_temperature = 0;          // dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij
   std::vector<Real> targets;          // [R, M] the row-normalised T
   std::vector<Real> logits;           // [R, M] z = S / tau
 };

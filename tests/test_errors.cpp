@@ -232,12 +232,13 @@ TEST_F(Errors, LabelDtypeIgnoredWithMultilabels) {
 }
 
 TEST_F(Errors, UnknownFlags) {
-  for (uint32_t f : {4u, 8u, 0x80000000u, 7u}) {
+  for (uint32_t f : {8u, 16u, 0x80000000u, 15u}) {
     SCOPED_TRACE(f);
     opts_.flags = f;
     expect_error(NPAIRS_ERROR_INVALID_ARGUMENT, {"options.flags"});
   }
-  for (uint32_t f : {NPAIRS_FLAG_ALLOW_TF32, NPAIRS_FLAG_DEFER_CHECKS}) {  // known: fine on the CPU
+  // Known: fine on the CPU.
+  for (uint32_t f : {NPAIRS_FLAG_ALLOW_TF32, NPAIRS_FLAG_DEFER_CHECKS, NPAIRS_FLAG_SYMMETRIC, 7u}) {
     opts_.flags = f;
     ASSERT_NPAIRS_OK(call());
   }

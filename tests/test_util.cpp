@@ -303,6 +303,33 @@ double multilabel_entry(Rng& rng) {
   return rng.uniform(0.1, 3.0);
 }
 
+// A symmetric call needs every column to have a positive row too: a column
+// without one takes the targets of a random row (labels), or one of its
+// classes (multi-labels). No row loses a positive: a column label that no row
+// has was no row's positive, and a class is only added.
+void give_columns_positives(Inputs& in, Rng& rng) {
+  const int64_t R = in.R, M = in.M, K = in.K;
+  for (int64_t j = 0; j < M; ++j) {
+    const int64_t i = rng.integer(0, R - 1);
+    if (!in.spec.multilabel) {
+      bool has_positive = false;
+      for (int64_t r = 0; r < R && !has_positive; ++r) has_positive = in.labels.get_int(r) == in.column_labels.get_int(j);
+      if (!has_positive) in.column_labels.set_int(j, in.labels.get_int(i));
+      continue;
+    }
+    bool has_positive = false;
+    for (int64_t r = 0; r < R && !has_positive; ++r) {
+      for (int64_t k = 0; k < K; ++k) {
+        has_positive = has_positive || (in.multilabels.get(r * K + k) > 0 && in.column_multilabels.get(j * K + k) > 0);
+      }
+    }
+    if (has_positive) continue;
+    int64_t k = 0;
+    while (!(in.multilabels.get(i * K + k) > 0)) ++k;
+    in.column_multilabels.set(j * K + k, 1.0);
+  }
+}
+
 }  // namespace
 
 npairs_problem check_problem(npairs_dtype dtype, const void* labels, npairs_dtype label_dtype, const void* embeddings) {
@@ -429,6 +456,8 @@ Inputs make_inputs(const Spec& spec) {
     }
   }
 
+  if (spec.symmetric && spec.column_targets) give_columns_positives(in, rng);
+
   if (spec.embeddings) {
     // Scaled so that S = A P^T has entries of a few units for any D.
     const double c = 1.5 / std::pow(static_cast<double>(std::max<int64_t>(in.D, 1)), 0.25);
@@ -485,6 +514,7 @@ npairs_options Inputs::options() const {
   o.reduction = spec.reduction;
   o.temperature = spec.temperature;
   o.reg_lambda = spec.reg_lambda;
+  if (spec.symmetric) o.flags |= NPAIRS_FLAG_SYMMETRIC;
   return o;
 }
 
@@ -516,19 +546,25 @@ ref::Problem Inputs::reference() const {
   p.reduction = to_ref(spec.reduction);
   p.temperature = spec.temperature;
   p.reg_lambda = spec.reg_lambda;
+  p.symmetric = spec.symmetric;
   return p;
 }
 
 // ---------------------------------------------------------------------------
 // Outputs
 
-Outputs::Outputs(const Inputs& in, bool loss_, bool similarity, bool anchors, bool positives)
-    : want_loss(loss_), want_similarity(similarity), want_anchors(anchors), want_positives(positives) {
+Outputs::Outputs(const Inputs& in, bool loss_, bool similarity, bool anchors, bool positives, bool temperature)
+    : want_loss(loss_),
+      want_similarity(similarity),
+      want_anchors(anchors),
+      want_positives(positives),
+      want_temperature(temperature) {
   const npairs_dtype dt = in.spec.dtype;
   loss = Array(dt, in.loss_count());
   grad_similarity = Array(dt, similarity ? static_cast<std::size_t>(in.R * in.M) : 0);
   grad_anchors = Array(dt, anchors ? static_cast<std::size_t>(in.R * in.D) : 0);
   grad_positives = Array(dt, positives ? static_cast<std::size_t>(in.M * in.D) : 0);
+  grad_temperature = Array(dt, temperature ? 1 : 0);
   poison();
 }
 
@@ -537,6 +573,7 @@ void Outputs::poison() {
   grad_similarity.poison();
   grad_anchors.poison();
   grad_positives.poison();
+  grad_temperature.poison();
 }
 
 npairs_gradients Outputs::grads() {
@@ -545,6 +582,7 @@ npairs_gradients Outputs::grads() {
   g.similarity = want_similarity ? grad_similarity.data() : nullptr;
   g.anchors = want_anchors ? grad_anchors.data() : nullptr;
   g.positives = want_positives ? grad_positives.data() : nullptr;
+  g.temperature = want_temperature ? grad_temperature.data() : nullptr;
   return g;
 }
 
@@ -584,7 +622,9 @@ npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out) {
 ::testing::AssertionResult fails_leaving_outputs_untouched(npairs_context ctx, const Inputs& in, Outputs& out,
                                                            npairs_status expected) {
   return fails_leaving_untouched([&] { return run_loss(ctx, in, out); },
-                                 {&out.loss, &out.grad_similarity, &out.grad_anchors, &out.grad_positives}, expected);
+                                 {&out.loss, &out.grad_similarity, &out.grad_anchors, &out.grad_positives,
+                                  &out.grad_temperature},
+                                 expected);
 }
 
 namespace {
@@ -604,10 +644,18 @@ void expect_matches_reference(const Inputs& in, Outputs& out, const ref::Result<
   const double wmax = in.spec.weights ? std::max(max_abs(in.sample_weight.values()), 1e-3) : 1.0;
   const double gmax = in.spec.grad_loss ? max_abs(in.grad_loss.values()) : 1.0;
   const double zmax = max_abs(expected.logits);
-  const double r = (in.spec.reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE && in.R > 0) ? 1.0 / double(in.R) : 1.0;
+  // Symmetric: the larger of the two directions' factors (1/R and 1/M).
+  const double r = (in.spec.reduction == NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE && in.R > 0)
+                       ? 1.0 / double(in.spec.symmetric ? std::min(in.R, in.M) : in.R)
+                       : 1.0;
   const double rows_sum = in.spec.reduction == NPAIRS_REDUCTION_SUM ? double(in.R) : 1.0;
   const double loss_scale = rows_sum * wmax * (zmax + 1.0);
   const double ds_scale = gmax * wmax * r / in.spec.temperature;
+  // dL/dtau = -sum_ij dS_ij z_ij: its terms' magnitudes are its scale.
+  double dtau_scale = 0;
+  for (std::size_t k = 0; k < expected.logits.size(); ++k) {
+    dtau_scale += std::fabs(expected.grad_similarity[k] * expected.logits[k]);
+  }
 
   if (out.want_loss) {
     EXPECT_TRUE(fully_written("loss", out.loss));
@@ -624,6 +672,11 @@ void expect_matches_reference(const Inputs& in, Outputs& out, const ref::Result<
   if (out.want_similarity) {
     EXPECT_TRUE(fully_written("grads.similarity", out.grad_similarity));
     EXPECT_TRUE(all_close("grads.similarity", out.grad_similarity.values(), expected.grad_similarity, rtol, ds_scale));
+  }
+  if (out.want_temperature) {
+    EXPECT_TRUE(fully_written("grads.temperature", out.grad_temperature));
+    EXPECT_TRUE(all_close("grads.temperature", out.grad_temperature.values(), {expected.grad_temperature}, rtol,
+                          dtau_scale));
   }
   if (out.want_anchors) {
     EXPECT_TRUE(fully_written("grads.anchors", out.grad_anchors));

@@ -176,6 +176,7 @@ struct Spec {
   npairs_reduction reduction = NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE;
   double temperature = 1.0;
   double reg_lambda = 0.0;
+  bool symmetric = false;  // NPAIRS_FLAG_SYMMETRIC (column targets then give every column a positive row)
   uint64_t seed = 1;
 };
 
@@ -208,15 +209,16 @@ Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed);
 // loss is always allocated, a gradient only when wanted (empty otherwise), so
 // that a large problem need not hold an R x M dS it does not ask for.
 struct Outputs {
-  Array loss, grad_similarity, grad_anchors, grad_positives;
+  Array loss, grad_similarity, grad_anchors, grad_positives, grad_temperature;
   bool want_loss = false, want_similarity = false, want_anchors = false, want_positives = false;
+  bool want_temperature = false;
 
   Outputs() = default;
-  Outputs(const Inputs& in, bool loss, bool similarity, bool anchors, bool positives);
+  Outputs(const Inputs& in, bool loss, bool similarity, bool anchors, bool positives, bool temperature = false);
   void poison();
   void* loss_ptr() { return want_loss ? loss.data() : nullptr; }
   npairs_gradients grads();
-  bool any_grads() const { return want_similarity || want_anchors || want_positives; }
+  bool any_grads() const { return want_similarity || want_anchors || want_positives || want_temperature; }
 };
 
 // Calls npairs_loss on `ctx` with the inputs and outputs.

@@ -170,6 +170,17 @@ typedef int32_t npairs_reduction;
    so it can be captured into a CUDA graph. Accepted by CPU contexts, where it
    changes nothing. */
 #define NPAIRS_FLAG_DEFER_CHECKS 2u
+/* (1.1) CLIP's symmetric loss (open_clip's ClipLoss with labels 0..R-1): the
+   mean of the row-wise loss and the same loss taken over columns, loss'_j =
+   logsumexp_i(z_ij) - sum_i T'_ji z_ij with T' the column-normalised targets
+   ([c_j == l_i] / n'_j; multi-labels: Y' Y^T normalised per column). SUM
+   gives (sum_i loss_i + sum_j loss'_j) / 2, SUM_OVER_BATCH_SIZE
+   (sum_i loss_i / R + sum_j loss'_j / M) / 2; the L2 term is added once, and
+   the gradients are those of this loss. Each logit is read once for both
+   directions. Needs a scalar reduction and no sample_weight (else
+   INVALID_ARGUMENT); a column without a positive row is INVALID_VALUE naming
+   the first such column. */
+#define NPAIRS_FLAG_SYMMETRIC 4u
 
 typedef struct npairs_options {
   size_t struct_size;         /* sizeof(npairs_options) */
@@ -205,12 +216,19 @@ typedef struct npairs_problem {
   const void* sample_weight;      /* NULL (all ones), or [R] */
 } npairs_problem;
 
-/* Where to write gradients; NULL members are not computed. */
+/* Where to write gradients; NULL members are not computed. A caller
+   compiled against the 1.0 header passes the 1.0 struct_size (without
+   `temperature`) and is read as before. */
 typedef struct npairs_gradients {
   size_t struct_size; /* sizeof(npairs_gradients) */
   void* similarity;   /* [R, M] dL/dS; may alias problem.similarity */
   void* anchors;      /* [R, D] dL/dA; needs anchors and positives */
   void* positives;    /* [M, D] dL/dP; needs anchors and positives */
+  void* temperature;  /* (1.1) [1] dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij, of
+                         problem->dtype, for the loss as computed (symmetric or
+                         not; grad_loss applied; the L2 term does not depend on
+                         tau), so that a learnable temperature or logit scale
+                         trains through the library */
 } npairs_gradients;
 
 /* Fill the structs with their defaults (options) or zeros (problem,
@@ -253,9 +271,11 @@ NPAIRS_API void npairs_gradients_init(npairs_gradients* grads);
                      temperature or reg_lambda, missing or ambiguous targets or
                      logits, cols != rows without column targets, a negative
                      or zero size, reg_lambda > 0 with NONE or similarity
-                     input, gradients for embeddings without embeddings;
+                     input, gradients for embeddings without embeddings,
+                     NPAIRS_FLAG_SYMMETRIC with NONE or sample_weight;
    INVALID_VALUE     a row with no positive column (the first one is named),
-                     or a negative multi-label entry;
+                     a negative multi-label entry, or with
+                     NPAIRS_FLAG_SYMMETRIC a column with no positive row;
    UNSUPPORTED       dtype F16/BF16 on a CPU context, a struct larger than this library knows
                      whose extra bytes are not zero;
    OUT_OF_MEMORY     host or device memory exhausted, or the smallest piece of

@@ -1,0 +1,428 @@
+// SPEC section 5 on the CPU backend: NPAIRS_FLAG_SYMMETRIC (the mean of the
+// row and the column direction) and grads.temperature (dL/dtau), against the
+// float64 reference for every input kind, dense and streamed; finite
+// differences on tau and on S; open_clip's formula; the 1.0-sized gradients
+// struct; the bad inputs.
+#include <cinttypes>
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+npairs_status workspace_size(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out, std::size_t* bytes) {
+  const npairs_options options = in.options();
+  const npairs_problem problem = in.problem();
+  npairs_gradients grads = out.grads();
+  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
+}
+
+// The smallest workspace limit the call runs under, from the OUT_OF_MEMORY
+// message of a one-byte limit.
+std::size_t smallest_workspace(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out) {
+  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 1));
+  std::size_t bytes = 0;
+  EXPECT_EQ(workspace_size(ctx, in, out, &bytes), NPAIRS_ERROR_OUT_OF_MEMORY);
+  const std::string message = npairs_last_error();
+  const std::size_t at = message.find("smallest workspace this call can use (");
+  EXPECT_NE(at, std::string::npos) << message;
+  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 0));
+  return at == std::string::npos ? 0 : std::stoull(message.substr(at + 38));
+}
+
+struct SymCase {
+  std::string name;
+  npt::Spec spec;
+  bool want_similarity = false, want_anchors = false, want_positives = false;
+};
+
+// Every input kind: similarity or embeddings, labels or multi-labels, square
+// or rectangular with column targets, f32 and f64, both scalar reductions;
+// symmetric, and (non-symmetric) dL/dtau with weights and NONE too.
+std::vector<SymCase> make_cases() {
+  std::vector<SymCase> cases;
+  int index = 0;
+  for (bool symmetric : {true, false}) {
+    for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64}) {
+      for (bool multilabel : {false, true}) {
+        for (bool embeddings : {false, true}) {
+          for (bool rectangular : {false, true}) {
+            SymCase c;
+            npt::Spec& s = c.spec;
+            ++index;
+            s.seed = static_cast<uint64_t>(index) * 104729u;
+            s.symmetric = symmetric;
+            s.dtype = dtype;
+            s.multilabel = multilabel;
+            s.embeddings = embeddings;
+            s.column_targets = rectangular;
+            // Odd sizes above the smallest block of whole rows (64), so that
+            // limits give one block, several, and tiles of columns.
+            s.rows = 131 + 2 * (index % 5);
+            s.cols = rectangular ? (index % 2 == 0 ? 97 : 173) : s.rows;
+            s.dim = 5 + index % 4;
+            s.classes = multilabel ? 4 : (rectangular ? 9 : s.rows);
+            s.label_dtype = index % 3 == 0 ? NPAIRS_I32 : NPAIRS_I64;
+            s.reduction = index % 2 == 0 ? NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE : NPAIRS_REDUCTION_SUM;
+            if (!symmetric && index % 4 == 1) s.reduction = NPAIRS_REDUCTION_NONE;
+            s.weights = !symmetric && index % 3 != 0;
+            s.grad_loss = index % 3 != 2;
+            s.temperature = index % 4 == 0 ? 1.0 : 0.07 * (1 + index % 3);
+            s.reg_lambda = embeddings && s.reduction != NPAIRS_REDUCTION_NONE && index % 2 == 0 ? 0.01 : 0.0;
+            c.want_similarity = !embeddings || index % 2 == 0;
+            c.want_anchors = embeddings;
+            c.want_positives = embeddings && index % 3 != 0;
+            char name[160];
+            std::snprintf(name, sizeof name, "c%02d_%s_%s_%s_%s_%s_R%" PRId64 "x%" PRId64, index,
+                          symmetric ? "sym" : "rows", npt::dtype_name(dtype), multilabel ? "multi" : "labels",
+                          embeddings ? "emb" : "sim", npt::reduction_name(s.reduction), s.rows, s.cols);
+            c.name = name;
+            cases.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+class Symmetric : public ::testing::TestWithParam<SymCase> {};
+
+// Unlimited (dense), then limits that force blocks of rows and tiles of
+// columns (streamed): each against the reference, bitwise reproducible.
+TEST_P(Symmetric, MatchesReferenceDenseAndStreamed) {
+  const SymCase& c = GetParam();
+  const npt::Inputs in = npt::make_inputs(c.spec);
+  const ref::Result<double> expected = ref::compute<double>(in.reference());
+  ASSERT_TRUE(expected.valid) << expected.error;
+  const double rtol = npt::default_rtol(c.spec.dtype);
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+
+  npt::Outputs probe(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
+  std::size_t whole = 0;
+  ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, probe, &whole));
+  const std::size_t smallest = smallest_workspace(ctx.get(), in, probe);
+  ASSERT_GT(smallest, 0u);
+  std::vector<std::size_t> limits = {0};
+  for (double f : {0.6, 0.3, 0.05, 0.0}) {
+    if (smallest < whole) limits.push_back(smallest + static_cast<std::size_t>(f * double(whole - smallest)));
+  }
+  for (std::size_t limit : limits) {
+    SCOPED_TRACE("limit " + std::to_string(limit) + " of " + std::to_string(whole));
+    ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), limit));
+    npt::Outputs out(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
+    std::size_t used = 0;
+    ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &used));
+    if (limit != 0) {
+      EXPECT_LE(used, limit);
+    }
+    ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
+    npt::expect_matches_reference(in, out, expected, rtol);
+    npt::Outputs again(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
+    ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, again));
+    EXPECT_EQ(out.loss.bytes(), again.loss.bytes());
+    EXPECT_EQ(out.grad_similarity.bytes(), again.grad_similarity.bytes());
+    EXPECT_EQ(out.grad_anchors.bytes(), again.grad_anchors.bytes());
+    EXPECT_EQ(out.grad_positives.bytes(), again.grad_positives.bytes());
+    EXPECT_EQ(out.grad_temperature.bytes(), again.grad_temperature.bytes());
+  }
+}
+
+// dL/dtau alone (no other gradient), and dL/dS alone: the same values as
+// with everything asked for.
+TEST_P(Symmetric, SubsetsOfTheOutputs) {
+  const SymCase& c = GetParam();
+  const npt::Inputs in = npt::make_inputs(c.spec);
+  const ref::Result<double> expected = ref::compute<double>(in.reference());
+  const double rtol = npt::default_rtol(c.spec.dtype);
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  npt::Outputs only_tau(in, false, false, false, false, true);
+  ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, only_tau));
+  npt::expect_matches_reference(in, only_tau, expected, rtol);
+  EXPECT_TRUE(only_tau.loss.is_poison(0));
+  npt::Outputs loss_and_ds(in, true, true, false, false);
+  ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, loss_and_ds));
+  npt::expect_matches_reference(in, loss_and_ds, expected, rtol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Symmetric, ::testing::ValuesIn(make_cases()),
+                         [](const ::testing::TestParamInfo<SymCase>& param_info) { return param_info.param.name; });
+
+// A small float64 problem for the finite differences.
+npt::Spec small_spec(bool symmetric, bool multilabel, bool rectangular, npairs_reduction reduction) {
+  npt::Spec s;
+  s.dtype = NPAIRS_F64;
+  s.symmetric = symmetric;
+  s.multilabel = multilabel;
+  s.column_targets = rectangular;
+  s.rows = 5;
+  s.cols = rectangular ? 7 : 5;
+  s.classes = multilabel ? 3 : (rectangular ? 3 : 2);
+  s.grad_loss = true;
+  s.weights = !symmetric;
+  s.reduction = reduction;
+  s.temperature = 0.6;
+  s.seed = 77 + (symmetric ? 1 : 0) + (multilabel ? 2 : 0) + (rectangular ? 4 : 0) + 8 * uint64_t(reduction);
+  return s;
+}
+
+// g * loss (or sum_i g_i loss_i) of the library at the inputs' tau.
+double objective(npairs_context ctx, const npt::Inputs& in) {
+  npt::Outputs out(in, true, false, false, false);
+  EXPECT_NPAIRS_OK(npt::run_loss(ctx, in, out));
+  double f = 0;
+  for (std::size_t i = 0; i < out.loss.size(); ++i) f += in.grad_loss.get(i) * out.loss.get(i);
+  return f;
+}
+
+TEST(SymmetricFiniteDifferences, TemperatureAndSimilarity) {
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  for (bool symmetric : {true, false}) {
+    for (bool multilabel : {false, true}) {
+      for (bool rectangular : {false, true}) {
+        for (npairs_reduction reduction : {NPAIRS_REDUCTION_SUM, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE,
+                                           NPAIRS_REDUCTION_NONE}) {
+          if (symmetric && reduction == NPAIRS_REDUCTION_NONE) continue;
+          npt::Inputs in = npt::make_inputs(small_spec(symmetric, multilabel, rectangular, reduction));
+          SCOPED_TRACE(std::string(symmetric ? "symmetric " : "rows ") + (multilabel ? "multi " : "labels ") +
+                       (rectangular ? "rect " : "square ") + npt::reduction_name(reduction));
+          npt::Outputs out(in, false, true, false, false, true);
+          ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
+          // Central differences, h = 1e-5 relative: error O(h^2) ~ 1e-10.
+          const double tau = in.spec.temperature, h = 1e-5 * tau;
+          in.spec.temperature = tau + h;
+          const double up = objective(ctx.get(), in);
+          in.spec.temperature = tau - h;
+          const double down = objective(ctx.get(), in);
+          in.spec.temperature = tau;
+          EXPECT_NEAR(out.grad_temperature.get(0), (up - down) / (2 * h), 1e-7);
+          for (std::size_t k : {std::size_t(0), std::size_t(6), in.similarity.size() - 1}) {
+            const double s = in.similarity.get(k), hs = 1e-5;
+            in.similarity.set(k, s + hs);
+            const double s_up = objective(ctx.get(), in);
+            in.similarity.set(k, s - hs);
+            const double s_down = objective(ctx.get(), in);
+            in.similarity.set(k, s);
+            EXPECT_NEAR(out.grad_similarity.get(k), (s_up - s_down) / (2 * hs), 1e-7) << "dS element " << k;
+          }
+        }
+      }
+    }
+  }
+}
+
+// open_clip's ClipLoss: (cross_entropy(S, arange) + cross_entropy(S^T,
+// arange)) / 2 with S = logit_scale * img txt^T, each cross-entropy a mean
+// over its rows; written here from that formula.
+double clip_loss(const std::vector<double>& s, int64_t n) {
+  double rows = 0, cols = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double m = -std::numeric_limits<double>::infinity(), mc = m;
+    for (int64_t j = 0; j < n; ++j) {
+      m = std::max(m, s[i * n + j]);
+      mc = std::max(mc, s[j * n + i]);
+    }
+    double sum = 0, sum_c = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      sum += std::exp(s[i * n + j] - m);
+      sum_c += std::exp(s[j * n + i] - mc);
+    }
+    rows += m + std::log(sum) - s[i * n + i];
+    cols += mc + std::log(sum_c) - s[i * n + i];
+  }
+  return (rows / double(n) + cols / double(n)) / 2;
+}
+
+TEST(SymmetricClip, EqualsOpenClipsFormulaWithItsLogitScaleGradient) {
+  const int64_t n = 37, dim = 9;
+  const double logit_scale = 14.3;  // exp of open_clip's learnable log-scale
+  npt::Rng rng(2024);
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  npt::Array img(NPAIRS_F64, n * dim), txt(NPAIRS_F64, n * dim), labels(NPAIRS_I64, n), loss(NPAIRS_F64, 1),
+      dtau(NPAIRS_F64, 1), dimg(NPAIRS_F64, n * dim);
+  for (std::size_t k = 0; k < img.size(); ++k) {
+    img.set(k, rng.normal() / 3);
+    txt.set(k, rng.normal() / 3);
+  }
+  for (int64_t i = 0; i < n; ++i) labels.set_int(static_cast<std::size_t>(i), i);
+  npairs_problem p;
+  npairs_problem_init(&p);
+  p.rows = n;
+  p.dtype = NPAIRS_F64;
+  p.labels = labels.data();
+  p.label_dtype = NPAIRS_I64;
+  p.anchors = img.data();
+  p.positives = txt.data();
+  p.dim = dim;
+  npairs_options o;
+  npairs_options_init(&o);
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  auto clip_of = [&](double scale, const npt::Array& a) {
+    std::vector<double> s(static_cast<std::size_t>(n * n));
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double dot = 0;
+        for (int64_t k = 0; k < dim; ++k) dot += a.get(std::size_t(i * dim + k)) * txt.get(std::size_t(j * dim + k));
+        s[std::size_t(i * n + j)] = scale * dot;
+      }
+    }
+    return clip_loss(s, n);
+  };
+  auto library = [&](double scale, npairs_gradients* g) {
+    o.temperature = 1.0 / scale;
+    EXPECT_NPAIRS_OK(npairs_loss(ctx.get(), &o, &p, nullptr, loss.data(), g));
+    return loss.get(0);
+  };
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.temperature = dtau.data();
+  g.anchors = dimg.data();
+  EXPECT_NEAR(library(logit_scale, &g), clip_of(logit_scale, img), 1e-12);
+  // d/d(logit_scale) = dL/dtau * dtau/dscale = -dL/dtau / scale^2, against
+  // central differences of open_clip's formula.
+  const double h = 1e-5;
+  const double clip_dscale = (clip_of(logit_scale + h, img) - clip_of(logit_scale - h, img)) / (2 * h);
+  EXPECT_NEAR(-dtau.get(0) / (logit_scale * logit_scale), clip_dscale, 1e-8);
+  for (std::size_t k : {std::size_t(0), std::size_t(100), img.size() - 1}) {
+    npt::Array moved = img;
+    moved.set(k, img.get(k) + h);
+    const double up = clip_of(logit_scale, moved);
+    moved.set(k, img.get(k) - h);
+    const double down = clip_of(logit_scale, moved);
+    EXPECT_NEAR(dimg.get(k), (up - down) / (2 * h), 1e-8) << "d img element " << k;
+  }
+}
+
+// A caller compiled against the 1.0 header: its struct ends before
+// `temperature`; whatever follows it in memory is never read or written.
+TEST(SymmetricAbi, OneZeroSizedGradientsStructIsReadAsBefore) {
+  npt::Spec s = small_spec(false, false, false, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE);
+  const npt::Inputs in = npt::make_inputs(s);
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  npt::Outputs expected(in, true, true, false, false);
+  ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, expected));
+
+  npt::Array ds(NPAIRS_F64, in.similarity.size()), loss(NPAIRS_F64, 1), tail(NPAIRS_F64, 1);
+  tail.poison();
+  npairs_gradients grown;
+  npairs_gradients_init(&grown);
+  grown.struct_size = offsetof(npairs_gradients, temperature);  // the 1.0 size
+  grown.similarity = ds.data();
+  grown.temperature = tail.data();  // beyond the 1.0 struct: not a field of it
+  const npairs_problem p = in.problem();
+  const npairs_options o = in.options();
+  ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), &o, &p, in.grad_loss_ptr(), loss.data(), &grown));
+  EXPECT_EQ(loss.values(), expected.loss.values());
+  EXPECT_EQ(ds.values(), expected.grad_similarity.values());
+  EXPECT_TRUE(tail.is_poison(0));
+  std::size_t bytes = 0;
+  EXPECT_NPAIRS_OK(npairs_workspace_size(ctx.get(), &o, &p, &grown, &bytes));
+  // Below the 1.0 size stays invalid.
+  grown.struct_size = offsetof(npairs_gradients, temperature) - 1;
+  EXPECT_EQ(npairs_loss(ctx.get(), &o, &p, nullptr, loss.data(), &grown), NPAIRS_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(npairs_last_error()).find("grads.struct_size"), std::string::npos) << npairs_last_error();
+}
+
+bool mentions(const std::string& message, std::initializer_list<const char*> words) {
+  for (const char* w : words) {
+    if (message.find(w) == std::string::npos) return false;
+  }
+  return true;
+}
+
+TEST(SymmetricErrors, NoneReductionOrSampleWeightIsInvalidArgument) {
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  npt::Spec s = small_spec(true, false, true, NPAIRS_REDUCTION_NONE);
+  s.grad_loss = false;
+  {
+    const npt::Inputs in = npt::make_inputs(s);
+    npt::Outputs out(in, true, true, false, false, true);
+    EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_ARGUMENT));
+    EXPECT_TRUE(mentions(npairs_last_error(), {"NPAIRS_FLAG_SYMMETRIC", "options.reduction"})) << npairs_last_error();
+  }
+  s.reduction = NPAIRS_REDUCTION_SUM;
+  s.weights = true;
+  const npt::Inputs in = npt::make_inputs(s);
+  npt::Outputs out(in, true, true, false, false, true);
+  EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_ARGUMENT));
+  EXPECT_TRUE(mentions(npairs_last_error(), {"NPAIRS_FLAG_SYMMETRIC", "problem.sample_weight"})) << npairs_last_error();
+  // npairs_workspace_size checks the same rules.
+  const npairs_options o = in.options();
+  const npairs_problem p = in.problem();
+  std::size_t bytes = 7;
+  EXPECT_EQ(npairs_workspace_size(ctx.get(), &o, &p, nullptr, &bytes), NPAIRS_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(bytes, 7u);
+}
+
+TEST(SymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  for (bool multilabel : {false, true}) {
+    for (bool streamed : {false, true}) {
+      SCOPED_TRACE(std::string(multilabel ? "multi" : "labels") + (streamed ? " streamed" : ""));
+      npt::Spec s = small_spec(true, multilabel, true, NPAIRS_REDUCTION_SUM);
+      npt::Inputs in = npt::make_inputs(s);
+      // Column 4 gets targets no row has: a label of no row, or no class.
+      if (multilabel) {
+        for (int64_t k = 0; k < in.K; ++k) in.column_multilabels.set(std::size_t(4 * in.K + k), 0.0);
+      } else {
+        in.column_labels.set_int(4, 999);
+      }
+      ASSERT_FALSE(ref::compute<double>(in.reference()).valid);
+      EXPECT_EQ(ref::compute<double>(in.reference()).first_bad_column, 4);
+      npt::Outputs out(in, true, true, false, false, true);
+      ASSERT_NPAIRS_OK(
+          npairs_context_set_workspace_limit(ctx.get(), streamed ? smallest_workspace(ctx.get(), in, out) : 0));
+      EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_VALUE));
+      EXPECT_TRUE(mentions(npairs_last_error(), {"column 4", multilabel ? "problem.column_multilabels"
+                                                                         : "problem.column_labels"}))
+          << npairs_last_error();
+      // Not symmetric: the same input is valid (every row has a positive).
+      in.spec.symmetric = false;
+      npt::Outputs fine(in, true, true, false, false, true);
+      ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), 0));
+      EXPECT_NPAIRS_OK(npt::run_loss(ctx.get(), in, fine));
+    }
+  }
+  // No rows at all: column 0 has no positive row.
+  std::vector<int64_t> column_labels = {1, 2};
+  const npt::Inputs empty = npt::similarity_inputs(NPAIRS_F64, 0, 2, {}, {}, column_labels);
+  npairs_options o = empty.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  const npairs_problem p = empty.problem();
+  double loss = -1;
+  EXPECT_EQ(npairs_loss(ctx.get(), &o, &p, nullptr, &loss, nullptr), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_TRUE(mentions(npairs_last_error(), {"column 0"})) << npairs_last_error();
+  EXPECT_EQ(loss, -1);
+}
+
+// R = 0 without column targets (M = 0): the loss and dL/dtau are 0.
+TEST(Symmetric, NoRowsGivesZeros) {
+  npt::Context ctx;
+  ASSERT_NPAIRS_OK(ctx.status());
+  const npt::Inputs in = npt::similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
+  npairs_options o = in.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  npairs_problem p = in.problem();
+  p.column_labels = nullptr;
+  float loss = -1, dtau = -1;
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.temperature = &dtau;
+  ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), &o, &p, nullptr, &loss, &g));
+  EXPECT_EQ(loss, 0.0f);
+  EXPECT_EQ(dtau, 0.0f);
+}
+
+}  // namespace
