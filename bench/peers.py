@@ -597,6 +597,7 @@ def main():
                         "medians (so that a load that comes and goes hits every system alike)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--plot", help="write a PNG plot here (matplotlib)")
+    p.add_argument("--from-json", help="print the table of a --json FILE written before, and --plot it (no runs)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -611,6 +612,18 @@ def main():
         data = worker(args)
         with open(args.worker_out, "w") as f:
             json.dump(data, f)
+        return 0
+
+    if args.from_json:  # e.g. a run in a venv without matplotlib, plotted by another Python
+        with open(args.from_json) as f:
+            report = json.load(f)
+        for key in ("device", "rows", "dim", "inputs"):
+            setattr(args, key, report["settings"][key])
+        print_table(report["results"], list(report["systems"]), args)
+        if args.plot:
+            machine = report["machine"]
+            plot(report["results"], args, args.plot, f"N-pairs loss + gradients, float32, {machine['cpu_model']} "
+                 f"({machine['cores']} cores), {report['date'][:10]}")
         return 0
 
     systems = [s for s in args.systems.split(",") if s]
