@@ -387,7 +387,7 @@ def _prepare(
     names,
     host_half_as_float32,
     weights_as_grad_loss,
-    symmetric,
+    symmetric=False,
 ):
     p = _Prepared()
     p.reduction = reduction_code(reduction)
