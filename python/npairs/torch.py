@@ -244,9 +244,12 @@ def _backward(ctx, grad_output, similarity, anchors, positives, rows, temperatur
     else:
         # loss.backward() passes a 1: then the saved gradients are the answer, and
         # skipping the product saves a pass over R x M (and a new array). ctx keeps
-        # a reference to each one handed out, so that autograd never takes it as a
-        # leaf's .grad (which a later backward through a retained graph would add
-        # into, in place): it copies it then, as for any tensor held elsewhere.
+        # a reference to each one handed out until this backward pass ends, so that
+        # autograd never takes it as a leaf's .grad (which a later backward through
+        # a retained graph would add into, in place): it copies it then, as for any
+        # tensor held elsewhere. The reference is dropped at the end of the pass: it
+        # is a cycle (the output's grad_fn holds ctx) that would keep the memory
+        # from the output pool until the garbage collector ran.
         # Checked on CPU only, where reading the value costs no device synchronisation.
         unit = ctx.hand_out_saved and _eager(grad_output) and grad_output.device.type == "cpu" \
             and grad_output.numel() == 1 and grad_output.item() == 1.0
@@ -255,6 +258,7 @@ def _backward(ctx, grad_output, similarity, anchors, positives, rows, temperatur
                 out[name] = grad if unit else grad * grad_output
         if unit:
             ctx.handed_out = tuple(out.values())
+            torch.autograd.Variable._execution_engine.queue_callback(lambda: ctx.__dict__.pop("handed_out", None))
         if rows is not None:
             grad_weight = rows * (grad_output * ctx.scale)
     for name, grad in out.items():
