@@ -5,6 +5,12 @@ and through what a user would pick instead, on the same cases in one run.
 Systems (each runs in its own worker process, so that the thread pools of
 PyTorch, TensorFlow, OpenMP and OpenBLAS never compete):
 
+  c-api           the same library call through the C API (ctypes), with its
+                  context and outputs made once, before the timed calls, on
+                  every core (threads 0, as the NumPy API): the baseline of
+                  the Python packages' overhead (issue 11: within 1.3x)
+  c-api-torch     the same with torch.get_num_threads() threads, the count
+                  npairs.torch runs the library with: npairs-torch's baseline
   npairs          npairs.npairs_loss(labels, S, return_grad=True), or
                   npairs.npairs_embeddings_loss(labels, A, P, reg_lambda=0,
                   return_grads=True): NumPy arrays on the CPU, torch CUDA
@@ -29,7 +35,13 @@ PyTorch, TensorFlow, OpenMP and OpenBLAS never compete):
 
 Cases: similarity input (loss + dL/dS) and embeddings input (loss + dL/dA +
 dL/dP), R = M rows, int64 labels with R/2 classes (each twice), float32,
-the default reduction (mean over rows), temperature 1. Each figure is the
+the default reduction (mean over rows), temperature 1. The clip input
+(--inputs clip; systems c-api, npairs, npairs-torch, torch-eager,
+torch-compile) is CLIP's loss over a similarity S with a learnable
+logit_scale s (14.3) and labels 0..R-1: the symmetric loss (SPEC section 5)
+with temperature 1/s, loss + dL/dS + dL/ds; the torch systems compute it as
+open_clip's ClipLoss does, (cross_entropy(s S, arange) +
+cross_entropy(s S^T, arange)) / 2. Each figure is the
 median of --repeats calls after --warmup untimed ones (with --rounds N, the
 median of N such medians, every system run in turn in each round); CUDA
 calls are followed by torch.cuda.synchronize(). Every system's loss and gradient norms
@@ -73,10 +85,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SYSTEMS = ["npairs", "npairs-torch", "npairs-torch-none", "npairs-torch-weighted", "torch-eager", "torch-compile",
-           "tfa-eager", "tfa-function", "torch-gemms"]
-VARIANTS = ["npairs-torch-none", "npairs-torch-weighted"]  # timed against npairs-torch
-INPUTS = ["similarity", "embeddings"]
+SYSTEMS = ["c-api", "c-api-torch", "npairs", "npairs-torch", "npairs-torch-none", "npairs-torch-weighted",
+           "torch-eager", "torch-compile", "tfa-eager", "tfa-function", "torch-gemms"]
+# system: (its baseline, what it is, the target of time / baseline time)
+VARIANTS = {
+    "npairs": ("c-api", "the NumPy API's overhead, issue 11", 1.3),
+    "npairs-torch": ("c-api-torch", "npairs.torch's overhead, issue 11", 1.3),
+    "npairs-torch-none": ("npairs-torch", "reduction 'none', issue 16", 1.3),
+    "npairs-torch-weighted": ("npairs-torch", "weights that require grad, issue 16", 1.3),
+}
+INPUTS = ["similarity", "embeddings", "clip"]
+CLIP_SYSTEMS = ("c-api", "npairs", "npairs-torch", "torch-eager", "torch-compile")
+CLIP_LOGIT_SCALE = 14.3
 
 
 # ---------------------------------------------------------------------------
@@ -89,7 +109,9 @@ def make_case(rows, dim, input_kind):
 
     rng = np.random.default_rng(12345 + rows)
     labels = (np.arange(rows) % max(1, rows // 2)).astype(np.int64)
-    if input_kind == "similarity":
+    if input_kind == "clip":  # unit embeddings' cosine similarities: CLIP's logits before the scale
+        labels = np.arange(rows, dtype=np.int64)
+    if input_kind in ("similarity", "clip"):
         s = rng.random((rows, rows), dtype=np.float32)  # float32 throughout: GPU sizes are large
         s *= 2
         s -= 1
@@ -114,10 +136,13 @@ class Runner:
         self.system = system
         self.device = device
         self.sync = lambda: None
-        if system.startswith("npairs"):
+        if system.startswith("npairs") or system.startswith("c-api"):
             os.environ.setdefault("NPAIRS_LIBRARY", os.path.join(REPO, "build", "release", "libnpairs.so"))
             sys.path.insert(0, os.path.join(REPO, "python"))
-        if system.startswith("torch") or system.startswith("npairs-torch") or device == "cuda":
+        if system == "c-api" and device == "cuda":
+            raise RuntimeError("c-api times host arrays on the CPU backend only")
+        if system.startswith("torch") or system.startswith("npairs-torch") or system == "c-api-torch" \
+                or device == "cuda":
             import torch
 
             self.torch = torch
@@ -148,7 +173,7 @@ class Runner:
         if hasattr(self, "tf"):
             v["tensorflow"] = self.tf.__version__
             v["tensorflow_addons"] = self.tfa.__version__
-        if self.system.startswith("npairs"):
+        if self.system.startswith("npairs") or self.system.startswith("c-api"):
             import npairs
 
             v["npairs"] = npairs.library_version()
@@ -165,12 +190,73 @@ class Runner:
         ts = {k: torch.from_numpy(v).to(self.device).requires_grad_(grad) for k, v in data.items()}
         return lab, ts
 
+    def _c_api(self, input_kind, labels, data, threads=0):
+        """One npairs_loss call through ctypes: structs, context and outputs made here, once."""
+        import ctypes
+
+        import numpy as np
+        from npairs import _lib
+
+        lib = _lib.load()
+        ctx = _lib.npairs_context()
+        assert lib.npairs_context_create(_lib.BACKEND_CPU, 0, ctypes.byref(ctx)) == 0
+        assert lib.npairs_context_set_threads(ctx, threads) == 0
+        opts = _lib.Options()
+        lib.npairs_options_init(ctypes.byref(opts))
+        prob = _lib.Problem()
+        lib.npairs_problem_init(ctypes.byref(prob))
+        prob.rows, prob.dtype = len(labels), _lib.F32
+        prob.labels, prob.label_dtype = labels.ctypes.data, _lib.I64
+        grads = _lib.Gradients()
+        lib.npairs_gradients_init(ctypes.byref(grads))
+        loss = np.zeros((), np.float32)
+        outputs = {}
+        if input_kind == "embeddings":
+            prob.anchors, prob.positives = data["anchors"].ctypes.data, data["positives"].ctypes.data
+            prob.dim = data["anchors"].shape[1]
+            names = ("anchors", "positives")
+            for n in names:
+                outputs[n] = np.zeros_like(data[n])
+        else:
+            prob.similarity = data["similarity"].ctypes.data
+            names = ("similarity",)
+            outputs["similarity"] = np.zeros_like(data["similarity"])
+            if input_kind == "clip":
+                opts.temperature = 1.0 / CLIP_LOGIT_SCALE
+                opts.flags |= _lib.FLAG_SYMMETRIC
+                names += ("temperature",)
+                outputs["temperature"] = np.zeros(1, np.float32)
+        for n in names:
+            setattr(grads, n, outputs[n].ctypes.data)
+        args = (ctx, ctypes.byref(opts), ctypes.byref(prob), None, loss.ctypes.data, ctypes.byref(grads))
+        self._keep = (ctx, opts, prob, grads, labels, data)
+
+        def call():
+            status = lib.npairs_loss(*args)
+            if status:
+                raise RuntimeError(f"npairs_loss: {_lib.last_error()}")
+            if input_kind == "clip":  # dL/ds from dL/dtau, as the other systems report it (tau = 1/s)
+                return loss, [outputs["similarity"], -outputs["temperature"] / CLIP_LOGIT_SCALE**2]
+            return loss, [outputs[n] for n in names]
+
+        return call
+
+    def _c_api_torch(self, input_kind, labels, data):
+        return self._c_api(input_kind, labels, data, threads=self.torch.get_num_threads())
+
     def _npairs(self, input_kind, labels, data):
         import npairs
 
         if self.device == "cuda":  # device arrays: torch CUDA tensors
             labels, data = self._tensors(labels, data, grad=False)
-        if input_kind == "similarity":
+        if input_kind == "clip":
+            S = data["similarity"]
+
+            def call():
+                loss, g, gtau = npairs.npairs_loss(labels, S, symmetric=True, temperature=1.0 / CLIP_LOGIT_SCALE,
+                                                   return_grad=True, return_temperature_grad=True)
+                return loss, [g, -gtau / CLIP_LOGIT_SCALE**2]
+        elif input_kind == "similarity":
             S = data["similarity"]
 
             def call():
@@ -205,6 +291,11 @@ class Runner:
         def total(loss):  # 'none': the backward of the per-row losses' mean, the default's value
             return loss.sum() / loss.shape[0] if reduction == "none" else loss
 
+        if input_kind == "clip":
+            scale = torch.tensor(CLIP_LOGIT_SCALE, device=self.device, requires_grad=True)
+            return self._autograd_call(
+                lambda: nt.npairs_loss(lab, ts["similarity"], symmetric=True, temperature=scale.reciprocal()),
+                [ts["similarity"], scale])
         if input_kind == "similarity":
             module = nt.NpairsLoss(reduction=reduction)
             return self._autograd_call(lambda: total(module(lab, ts["similarity"], weight)),
@@ -229,12 +320,18 @@ class Runner:
         def embeddings_loss(a, p, labels):
             return similarity_loss(a @ p.T, labels)
 
-        return similarity_loss if input_kind == "similarity" else embeddings_loss
+        def clip_loss(s, scale, labels):  # open_clip's ClipLoss, given the image-text similarities
+            logits = scale * s
+            return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+        return {"similarity": similarity_loss, "embeddings": embeddings_loss, "clip": clip_loss}[input_kind]
 
     def _torch_eager(self, input_kind, labels, data, fn=None):
         lab, ts = self._tensors(labels, data, grad=True)
         fn = fn or self._torch_loss(input_kind)
-        inputs = [ts["similarity"]] if input_kind == "similarity" else [ts["anchors"], ts["positives"]]
+        inputs = [ts["anchors"], ts["positives"]] if input_kind == "embeddings" else [ts["similarity"]]
+        if input_kind == "clip":
+            inputs.append(self.torch.tensor(CLIP_LOGIT_SCALE, device=self.device, requires_grad=True))
         return self._autograd_call(lambda: fn(*inputs, lab), inputs)
 
     def _torch_compile(self, input_kind, labels, data):
@@ -301,6 +398,8 @@ def worker(args):
         for input_kind in args.inputs:
             if args.worker == "torch-gemms" and input_kind != "embeddings":
                 continue  # GEMMs alone: the embeddings cases' ceiling
+            if input_kind == "clip" and args.worker not in CLIP_SYSTEMS:
+                continue
             rec = {"system": args.worker, "device": args.device, "input": input_kind, "rows": rows,
                    "dim": args.dim if input_kind == "embeddings" else 0}
             try:
@@ -422,18 +521,27 @@ def print_table(results, systems, args):
                     cells.append(f"{m:>{width}.3f}{ratio}")
             print(f"{label:<22}" + "".join(cells))
     by_case = {(r["system"], r["input"], r["rows"]): r for r in results}
-    for s in [s for s in VARIANTS if s in shown and "npairs-torch" in shown]:
+    def ratio_line(s, base_system, input_kind, rows, what):
+        m, base = medians.get((s, input_kind, rows)), medians.get((base_system, input_kind, rows))
+        if not (m and base):
+            return
+        line = f"{s} {input_kind} R={rows}: {m / base:.2f}x {base_system}'s time ({what})"
+        pairs = zip(by_case[(s, input_kind, rows)].get("round_medians_ms", []),
+                    by_case[(base_system, input_kind, rows)].get("round_medians_ms", []))
+        ratios = [a / b for a, b in pairs]
+        if len(ratios) > 1:  # each round's two figures were taken minutes apart at most
+            line += f"; median of the rounds' ratios {statistics.median(ratios):.2f}x"
+        print(line)
+
+    by_case = {(r["system"], r["input"], r["rows"]): r for r in results}
+    for s, (base_system, what, target) in VARIANTS.items():
         for input_kind in args.inputs:
             for rows in args.rows:
-                m, base = medians.get((s, input_kind, rows)), medians.get(("npairs-torch", input_kind, rows))
-                if m and base:
-                    line = f"{s} {input_kind} R={rows}: {m / base:.2f}x npairs-torch's time (target <= 1.3x)"
-                    pairs = zip(by_case[(s, input_kind, rows)].get("round_medians_ms", []),
-                                by_case[("npairs-torch", input_kind, rows)].get("round_medians_ms", []))
-                    ratios = [a / b for a, b in pairs]
-                    if len(ratios) > 1:  # each round's two figures were taken minutes apart at most
-                        line += f"; median of the rounds' ratios {statistics.median(ratios):.2f}x"
-                    print(line)
+                ratio_line(s, base_system, input_kind, rows, f"{what}: target <= {target}x")
+    for peer in ("torch-eager", "torch-compile"):
+        for input_kind in args.inputs:
+            for rows in args.rows:
+                ratio_line("npairs-torch", peer, input_kind, rows, "below 1: npairs.torch is ahead")
     bad = [r for r in results if r.get("loss_rel_diff", 0) > 1e-4 or r.get("grad_norm_rel_diff", 0) > 1e-3]
     for r in bad:
         print(f"CHECK: {r['system']} {r['input']} R={r['rows']}: loss differs by {r['loss_rel_diff']:.2e}, "
@@ -463,7 +571,8 @@ def plot(results, args, path, title):
         ax.set_xticks(args.rows, [str(r) for r in args.rows])
         ax.set_xlabel("batch size R = M")
         ax.set_ylabel("median time, loss + gradients (ms)")
-        what = "similarity input, dL/dS" if input_kind == "similarity" else f"embeddings input (D={args.dim}), dL/dA + dL/dP"
+        what = {"similarity": "similarity input, dL/dS", "embeddings": f"embeddings input (D={args.dim}), dL/dA + dL/dP",
+                "clip": "CLIP's symmetric loss of a similarity, dL/dS + dL/dlogit_scale"}[input_kind]
         ax.set_title(what)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -488,6 +597,7 @@ def main():
                         "medians (so that a load that comes and goes hits every system alike)")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--plot", help="write a PNG plot here (matplotlib)")
+    p.add_argument("--from-json", help="print the table of a --json FILE written before, and --plot it (no runs)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -502,6 +612,18 @@ def main():
         data = worker(args)
         with open(args.worker_out, "w") as f:
             json.dump(data, f)
+        return 0
+
+    if args.from_json:  # e.g. a run in a venv without matplotlib, plotted by another Python
+        with open(args.from_json) as f:
+            report = json.load(f)
+        for key in ("device", "rows", "dim", "inputs"):
+            setattr(args, key, report["settings"][key])
+        print_table(report["results"], list(report["systems"]), args)
+        if args.plot:
+            machine = report["machine"]
+            plot(report["results"], args, args.plot, f"N-pairs loss + gradients, float32, {machine['cpu_model']} "
+                 f"({machine['cores']} cores), {report['date'][:10]}")
         return 0
 
     systems = [s for s in args.systems.split(",") if s]

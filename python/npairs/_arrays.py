@@ -16,6 +16,9 @@ hand bfloat16 over), and their outputs are PyTorch tensors.
 from __future__ import annotations
 
 import ctypes
+import mmap
+import threading
+import weakref
 
 import numpy as np
 
@@ -448,14 +451,116 @@ def empty_like_family(ref, name, shape, dtype):
 
 
 def empty_host(ref, name, shape, dtype):
-    """A new host array: a torch tensor when ref came from torch (or for bfloat16), else NumPy."""
-    if (ref is not None and ref.fam == "torch") or np.dtype(dtype) == BFLOAT16:
+    """A new host array: a torch tensor when ref came from torch (or for bfloat16), else NumPy.
+
+    Large ones (an R x M gradient) are made over reused memory (see _OutputPool).
+    """
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    torch_out = (ref is not None and ref.fam == "torch") or dtype == BFLOAT16
+    nbytes = dtype.itemsize
+    for s in shape:
+        nbytes *= s
+    if nbytes >= _POOL_MIN_BYTES and dtype != BFLOAT16:
+        obj = _pool.array(shape, dtype, nbytes)
+        if torch_out:
+            import torch
+
+            obj = torch.from_numpy(obj)
+            return Array(name, obj, obj.data_ptr(), shape, dtype, None, None, None, "torch", obj)
+        return Array(name, obj, obj.ctypes.data, shape, dtype, None, None, None, "numpy", obj)
+    if torch_out:
         import torch
 
-        obj = torch.empty(tuple(shape), dtype=_torch_dtype(torch, dtype))
+        obj = torch.empty(shape, dtype=_torch_dtype(torch, dtype))
         return Array(name, obj, obj.data_ptr(), shape, dtype, None, None, None, "torch", obj)
-    obj = np.empty(tuple(shape), dtype=dtype)
+    obj = np.empty(shape, dtype=dtype)
     return Array(name, obj, obj.ctypes.data, shape, dtype, None, None, None, "numpy", obj)
+
+
+# Outputs of at least this many bytes come from the pool; smaller ones are
+# cheap to allocate (malloc reuses its heap for them).
+_POOL_MIN_BYTES = 1 << 20
+
+
+class _OutputPool:
+    """Host memory of large outputs, reused once every array over it is gone.
+
+    A fresh R x M gradient pays for its memory on every call: the kernel maps
+    and zeroes each page when the library first writes it, which at
+    R = M = 4096 (64 MiB) costs about as much as the library's own pass.
+    Training steps free the previous step's gradient before (or while)
+    making the next one, so a freed block is kept and handed out again.
+
+    An output is a view of a NumPy array over a block (``np.frombuffer``; a
+    torch output is ``torch.from_numpy`` of one): every later view of it,
+    NumPy or torch, holds that array (NumPy collapses view chains to it), so
+    the block comes back only when the last of them is collected. At most ``keep`` free blocks are kept, the oldest dropped
+    first; ``clear()`` (``npairs.empty_cache()``) drops them all.
+    """
+
+    def __init__(self, keep=4):
+        self.keep = keep
+        self._free = {}  # nbytes -> [blocks], in the order their sizes were first freed
+        self._count = 0
+        # Reentrant: a finalizer (release) may run during a collection inside
+        # take, on the same thread.
+        self._lock = threading.RLock()
+
+    def array(self, shape, dtype, nbytes):
+        block = self._take(nbytes)
+        if block is None:
+            # An anonymous mapping, not a NumPy array: NumPy would collapse the
+            # views' bases to an array block, past flat. Huge pages, as NumPy
+            # asks for its own large arrays, make the first touch cheaper.
+            block = mmap.mmap(-1, nbytes)
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                block.madvise(mmap.MADV_HUGEPAGE)
+        flat = np.frombuffer(block, dtype=dtype)  # every view of it, NumPy or torch, holds flat (its base)
+        weakref.finalize(flat, self._release, block).atexit = False
+        return flat.reshape(shape)
+
+    def _take(self, nbytes):
+        with self._lock:
+            blocks = self._free.get(nbytes)
+            if not blocks:
+                return None
+            self._count -= 1
+            block = blocks.pop()
+            if not blocks:
+                del self._free[nbytes]
+            return block
+
+    def _release(self, block):
+        with self._lock:
+            if self.keep <= 0:
+                return
+            if self._count >= self.keep:
+                oldest = next(iter(self._free))
+                self._free[oldest].pop()
+                self._count -= 1
+                if not self._free[oldest]:
+                    del self._free[oldest]
+            self._free.setdefault(len(block), []).append(block)
+            self._count += 1
+
+    def clear(self):
+        with self._lock:
+            self._free.clear()
+            self._count = 0
+
+    def free_bytes(self):
+        """Bytes held by free blocks (for the tests and the README's memory note)."""
+        with self._lock:
+            return sum(n * len(blocks) for n, blocks in self._free.items())
+
+
+_pool = _OutputPool()
+
+
+def release_outputs():
+    """Drops the free blocks of the output pool (npairs.empty_cache)."""
+    _pool.clear()
 
 
 def stream_of(a):

@@ -130,12 +130,14 @@ def empty_cache():
     Each context keeps the largest workspace any of its calls needed (see the
     README, "Memory"); destroying it returns that memory. A context that
     another thread is using right now is destroyed when that call returns.
-    The next call creates a fresh context.
+    The next call creates a fresh context. It also drops the free blocks
+    that large host outputs (an R x M gradient) are reused from.
     """
     with _caches_lock:
         caches = list(_caches)
     for cache in caches:
         cache.clear()
+    _arrays.release_outputs()
 
 
 # The thread count of CPU calls that give none: 0 means every core.
@@ -234,6 +236,27 @@ def check_reg_lambda(reg_lambda, reduction, embeddings=True):
             "reg_lambda must be 0 with reduction='none': the L2 term is added once to a scalar loss"
         )
     return value
+
+
+def check_symmetric(symmetric, reduction, sample_weight=None):
+    """symmetric as a bool, checked against the reduction code and the weights (SPEC section 5).
+
+    The loss over columns is averaged with the loss over rows into one
+    scalar, and has no row to weight: it needs a scalar reduction and no
+    sample_weight.
+    """
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise InvalidArgumentError(f"symmetric must be True or False, got {symmetric!r}")
+    if symmetric and reduction == _lib.REDUCTION_NONE:
+        raise InvalidArgumentError(
+            "symmetric=True needs a scalar reduction ('sum' or 'sum_over_batch_size'), got reduction='none': "
+            "the symmetric loss is the mean of a row loss and a column loss, with no value per row"
+        )
+    if symmetric and sample_weight is not None:
+        raise InvalidArgumentError(
+            "symmetric=True takes no sample_weight: the loss over columns has no row to weight"
+        )
+    return bool(symmetric)
 
 
 def positive_float(name, value):
@@ -364,9 +387,11 @@ def _prepare(
     names,
     host_half_as_float32,
     weights_as_grad_loss,
+    symmetric=False,
 ):
     p = _Prepared()
     p.reduction = reduction_code(reduction)
+    p.symmetric = check_symmetric(symmetric, p.reduction, sample_weight)
     p.temperature = positive_float("temperature", temperature)
     p.reg_lambda = check_reg_lambda(reg_lambda, p.reduction, embeddings)
     p.backend = backend_code(backend)
@@ -555,6 +580,50 @@ def _output(p, name, shape):
     return _arrays.empty_host(p.ref, name, shape, p.dtype)
 
 
+def _given_output(p, name, obj, shape):
+    """The caller's array for an output (out=), checked: it is written as it is, never copied."""
+    what = f"a C-contiguous, writable {_arrays.dtype_name(p.dtype)} array of shape {_shape_str(shape)}"
+    if isinstance(obj, np.ndarray):
+        X = _arrays.Array(name, obj, obj.ctypes.data, obj.shape, obj.dtype,
+                          None if obj.flags.c_contiguous else obj.strides)
+        writable = obj.flags.writeable
+    elif _arrays.is_torch(obj) or hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__dlpack_device__"):
+        X = _arrays.wrap(name, obj)
+        writable = not (_arrays.is_torch(obj) and obj.requires_grad)
+    else:
+        raise InvalidArgumentError(f"{name} must be {what} (a NumPy array, a torch tensor or a CUDA array), "
+                                   f"got {type(obj).__name__}")
+    if X.dtype != p.dtype or X.shape != tuple(shape) or not X.c_contiguous() or not writable:
+        state = "" if writable else ", not writable"
+        raise InvalidArgumentError(
+            f"{name} must be {what}, got dtype {_arrays.dtype_name(X.dtype)}, shape {_shape_str(X.shape)}"
+            + ("" if X.c_contiguous() else ", not C-contiguous") + state
+        )
+    if X.device != p.ref.device:
+        raise InvalidArgumentError(f"{name} is in {X.where()} but {p.ref.name} is in {p.ref.where()}")
+    X.obj = obj  # handed back as given
+    return X
+
+
+def _check_no_overlap(p, outputs):
+    """SPEC section 2: outputs never overlap inputs, except dL/dS written over the similarity itself."""
+    def extent(X):
+        return X.device, X.ptr, X.ptr + X.size * X.dtype.itemsize
+
+    inputs = [X for X in p.logits + [p.T, p.C, p.W, p.G] if X is not None]
+    for i, (name, Y) in enumerate(outputs):
+        dev, lo, hi = extent(Y)
+        if lo == hi:
+            continue
+        for X in inputs + [Z for _, Z in outputs[i + 1:]]:
+            xdev, xlo, xhi = extent(X)
+            if xdev != dev or xlo >= hi or lo >= xhi:
+                continue
+            if name == "similarity" and X is p.logits[0] and len(p.logits) == 1 and (xlo, xhi) == (lo, hi):
+                continue  # in place: the library reads each logit before it writes its gradient
+            raise InvalidArgumentError(f"{Y.name} overlaps {X.name} in memory; give it memory of its own")
+
+
 def _finish(a, dtype):
     """The user-facing object of an output, in dtype: NumPy 0-d arrays become NumPy scalars."""
     if a is None:
@@ -610,8 +679,16 @@ def compute(
     weights_as_grad_loss=False,
     reserve_workspace=False,
     capturing=False,
+    out=None,
+    symmetric=False,
 ):
-    """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives'.
+    """One npairs_loss call. want_grads names any of 'similarity', 'anchors', 'positives', 'temperature'.
+
+    symmetric: CLIP's loss, the mean of the row and the column directions
+    (SPEC section 5). 'temperature' in want_grads: dL/dtau, a scalar.
+
+    out: {name: array} of caller-given arrays for gradients (see _given_output);
+    the gradient dL/dS may be given the similarity array itself (computed in place).
 
     embeddings: whether the logits are anchors and positives (None: when no
     similarity is given). threads: CPU threads (None: get_num_threads()).
@@ -658,6 +735,7 @@ def compute(
         names=all_names,
         host_half_as_float32=host_half_as_float32,
         weights_as_grad_loss=weights_as_grad_loss,
+        symmetric=symmetric,
     )
     ctx = context(p.backend, p.device)
     if ctx.backend == _lib.BACKEND_CPU:
@@ -670,6 +748,8 @@ def compute(
     opts.reduction = p.reduction
     opts.temperature = p.temperature
     opts.reg_lambda = p.reg_lambda
+    if p.symmetric:
+        opts.flags |= _lib.FLAG_SYMMETRIC
 
     prob = _lib.Problem()
     lib.npairs_problem_init(ctypes.byref(prob))
@@ -695,15 +775,24 @@ def compute(
     loss = None
     if want_loss:
         loss = _output(p, "loss", (p.R,) if p.reduction == _lib.REDUCTION_NONE else ())
-    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D)}
+    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D), "temperature": ()}
     grads = {}
     gstruct = None
     if want_grads:
         gstruct = _lib.Gradients()
         lib.npairs_gradients_init(ctypes.byref(gstruct))
+        if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
+            raise UnsupportedError(
+                f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
+                "dL/dtemperature: it needs a library with npairs_gradients.temperature (SPEC section 5)"
+            )
+        given = {k: v for k, v in (out or {}).items() if v is not None}
         for name in want_grads:
-            grads[name] = _output(p, name, shapes[name])
+            grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
+                else _output(p, name, shapes[name])
             setattr(gstruct, name, grads[name].pointer())
+        if given:
+            _check_no_overlap(p, [(n, grads[n]) for n in want_grads if n in given])
 
     def raise_for(status):
         if status:
@@ -722,6 +811,9 @@ def compute(
         ctypes.byref(gstruct) if gstruct is not None else None,
     ))
     return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
+
+
+_OUT_NAMES = {"similarity": "grad_out", "anchors": "grads_out[0]", "positives": "grads_out[1]"}
 
 
 def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
@@ -779,6 +871,9 @@ def npairs_loss(
     workspace_limit=None,
     return_grad=False,
     grad_loss=None,
+    grad_out=None,
+    symmetric=False,
+    return_temperature_grad=False,
 ):
     """N-pairs loss of a similarity matrix (``tfa.losses.npairs_loss``).
 
@@ -804,17 +899,29 @@ def npairs_loss(
       return_grad: also return dL/dy_pred.
       grad_loss: upstream gradient (a scalar, or [R] with reduction='none');
         None means ones.
+      grad_out: with ``return_grad``, an array to write dL/dy_pred into
+        instead of a new one: [R, M], C-contiguous, writable, of the result
+        dtype (y_pred's floating dtype), in y_pred's memory space; y_pred
+        itself computes the gradient in place. It is returned as the grad.
+      symmetric: CLIP's loss (SPEC section 5): the mean of this loss over
+        the rows and the same loss over the columns (images to texts and
+        texts to images, with labels 0..R-1). Needs a scalar reduction and
+        no sample_weight.
+      return_temperature_grad: also return dL/dtemperature (a scalar),
+        after the gradient when ``return_grad`` is given too.
 
     Returns:
       The loss (a scalar, or [R] for 'none'), or ``(loss, grad)`` with
-      ``return_grad``. NumPy inputs give NumPy outputs; PyTorch, CuPy and
+      ``return_grad``, ``(loss, grad, grad_temperature)`` with both return
+      flags, ``(loss, grad_temperature)`` with return_temperature_grad alone. NumPy inputs give NumPy outputs; PyTorch, CuPy and
       Numba inputs give outputs of the same library and device. Without
       ``return_grad``, a torch tensor that requires grad (y_pred or
       sample_weight) is computed by :mod:`npairs.torch`, so the loss is
       differentiable.
     """
     return _similarity_loss(False, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, workspace_limit, return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss, grad_out, symmetric,
+                            return_temperature_grad)
 
 
 def npairs_multilabel_loss(
@@ -830,6 +937,9 @@ def npairs_multilabel_loss(
     workspace_limit=None,
     return_grad=False,
     grad_loss=None,
+    grad_out=None,
+    symmetric=False,
+    return_temperature_grad=False,
 ):
     """Multi-label N-pairs loss (``tfa.losses.npairs_multilabel_loss``).
 
@@ -843,19 +953,39 @@ def npairs_multilabel_loss(
     arguments and the result are as for :func:`npairs_loss`.
     """
     return _similarity_loss(True, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                            threads, workspace_limit, return_grad, grad_loss)
+                            threads, workspace_limit, return_grad, grad_loss, grad_out, symmetric,
+                            return_temperature_grad)
+
+
+def _out_needs(flag_name, flag, **given):
+    """An out= argument without the return flag that asks for its gradient is a mistake: say so."""
+    for name, value in given.items():
+        if value is not None and not flag:
+            raise InvalidArgumentError(f"{name} is given but {flag_name} is False; pass {flag_name}=True")
+
+
+def _with_grads(loss, grads, names, return_temperature_grad):
+    """loss, then the gradients asked for: those of names (one, or a tuple of several), then dL/dtau."""
+    out = (loss,)
+    if names:
+        out += (grads[names[0]] if len(names) == 1 else tuple(grads[n] for n in names),)
+    if return_temperature_grad:
+        out += (grads["temperature"],)
+    return out if len(out) > 1 else loss
 
 
 def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, temperature, column_labels, backend,
-                     threads, workspace_limit, return_grad, grad_loss):
+                     threads, workspace_limit, return_grad, grad_loss, grad_out, symmetric, return_temperature_grad):
     """The shared body of npairs_loss and npairs_multilabel_loss."""
-    if not return_grad and _autograd_wanted(y_pred, sample_weight):
+    _out_needs("return_grad", return_grad, grad_out=grad_out)
+    if not (return_grad or return_temperature_grad) and _autograd_wanted(y_pred, sample_weight, temperature):
         from . import torch as nt
 
         loss = nt.npairs_multilabel_loss if multilabel else nt.npairs_loss
         return loss(y_true, y_pred, sample_weight, reduction=reduction, temperature=temperature, backend=backend,
-                    threads=threads, workspace_limit=workspace_limit,
+                    threads=threads, workspace_limit=workspace_limit, symmetric=symmetric,
                     **{"column_multilabels" if multilabel else "column_labels": column_labels})
+    names = ("similarity",) if return_grad else ()
     loss, grads = compute(
         targets=y_true,
         column_targets=column_labels,
@@ -869,10 +999,12 @@ def _similarity_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         backend=backend,
         threads=threads,
         workspace_limit=workspace_limit,
-        want_grads=("similarity",) if return_grad else (),
+        want_grads=names + (("temperature",) if return_temperature_grad else ()),
         names={"targets": "y_true", "similarity": "y_pred"},
+        out={"similarity": grad_out},
+        symmetric=symmetric,
     )
-    return (loss, grads["similarity"]) if return_grad else loss
+    return _with_grads(loss, grads, names, return_temperature_grad)
 
 
 def npairs_embeddings_loss(
@@ -891,6 +1023,9 @@ def npairs_embeddings_loss(
     workspace_limit=None,
     return_grads=False,
     grad_loss=None,
+    grads_out=None,
+    symmetric=False,
+    return_temperature_grad=False,
 ):
     """N-pairs loss of embeddings, with tf.contrib's optional L2 term.
 
@@ -910,19 +1045,31 @@ def npairs_embeddings_loss(
       column_labels: labels (or multi-hot rows) of the positives when they
         differ from labels (needed when M != R).
       return_grads: also return ``(dL/danchors, dL/dpositives)``.
+      grads_out: with ``return_grads``, a pair of arrays (either may be None)
+        to write them into instead of new ones, as ``grad_out`` of
+        :func:`npairs_loss` ([R, D] and [M, D]; neither may overlap an input).
+      symmetric: CLIP's loss (anchors: images, positives: texts), as for
+        :func:`npairs_loss`; the L2 term is added once.
+      return_temperature_grad: also return dL/dtemperature (a scalar), last.
       Others as for :func:`npairs_loss` (torch tensors that require grad go
       to :mod:`npairs.torch` without ``return_grads``).
 
     Returns:
-      The loss, or ``(loss, (grad_anchors, grad_positives))``.
+      The loss, or ``(loss, (grad_anchors, grad_positives))``, with
+      ``grad_temperature`` appended to the tuple with return_temperature_grad.
     """
-    if not return_grads and _autograd_wanted(anchors, positives, sample_weight):
+    _out_needs("return_grads", return_grads, grads_out=grads_out)
+    if grads_out is not None and (isinstance(grads_out, (str, bytes)) or len(grads_out) != 2):
+        raise InvalidArgumentError("grads_out must be a pair (grad_anchors_out, grad_positives_out); either may be None")
+    if not (return_grads or return_temperature_grad) and _autograd_wanted(anchors, positives, sample_weight,
+                                                                          temperature):
         from . import torch as nt
 
         return nt.npairs_embeddings_loss(labels, anchors, positives, sample_weight, column_labels=column_labels,
                                          reg_lambda=reg_lambda, temperature=temperature, reduction=reduction,
                                          multilabel=multilabel, backend=backend, threads=threads,
-                                         workspace_limit=workspace_limit)
+                                         workspace_limit=workspace_limit, symmetric=symmetric)
+    names = ("anchors", "positives") if return_grads else ()
     loss, grads = compute(
         targets=labels,
         column_targets=column_labels,
@@ -938,9 +1085,11 @@ def npairs_embeddings_loss(
         backend=backend,
         threads=threads,
         workspace_limit=workspace_limit,
-        want_grads=("anchors", "positives") if return_grads else (),
+        want_grads=names + (("temperature",) if return_temperature_grad else ()),
+        out=dict(zip(("anchors", "positives"), grads_out)) if grads_out is not None else None,
+        symmetric=symmetric,
     )
-    return (loss, (grads["anchors"], grads["positives"])) if return_grads else loss
+    return _with_grads(loss, grads, names, return_temperature_grad)
 
 
 def is_multilabel(labels, multilabel=None):

@@ -56,6 +56,7 @@ REDUCTION_SUM_OVER_BATCH_SIZE = 2
 
 FLAG_ALLOW_TF32 = 1
 FLAG_DEFER_CHECKS = 2
+FLAG_SYMMETRIC = 4  # 1.1, SPEC section 5: CLIP's loss, rows and columns
 
 npairs_status = ctypes.c_int32
 npairs_backend = ctypes.c_int32
@@ -99,14 +100,20 @@ class Problem(ctypes.Structure):
 
 
 class Gradients(ctypes.Structure):
-    """struct npairs_gradients."""
+    """struct npairs_gradients (1.1: temperature, SPEC section 5, at the end)."""
 
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("similarity", ctypes.c_void_p),
         ("anchors", ctypes.c_void_p),
         ("positives", ctypes.c_void_p),
+        ("temperature", ctypes.c_void_p),
     ]
+
+
+# The 1.0 size of npairs_gradients (no temperature): what npairs_gradients_init
+# of a library without dL/dtau writes into struct_size.
+GRADIENTS_SIZE_1_0 = Gradients.temperature.offset
 
 
 _SIGNATURES = {

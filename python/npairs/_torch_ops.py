@@ -21,9 +21,9 @@ from . import torch as _nt
 _NAMES = ("similarity", "anchors", "positives")
 
 
-def _config(multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads, workspace_limit):
+def _config(multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads, workspace_limit, symmetric):
     return _nt._Config(multilabel, embeddings, reduction, temperature, reg_lambda, backend,
-                       None if threads < 0 else threads, None if workspace_limit < 0 else workspace_limit)
+                       None if threads < 0 else threads, None if workspace_limit < 0 else workspace_limit, symmetric)
 
 
 def _logits(embeddings, similarity, anchors, positives):
@@ -32,16 +32,22 @@ def _logits(embeddings, similarity, anchors, positives):
 
 def _kernel(targets: Optional[torch.Tensor], column_targets: Optional[torch.Tensor], weight: Optional[torch.Tensor],
             similarity: Optional[torch.Tensor], anchors: Optional[torch.Tensor], positives: Optional[torch.Tensor],
-            multilabel: bool, embeddings: bool, reduction: str, temperature: float, reg_lambda: float, backend: str,
-            threads: int, workspace_limit: int, need_similarity: bool, need_anchors: bool, need_positives: bool,
-            weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, dL/dS, dL/dA, dL/dP, unweighted row losses); threads, workspace_limit < 0: the defaults."""
-    cfg = _config(multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads, workspace_limit)
-    _, want = _nt._wanted(cfg, (need_similarity, need_anchors, need_positives))
-    loss, grads, rows = _nt._forward(cfg, targets, column_targets, weight, similarity, anchors, positives, want,
-                                     weight_grad)
+            temperature_tensor: Optional[torch.Tensor], multilabel: bool, embeddings: bool, reduction: str,
+            temperature: float, reg_lambda: float, backend: str, threads: int, workspace_limit: int, symmetric: bool,
+            need_similarity: bool, need_anchors: bool, need_positives: bool, weight_grad: bool,
+            need_temperature: bool,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, dL/dS, dL/dA, dL/dP, unweighted row losses, dL/dtau); threads, workspace_limit < 0: the defaults.
+
+    temperature_tensor, when given, is the temperature (temperature is then unused)."""
+    cfg = _config(multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads, workspace_limit,
+                  symmetric)
+    _, want = _nt._wanted(cfg, (need_similarity, need_anchors, need_positives, need_temperature))
+    loss, grads, rows = _nt._forward(cfg, targets, column_targets, weight, similarity, anchors, positives,
+                                     temperature_tensor, want, weight_grad)
     empty = loss.new_empty((0,))
-    return (loss,) + tuple(grads.get(n, empty.clone()) for n in _NAMES) + (empty if rows is None else rows,)
+    return (loss,) + tuple(grads.get(n, empty.clone()) for n in _NAMES) + (empty if rows is None else rows,) + \
+        (grads.get("temperature", empty.clone()),)
 
 
 loss_op = torch.library.custom_op("npairs::loss", _kernel, mutates_args=())
@@ -52,14 +58,16 @@ def _is_fake(x):
 
 
 @loss_op.register_fake
-def _(targets, column_targets, weight, similarity, anchors, positives, multilabel, embeddings, reduction, temperature,
-      reg_lambda, backend, threads, workspace_limit, need_similarity, need_anchors, need_positives, weight_grad):
-    inputs = (targets, column_targets, weight, similarity, anchors, positives)
+def _(targets, column_targets, weight, similarity, anchors, positives, temperature_tensor, multilabel, embeddings,
+      reduction, temperature, reg_lambda, backend, threads, workspace_limit, symmetric, need_similarity, need_anchors,
+      need_positives, weight_grad, need_temperature):
+    inputs = (targets, column_targets, weight, similarity, anchors, positives, temperature_tensor)
+    config = (multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads, workspace_limit, symmetric)
+    needs = (need_similarity, need_anchors, need_positives, weight_grad, need_temperature)
     if not any(_is_fake(x) for x in inputs):  # real meta tensors, which the library cannot read: its message
-        return _kernel(*inputs, multilabel, embeddings, reduction, temperature, reg_lambda, backend,
-                                threads, workspace_limit, need_similarity, need_anchors, need_positives, weight_grad)
-    cfg = _config(multilabel, embeddings, reduction, temperature, reg_lambda, backend, threads, workspace_limit)
-    _, want = _nt._wanted(cfg, (need_similarity, need_anchors, need_positives))
+        return _kernel(*inputs, *config, *needs)
+    cfg = _config(*config)
+    _, want = _nt._wanted(cfg, (need_similarity, need_anchors, need_positives, need_temperature))
     logits = _logits(embeddings, similarity, anchors, positives)
     names = ("anchors", "positives") if embeddings else ("similarity",)
     dtype = _arrays._torch_dtype(torch, _core.result_dtype(
@@ -70,38 +78,48 @@ def _(targets, column_targets, weight, similarity, anchors, positives, multilabe
     shapes = {"similarity": (R, M), "anchors": (R, D), "positives": (M, D)}
     out = [like.new_empty((R,) if cfg.reduction == "none" else (), dtype=dtype)]
     out += [like.new_empty(shapes[n] if n in want else (0,), dtype=dtype) for n in _NAMES]
-    return tuple(out) + (like.new_empty((R,) if weight_grad else (0,), dtype=dtype),)
+    out.append(like.new_empty((R,) if weight_grad else (0,), dtype=dtype))
+    return tuple(out) + (like.new_empty(() if "temperature" in want else (0,), dtype=dtype),)
 
 
 def _setup_context(ctx, inputs, output):
-    targets, column_targets, weight, similarity, anchors, positives = inputs[:6]
-    cfg = _config(*inputs[6:14])
-    wanted, want = _nt._wanted(cfg, inputs[14:17])
-    _, *computed, rows = output
-    grads = {n: g for n, g in zip(_NAMES, computed) if n in want}
-    saved = _nt._remember(ctx, cfg, wanted, weight, similarity, anchors, positives, grads,
-                          rows if inputs[17] else None)
+    targets, column_targets, weight, similarity, anchors, positives, temperature = inputs[:7]
+    cfg = _config(*inputs[7:16])
+    need_similarity, need_anchors, need_positives, weight_grad, need_temperature = inputs[16:21]
+    wanted, want = _nt._wanted(cfg, (need_similarity, need_anchors, need_positives, need_temperature))
+    _, *computed, rows, grad_temperature = output
+    grads = {n: g for n, g in zip(_NAMES + ("temperature",), computed + [grad_temperature]) if n in want}
+    saved = _nt._remember(ctx, cfg, wanted, weight, similarity, anchors, positives, temperature, grads,
+                          rows if weight_grad else None)
     ctx.save_for_backward(*saved)
+    # Only the loss is used downstream: without this, autograd would fill an
+    # R x M zero gradient for the dL/dS output (and one per other output) on
+    # every backward, which backward ignores.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_loss, *unused_grads):
-    grad_weight, *grads = _nt._backward(ctx, grad_loss, *ctx.saved_tensors)
-    return (None, None, grad_weight) + tuple(grads) + (None,) * 12
+    if grad_loss is None:  # the loss took no part in what is differentiated (grads are not materialised)
+        return (None,) * 21
+    grad_weight, grad_similarity, grad_anchors, grad_positives, grad_temperature = \
+        _nt._backward(ctx, grad_loss, *ctx.saved_tensors)
+    return (None, None, grad_weight, grad_similarity, grad_anchors, grad_positives, grad_temperature) + (None,) * 14
 
 
 loss_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def apply(cfg, targets, column_targets, weight, similarity, anchors, positives):
+def apply(cfg, targets, column_targets, weight, similarity, anchors, positives, temperature):
     """npairs_loss through the op, for tensor inputs (None where absent): what NpairsFunction.apply computes."""
     grad = torch.is_grad_enabled()
-    needs = [grad and x is not None and x.requires_grad for x in (similarity, anchors, positives, weight)]
+    needs = [grad and x is not None and x.requires_grad
+             for x in (similarity, anchors, positives, weight, temperature)]
     limit = cfg.workspace_limit
     outputs = loss_op(
-        targets, column_targets, weight, similarity, anchors, positives, cfg.multilabel, cfg.embeddings,
-        cfg.reduction, cfg.temperature, cfg.reg_lambda, str(getattr(cfg.backend, "value", cfg.backend)),
+        targets, column_targets, weight, similarity, anchors, positives, temperature, cfg.multilabel,
+        cfg.embeddings, cfg.reduction, cfg.temperature, cfg.reg_lambda, str(getattr(cfg.backend, "value", cfg.backend)),
         -1 if cfg.threads is None else cfg.threads,
         # An op's int is 64-bit signed; no memory holds 2**63 bytes, so the cap changes nothing.
         -1 if limit is None else min(limit, 2**63 - 1),
-        *needs)
+        cfg.symmetric, *needs)
     return outputs[0]

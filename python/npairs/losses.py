@@ -7,7 +7,9 @@ per row) applied before the reduction, as Keras losses do:
 
 Unlike ``tfa.losses.NpairsLoss`` (fixed reduction NONE over an already
 averaged scalar), the reduction here is configurable and weights act per
-row. ``get_config()`` / ``from_config()`` round-trip. ``threads`` (None:
+row. ``symmetric=True`` gives CLIP's loss, the mean of the row and the
+column directions (SPEC section 5; a scalar reduction, no sample_weight).
+``get_config()`` / ``from_config()`` round-trip. ``threads`` (None:
 :func:`npairs.get_num_threads`) sets the CPU threads of each call,
 ``workspace_limit`` (None: :func:`npairs.get_workspace_limit`) the bytes of
 library workspace it may use. Torch tensors that require grad are computed
@@ -22,8 +24,9 @@ from . import _core
 class _LossBase:
     _defaults = {}
 
-    def __init__(self, name, reduction, temperature, backend, threads, workspace_limit):
+    def __init__(self, name, reduction, temperature, backend, threads, workspace_limit, symmetric):
         canonical = _core.reduction_name(reduction)
+        self.symmetric = _core.check_symmetric(symmetric, _core.reduction_code(reduction))
         self.reduction = canonical if str(reduction).lower() != "auto" else "auto"
         self.temperature = _core.positive_float("temperature", temperature)
         _core.backend_code(backend)
@@ -40,6 +43,7 @@ class _LossBase:
             "backend": self.backend,
             "threads": self.threads,
             "workspace_limit": self.workspace_limit,
+            "symmetric": self.symmetric,
         }
 
     @classmethod
@@ -64,18 +68,19 @@ class NpairsLoss(_LossBase):
     """
 
     def __init__(self, temperature=1.0, reduction="sum_over_batch_size", name="npairs_loss", backend="auto",
-                 threads=None, workspace_limit=None):
-        super().__init__(name, reduction, temperature, backend, threads, workspace_limit)
+                 threads=None, workspace_limit=None, symmetric=False):
+        super().__init__(name, reduction, temperature, backend, threads, workspace_limit, symmetric)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         return _core.npairs_loss(y_true, y_pred, sample_weight, reduction=self.reduction, temperature=self.temperature,
                                  backend=self.backend, threads=self.threads,
-                                 workspace_limit=self.workspace_limit)
+                                 workspace_limit=self.workspace_limit, symmetric=self.symmetric)
 
     def call(self, y_true, y_pred):
-        """Per-row losses (Keras' Loss.call): the 'none' reduction, unweighted."""
+        """Per-row losses (Keras' Loss.call): the 'none' reduction, unweighted (a symmetric loss has none)."""
         return _core.npairs_loss(y_true, y_pred, reduction="none", temperature=self.temperature, backend=self.backend,
-                                 threads=self.threads, workspace_limit=self.workspace_limit)
+                                 threads=self.threads, workspace_limit=self.workspace_limit,
+                                 symmetric=self.symmetric)
 
 
 class NpairsMultilabelLoss(_LossBase):
@@ -86,19 +91,19 @@ class NpairsMultilabelLoss(_LossBase):
 
     def __init__(
         self, temperature=1.0, reduction="sum_over_batch_size", name="npairs_multilabel_loss", backend="auto",
-        threads=None, workspace_limit=None,
+        threads=None, workspace_limit=None, symmetric=False,
     ):
-        super().__init__(name, reduction, temperature, backend, threads, workspace_limit)
+        super().__init__(name, reduction, temperature, backend, threads, workspace_limit, symmetric)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         return _core.npairs_multilabel_loss(y_true, y_pred, sample_weight, reduction=self.reduction,
                                             temperature=self.temperature, backend=self.backend, threads=self.threads,
-                                            workspace_limit=self.workspace_limit)
+                                            workspace_limit=self.workspace_limit, symmetric=self.symmetric)
 
     def call(self, y_true, y_pred):
         return _core.npairs_multilabel_loss(y_true, y_pred, reduction="none", temperature=self.temperature,
                                             backend=self.backend, threads=self.threads,
-                                            workspace_limit=self.workspace_limit)
+                                            workspace_limit=self.workspace_limit, symmetric=self.symmetric)
 
 
 class NpairsEmbeddingsLoss(_LossBase):
@@ -118,8 +123,9 @@ class NpairsEmbeddingsLoss(_LossBase):
         backend="auto",
         threads=None,
         workspace_limit=None,
+        symmetric=False,
     ):
-        super().__init__(name, reduction, temperature, backend, threads, workspace_limit)
+        super().__init__(name, reduction, temperature, backend, threads, workspace_limit, symmetric)
         self.reg_lambda = _core.check_reg_lambda(reg_lambda, _core.reduction_code(reduction))
 
     def get_config(self):
@@ -139,4 +145,5 @@ class NpairsEmbeddingsLoss(_LossBase):
             backend=self.backend,
             threads=self.threads,
             workspace_limit=self.workspace_limit,
+            symmetric=self.symmetric,
         )

@@ -37,26 +37,46 @@ def targets_from_multilabels(Y, Yc=None):
     return T
 
 
-def loss_and_grads(T, S=None, A=None, P=None, temperature=1.0, weights=None, reduction="sum_over_batch_size",
-                   reg_lambda=0.0, grad_loss=None):
-    """Returns (loss, dS, dA, dP) in float64; dA, dP are None for a similarity input."""
+def _cross_entropy_rows(z, T):
+    """For each row i of logits z against the target row T_i: loss_i = logsumexp_j z_ij - sum_j T_ij z_ij, and
+    dloss_i/dz_ij = softmax(z_i)_j - T_ij, in plain loops (max-shifted)."""
+    R, M = z.shape
+    rows = np.zeros(R)
+    dz = np.zeros((R, M))
+    for i in range(R):
+        m = max(z[i, j] for j in range(M))
+        lse = m + math.log(sum(math.exp(z[i, j] - m) for j in range(M)))
+        rows[i] = lse - sum(T[i, j] * z[i, j] for j in range(M) if T[i, j] != 0)
+        for j in range(M):
+            dz[i, j] = math.exp(z[i, j] - lse) - T[i, j]
+    return rows, dz
+
+
+def _logits(S, A, P):
     if S is None:
         A = np.asarray(A, dtype=np.float64)
         P = np.asarray(P, dtype=np.float64)
         S = A @ P.T
-    S = np.asarray(S, dtype=np.float64)
+    return np.asarray(S, dtype=np.float64), A, P
+
+
+def _l2_term(loss, dS, A, P, reg_lambda, g):
+    """tf.contrib's L2 term added to the loss, and the embeddings' gradients (dL/dS P and dL/dS^T A plus it)."""
+    R, M = dS.shape
+    if reg_lambda:
+        loss = loss + 0.25 * reg_lambda * (np.mean(np.sum(A * A, 1)) + np.mean(np.sum(P * P, 1)))
+    dA = dS @ P + 0.5 * reg_lambda * g * A / max(R, 1)
+    dP = dS.T @ A + 0.5 * reg_lambda * g * P / max(M, 1)
+    return loss, dA, dP
+
+
+def loss_and_grads(T, S=None, A=None, P=None, temperature=1.0, weights=None, reduction="sum_over_batch_size",
+                   reg_lambda=0.0, grad_loss=None):
+    """Returns (loss, dS, dA, dP) in float64; dA, dP are None for a similarity input."""
+    S, A, P = _logits(S, A, P)
     R, M = S.shape
     w = np.ones(R) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64).reshape(-1), (R,))
-    rows = np.zeros(R)
-    dz = np.zeros((R, M))
-    for i in range(R):
-        z = [S[i, j] / temperature for j in range(M)]
-        m = max(z)
-        lse = m + math.log(sum(math.exp(v - m) for v in z))
-        target = sum(T[i, j] * z[j] for j in range(M) if T[i, j] != 0)
-        rows[i] = lse - target
-        for j in range(M):
-            dz[i, j] = math.exp(z[j] - lse) - T[i, j]
+    rows, dz = _cross_entropy_rows(S / temperature, T)
     r = 1.0 / R if (reduction == "sum_over_batch_size" and R > 0) else 1.0
     if reduction == "none":
         loss = w * rows
@@ -68,12 +88,60 @@ def loss_and_grads(T, S=None, A=None, P=None, temperature=1.0, weights=None, red
     dS = (g * w * r)[:, None] * dz / temperature
     dA = dP = None
     if A is not None:
-        if reg_lambda:
-            loss = loss + 0.25 * reg_lambda * (np.mean(np.sum(A * A, 1)) + np.mean(np.sum(P * P, 1)))
         g0 = g[0] if R else (1.0 if grad_loss is None else float(np.asarray(grad_loss).reshape(())))
-        dA = dS @ P + 0.5 * reg_lambda * g0 * A / max(R, 1)
-        dP = dS.T @ A + 0.5 * reg_lambda * g0 * P / max(M, 1)
+        loss, dA, dP = _l2_term(loss, dS, A, P, reg_lambda, g0)
     return loss, dS, dA, dP
+
+
+def column_targets_from_labels(labels, column_labels=None):
+    """SPEC section 5: T'_ji = [c_j == l_i] / n'_j, [M, R]: column j's targets over the rows."""
+    return targets_from_labels(labels if column_labels is None else column_labels, labels)
+
+
+def column_targets_from_multilabels(Y, Yc=None):
+    """SPEC section 5: G' = Y' Y^T normalised per column, [M, R]."""
+    return targets_from_multilabels(Y if Yc is None else Yc, Y)
+
+
+def symmetric_loss_and_grads(T, Tc, S=None, A=None, P=None, temperature=1.0, reduction="sum_over_batch_size",
+                             reg_lambda=0.0, grad_loss=None):
+    """SPEC section 5's symmetric loss: (loss, dS, dA, dP, dL/dtau), float64.
+
+    T: [R, M] row targets; Tc: [M, R] column targets. The loss is the mean
+    of the rows' loss (sum, or mean over R) and the columns' loss over z^T
+    (sum, or mean over M); the L2 term is added once.
+    """
+    if reduction not in ("sum", "sum_over_batch_size"):
+        raise ValueError("the symmetric loss has scalar reductions only")
+    S, A, P = _logits(S, A, P)
+    R, M = S.shape
+    z = S / temperature
+    rows, dz_rows = _cross_entropy_rows(z, T)
+    cols, dz_cols = _cross_entropy_rows(z.T, Tc)
+    r_rows, r_cols = (1.0 / max(R, 1), 1.0 / max(M, 1)) if reduction == "sum_over_batch_size" else (1.0, 1.0)
+    g = 1.0 if grad_loss is None else float(np.asarray(grad_loss).reshape(()))
+    loss = 0.5 * (r_rows * float(np.sum(rows)) + r_cols * float(np.sum(cols)))
+    dz = 0.5 * g * (r_rows * dz_rows + r_cols * dz_cols.T)
+    dS = dz / temperature
+    dtau = temperature_grad(dS, S, temperature)
+    dA = dP = None
+    if A is not None:
+        loss, dA, dP = _l2_term(loss, dS, A, P, reg_lambda, g)
+    return loss, dS, dA, dP, dtau
+
+
+def temperature_grad(dS, S, temperature):
+    """SPEC section 5: dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij, with z = S / tau and dL/dz = tau dL/dS.
+
+    (From z_ij = S_ij / tau: dz_ij/dtau = -z_ij / tau; the L2 term does not depend on tau.)
+    """
+    dS = np.asarray(dS, dtype=np.float64)
+    S = np.asarray(S, dtype=np.float64)
+    total = 0.0
+    for i in range(S.shape[0]):
+        for j in range(S.shape[1]):
+            total += (temperature * dS[i, j]) * (S[i, j] / temperature)
+    return -total / temperature
 
 
 def random_labels(rng, n, classes):

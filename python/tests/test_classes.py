@@ -22,7 +22,7 @@ W = rng.random(R)
 def test_defaults_match_tensorflow_addons():
     assert npairs.NpairsLoss().get_config() == {"name": "npairs_loss", "reduction": "sum_over_batch_size",
                                                 "temperature": 1.0, "backend": "auto", "threads": None,
-                                                "workspace_limit": None}
+                                                "workspace_limit": None, "symmetric": False}
     assert npairs.NpairsMultilabelLoss().name == "npairs_multilabel_loss"
     assert npairs.NpairsEmbeddingsLoss().get_config()["reg_lambda"] == 0.0  # no L2 term unless asked for
     assert npairs.NpairsLoss()(LABELS, S) == npairs.npairs_loss(LABELS, S)

@@ -135,8 +135,9 @@ def op_arguments(case, reduction, need, weight_grad, column_labels=False, R=9, M
     anchors, positives = (a.requires_grad_(need), b.requires_grad_(need)) if embeddings else (None, None)
     weight = w.requires_grad_(weight_grad)
     reg = 0.01 if embeddings and reduction != "none" else 0.0
-    return (labels, columns, weight, similarity, anchors, positives, "multilabel" in case, embeddings, reduction,
-            0.7, reg, "auto", -1, -1, need and not embeddings, need and embeddings, need and embeddings, weight_grad)
+    return (labels, columns, weight, similarity, anchors, positives, None, "multilabel" in case, embeddings,
+            reduction, 0.7, reg, "auto", -1, -1, False, need and not embeddings, need and embeddings,
+            need and embeddings, weight_grad, False)
 
 
 @needs_custom_op

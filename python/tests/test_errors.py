@@ -346,7 +346,7 @@ def test_struct_layouts_match_the_library():
         assert ctypes.sizeof(_lib.Problem) == 120
         assert _lib.Problem.labels.offset == 32 and _lib.Problem.label_dtype.offset == 48
         assert _lib.Problem.sample_weight.offset == 112
-        assert ctypes.sizeof(_lib.Gradients) == 32
+        assert ctypes.sizeof(_lib.Gradients) == 40 and _lib.GRADIENTS_SIZE_1_0 == 32  # 1.1: temperature at the end
     opts = _lib.Options()
     lib.npairs_options_init(ctypes.byref(opts))
     assert (opts.reduction, opts.temperature, opts.reg_lambda, opts.flags) == (2, 1.0, 0.0, 0)

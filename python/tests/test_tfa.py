@@ -1,5 +1,6 @@
 """Agreement with TensorFlow Addons, when tensorflow and tensorflow_addons are importable."""
 
+
 import numpy as np
 import pytest
 

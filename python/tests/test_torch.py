@@ -482,19 +482,19 @@ def test_recipe_pytorch_metric_learning():
 
 
 def test_recipe_open_clip():
+    """python/README.md's recipe: ClipLoss with open_clip's call (the model's log scale, exponentiated)."""
     g = torch.Generator().manual_seed(28)
-    image = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g))
-    text = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g))
-    logit_scale = torch.tensor(14.3, dtype=torch.float64, requires_grad=True)
-    logits = logit_scale * image @ text.T
+    image = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g)).requires_grad_()
+    text = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=g)).requires_grad_()
+    model_logit_scale = torch.tensor(np.log(14.3), dtype=torch.float64, requires_grad=True)
+    ours = nt.ClipLoss()(image, text, model_logit_scale.exp())
+    grads = torch.autograd.grad(ours, (image, text, model_logit_scale))
+    logits = model_logit_scale.exp() * image @ text.T
     labels = torch.arange(7)
-    loss_fn = nt.NpairsLoss()
-    ours = (loss_fn(labels, logits) + loss_fn(labels, logits.T)) / 2
-    (ours_scale,) = torch.autograd.grad(ours, logit_scale, retain_graph=True)  # ref reuses logits
     ref = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2  # open_clip's ClipLoss
-    (ref_scale,) = torch.autograd.grad(ref, logit_scale)
     match(ours, ref.detach())
-    match(ours_scale, ref_scale)
+    for got, expected in zip(grads, torch.autograd.grad(ref, (image, text, model_logit_scale))):
+        match(got, expected)
 
 
 @pytest.mark.parametrize("inputs", ["similarity", "embeddings"])
