@@ -780,7 +780,7 @@ def compute(
     gstruct = None
     if want_grads:
         gstruct = _lib.Gradients()
-        lib.npairs_gradients_init(ctypes.byref(gstruct))
+        _lib.init_gradients(lib, gstruct)
         if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
             raise UnsupportedError(
                 f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "

@@ -497,7 +497,7 @@ def _block_call(state, anchors, block, block_targets, stats, *, rows=False, grad
     shapes = {"anchors": (p.R, p.D), "positives": (p.M, p.D)}
     grads = {name: _core._output(p, name, shapes[name]) for name in want_grads}
     gstruct = _lib.Gradients()
-    lib.npairs_gradients_init(ctypes.byref(gstruct))
+    _lib.init_gradients(lib, gstruct)
     for name, out in grads.items():
         setattr(gstruct, name, out.pointer())
     raise_for(lib.npairs_block_gradients(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,

@@ -112,7 +112,7 @@ class Gradients(ctypes.Structure):
 
 
 # The 1.0 size of npairs_gradients (no temperature): what npairs_gradients_init
-# of a library without dL/dtau writes into struct_size.
+# writes into struct_size (see init_gradients).
 GRADIENTS_SIZE_1_0 = Gradients.temperature.offset
 
 
@@ -195,6 +195,24 @@ def _declare(lib):
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    sized = getattr(lib, "npairs_gradients_init_sized", None)  # 1.1; absent from a 1.0 library
+    if sized is not None:
+        sized.restype = None
+        sized.argtypes = [ctypes.POINTER(Gradients), ctypes.c_size_t]
+
+
+def init_gradients(lib, grads):
+    """Initialises `grads` (a Gradients) at its full size with npairs_gradients_init_sized.
+
+    The exported npairs_gradients_init fills only the 1.0 struct (what 1.0
+    callers allocate), as does a 1.0 library, which has no _sized function:
+    then struct_size says 1.0 and the library never reads `temperature`.
+    """
+    sized = getattr(lib, "npairs_gradients_init_sized", None)
+    if sized is None:
+        lib.npairs_gradients_init(ctypes.byref(grads))
+    else:
+        sized(ctypes.byref(grads), ctypes.sizeof(grads))
 
 
 def load():

@@ -332,7 +332,7 @@ def test_rows_without_columns():
 def test_struct_layouts_match_the_library():
     lib = _lib.load()
     for cls, init in [(_lib.Options, lib.npairs_options_init), (_lib.Problem, lib.npairs_problem_init),
-                      (_lib.Gradients, lib.npairs_gradients_init)]:
+                      (_lib.Gradients, lambda g: lib.npairs_gradients_init_sized(g, ctypes.sizeof(_lib.Gradients)))]:
         buf = ctypes.create_string_buffer(b"\xab" * 512)
         init(ctypes.cast(buf, ctypes.POINTER(cls)))
         written = ctypes.c_size_t.from_buffer(buf).value
@@ -347,6 +347,11 @@ def test_struct_layouts_match_the_library():
         assert _lib.Problem.labels.offset == 32 and _lib.Problem.label_dtype.offset == 48
         assert _lib.Problem.sample_weight.offset == 112
         assert ctypes.sizeof(_lib.Gradients) == 40 and _lib.GRADIENTS_SIZE_1_0 == 32  # 1.1: temperature at the end
+    # The exported npairs_gradients_init fills a 1.0 caller's struct and no byte more.
+    buf = ctypes.create_string_buffer(b"\xab" * 64)
+    lib.npairs_gradients_init(ctypes.cast(buf, ctypes.POINTER(_lib.Gradients)))
+    assert ctypes.c_size_t.from_buffer(buf).value == _lib.GRADIENTS_SIZE_1_0
+    assert buf.raw[_lib.GRADIENTS_SIZE_1_0] == 0xAB
     opts = _lib.Options()
     lib.npairs_options_init(ctypes.byref(opts))
     assert (opts.reduction, opts.temperature, opts.reg_lambda, opts.flags) == (2, 1.0, 0.0, 0)

@@ -205,17 +205,11 @@ def test_the_flags_reach_the_library(library_calls):
 
 
 def test_a_library_without_the_temperature_gradient(monkeypatch, library_calls):
-    """A 1.0 library's npairs_gradients_init writes the 1.0 struct_size: dL/dtau raises, the rest works."""
+    """A 1.0 library (no npairs_gradients_init_sized; its npairs_gradients_init writes the 1.0 struct_size):
+    dL/dtau raises, the rest works."""
     from npairs import _lib
 
-    lib = _lib.load()
-    real = lib.npairs_gradients_init
-
-    def init_1_0(grads):
-        real(grads)
-        grads._obj.struct_size = _lib.GRADIENTS_SIZE_1_0
-
-    monkeypatch.setattr(lib, "npairs_gradients_init", init_1_0)
+    monkeypatch.setattr(_lib.load(), "npairs_gradients_init_sized", None)
     S = CHECK @ CHECK.T
     with pytest.raises(npairs.UnsupportedError, match="does not compute dL/dtemperature"):
         npairs.npairs_loss([0, 0, 1, 1], S, return_temperature_grad=True)

@@ -1,6 +1,5 @@
 """Agreement with TensorFlow Addons, when tensorflow and tensorflow_addons are importable."""
 
-
 import numpy as np
 import pytest
 
