@@ -620,11 +620,7 @@ class CpuBackend final : public Backend {
   }
 
   void compute(const Task& t) override {
-    check_supported(t);
-    const int threads = this->threads();
-    std::optional<ScopedOmpThreads> scoped;
-    if (threads_ > 0) scoped.emplace(threads_);
-    with_types(t, [&](auto types) {
+    run_typed(t, [&](auto types, int threads) {
       using Ty = decltype(types);
       compute_typed<typename Ty::Value, typename Ty::Label>(t, limit_, threads, workspace_);
     });
@@ -633,10 +629,8 @@ class CpuBackend final : public Backend {
   void select_hard_classes(const HardClassTask& t) override {
     int64_t block = 0;
     const std::size_t bytes = cpu_hard_class_workspace(t, limit_, &block);
-    const int threads = this->threads();
-    std::optional<ScopedOmpThreads> scoped;
-    if (threads_ > 0) scoped.emplace(threads_);
-    cpu_select_hard_classes(t, threads, workspace_.reserve(bytes), block);
+    const std::optional<ScopedOmpThreads> scoped = scoped_threads();
+    cpu_select_hard_classes(t, threads(), workspace_.reserve(bytes), block);
   }
 
   void block_stats(const Task& t) override { compute_block(t, false); }
@@ -644,14 +638,27 @@ class CpuBackend final : public Backend {
 
  private:
   void compute_block(const Task& t, bool gradients) {
-    check_supported(t);
-    const int threads = this->threads();
-    std::optional<ScopedOmpThreads> scoped;
-    if (threads_ > 0) scoped.emplace(threads_);
-    with_types(t, [&](auto types) {
+    run_typed(t, [&](auto types, int threads) {
       using Ty = decltype(types);
       block_typed<typename Ty::Value, typename Ty::Label>(t, limit_, threads, workspace_, gradients);
     });
+  }
+
+  // The context's thread count for the GEMMs' OpenMP teams too (this thread,
+  // while the result lives); nothing when the context uses every core.
+  std::optional<ScopedOmpThreads> scoped_threads() const {
+    if (threads_ > 0) return std::optional<ScopedOmpThreads>(std::in_place, threads_);
+    return std::nullopt;
+  }
+
+  // Checks what the backend supports, then runs body(types, threads) for the
+  // task's element and label types under scoped_threads().
+  template <class Body>
+  void run_typed(const Task& t, Body&& body) {
+    check_supported(t);
+    const std::optional<ScopedOmpThreads> scoped = scoped_threads();
+    const int threads = this->threads();
+    with_types(t, [&](auto types) { body(types, threads); });
   }
 
   int threads() const { return threads_ > 0 ? threads_ : omp_get_num_procs(); }
