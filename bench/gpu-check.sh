@@ -188,6 +188,9 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
       step "hard-$tool" 45 "$sanitizer" --tool "$tool" --error-exitcode 1 ./build/gpu/tests/test_hard_classes \
         '--gtest_filter=HardClassesCuda.*'
     done
+    # Column blocks on CUDA contexts (issue #14, the ring): their tests under memcheck.
+    step block-memcheck 45 "$sanitizer" --tool memcheck --error-exitcode 1 ./build/gpu/tests/test_block_columns \
+      '--gtest_filter=*Cuda*'
   fi
   # The sweep: R = M in 4096, 16384, 32768, D = 512, similarity and embeddings
   # input, host pointers and device buffers, with the copy and cuBLAS ceilings.

@@ -257,6 +257,10 @@ class CudaBackend final : public Backend {
     NPAIRS_CUDA_CHECK(record_end_of_call());
   }
 
+  // Column blocks, through the streamed path's pieces (streamed_loss.hpp).
+  void block_stats(const Task& task) override { compute_block(task, false); }
+  void block_gradients(const Task& task) override { compute_block(task, true); }
+
   void select_hard_classes(const HardClassTask& task) override {
     const ScopedDevice current(device_);
     try {
@@ -300,6 +304,20 @@ class CudaBackend final : public Backend {
     return capture == cudaStreamCaptureStatusActive
                ? cudaEventRecordWithFlags(work_queued_.get(), stream_, cudaEventRecordExternal)
                : cudaEventRecord(work_queued_.get(), stream_);
+  }
+  void compute_block(const Task& task, bool gradients) {
+    check_supported(task);
+    const ScopedDevice current(device_);
+    try {
+      wait_for_earlier_calls();
+      run_block(task, workspace_limit_, gradients,
+                StreamedContext{device_, cublas_.get(), stream_, work_queued_.get(), limits_, &workspace_,
+                                bad_rows_host_.get()});
+    } catch (...) {
+      (void)record_end_of_call();
+      throw;
+    }
+    NPAIRS_CUDA_CHECK(record_end_of_call());
   }
   // Fails, before any work, a call that would wait for the host while its
   // stream is captured (which would invalidate the capture).

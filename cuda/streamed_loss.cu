@@ -87,9 +87,9 @@ void declare(const Task& task, const Placement& placement, int64_t row_block, in
   layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value), "grads.anchors");
   layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value), "grads.positives");
 
-  const bool check_targets = task.multilabel() || !task.shared_targets;
+  const bool check_targets = task.multilabel() || !task.shared_targets || task.row_stats;
   if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
-  if (task.multilabel()) {
+  if (task.multilabel() && !task.row_stats) {
     layout.scratch(a.check_ones, bytes(M, value));
     layout.scratch(a.check_column_sums, bytes(K, value));
     layout.scratch(a.check_overlaps, bytes(R, value));
@@ -97,7 +97,8 @@ void declare(const Task& task, const Placement& placement, int64_t row_block, in
   const int64_t tile = row_block * col_tile;
   if (needs_logits_tile(task, placement)) layout.scratch(a.logits, bytes(tile, value));
   if (task.multilabel()) layout.scratch(a.gram, bytes(tile, sizeof(C)));
-  if (col_tile < M) layout.scratch(a.running, bytes(row_block, sizeof(RowStats<C>)));
+  if (task.row_stats) layout.scratch(a.running, bytes(R, sizeof(RowStats<C>)));  // a copy of the caller's
+  else if (col_tile < M) layout.scratch(a.running, bytes(row_block, sizeof(RowStats<C>)));
   if (task.loss && scalar) layout.scratch(a.row_losses, bytes(R, sizeof(C)));
   if (task.loss && scalar && task.reg_lambda > 0)
     layout.scratch(a.l2_partials, 2 * kSumSquaresParts * sizeof(double));
@@ -235,8 +236,8 @@ class CudaTiles final : public TileOps {
     args.logit_scale = logit_scale<C>(t_.temperature);
     args.rows = tile.rows();
     args.cols = tile.cols();
-    args.running = a_.running.as<RowStats<C>>();
-    args.first = tile.col_begin == 0;
+    args.running = running_of(tile);
+    args.first = tile.col_begin == 0 && !t_.row_stats;  // column blocks merge into the earlier blocks'
     with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
       launch_tile_row_stats(args, targets, ctx_.limits, ctx_.stream);
     });
@@ -245,7 +246,7 @@ class CudaTiles final : public TileOps {
   void finish_rows(const Tile& block) override {
     const int64_t r0 = block.row_begin;
     TileRowLossesArgs<T> args{};
-    args.running = a_.running.as<const RowStats<C>>();
+    args.running = running_of(block);
     args.rows = block.rows();
     args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
     args.row_losses = t_.scalar_loss() ? nullptr : row_offset(a_.loss.as<T>(), r0);
@@ -267,7 +268,7 @@ class CudaTiles final : public TileOps {
     args.logit_scale = logit_scale<C>(t_.temperature);
     args.rows = tile.rows();
     args.cols = tile.cols();
-    args.running = a_.running.as<const RowStats<C>>();
+    args.running = running_of(tile);
     args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
     args.grad_loss = grad_loss_of(r0);
     args.grad_loss_per_row = !t_.scalar_loss();
@@ -319,6 +320,12 @@ class CudaTiles final : public TileOps {
   template <class U>
   static U* row_offset(U* pointer, int64_t row) {
     return pointer ? pointer + row : nullptr;
+  }
+  // The running statistics of a tile's rows: every row's for column blocks
+  // (the caller's, copied into scratch), else the block's.
+  RowStats<C>* running_of(const Tile& tile) const {
+    RowStats<C>* running = a_.running.as<RowStats<C>>();
+    return t_.row_stats ? running + tile.row_begin : running;
   }
   bool allow_tf32() const { return (t_.flags & NPAIRS_FLAG_ALLOW_TF32) != 0; }
   bool gradient_wanted() const { return t_.grad_similarity || t_.wants_embedding_grads(); }
@@ -407,6 +414,97 @@ void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ct
   if (layout.uses_host_memory() || placement.similarity_waits) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 }
 
+// Copies the first bad row of each check to the host, waits, and throws for
+// the first one; `no_positive_argument` and `no_positive` name the column
+// blocks' own check, kept in the kNoPositiveLabel slot.
+void report_block_checks(const StreamedArrays& a, const StreamedContext& ctx, const char* no_positive_argument,
+                         const char* no_positive) {
+  long long* host = ctx.bad_rows_host;
+  NPAIRS_CUDA_CHECK(cudaMemcpyAsync(host, a.bad_rows.data, kBadRowSlots * sizeof(long long), cudaMemcpyDeviceToHost,
+                                    ctx.stream));
+  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  const long long row = host[kNoPositiveLabel];
+  host[kNoPositiveLabel] = kNoBadRow;
+  report_bad_rows(host);  // the multi-labels' signs first, as the CPU backend checks them
+  if (row != kNoBadRow) {
+    fail(NPAIRS_ERROR_INVALID_VALUE, std::string(no_positive_argument) + " row " + std::to_string(row) + " " +
+                                         no_positive);
+  }
+}
+
+// Column blocks, for the dtypes whose running statistics are the caller's
+// (float32, float64). The statistics are merged into (or read from) a scratch
+// copy, so that a failed check leaves the caller's untouched: the merged
+// statistics are checked before they and the row losses are written.
+template <class T>
+void run_block_typed(const Task& block, std::size_t limit, bool gradients, const StreamedContext& ctx) {
+  static_assert(std::is_same_v<T, compute_t<T>>, "column blocks keep the caller's statistics in its dtype");
+  Task task = block;
+  if (!gradients) task.reduction = NPAIRS_REDUCTION_NONE;  // the stats pass writes each row's loss
+  const int64_t R = task.rows, M = task.cols, K = task.classes;
+  const TilePlan plan = plan_typed<T>(task, limit, ctx.device);
+  const Placement placement = placement_of(task, ctx.device);
+  CallLayout layout(ctx.device);
+  StreamedArrays a;
+  declare<T>(task, placement, plan.row_block, plan.col_tile, layout, a);
+  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.work_queued));
+  layout.upload(ctx.stream);
+  if (task.shared_targets) {
+    a.column_labels = a.labels;
+    a.column_multilabels = a.multilabels;
+  }
+  long long* first_bad = a.bad_rows.as<long long>();
+  NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), ctx.stream));
+  if (task.multilabel()) {
+    launch_first_row_with_negative(a.multilabels.as<const T>(), R, K, first_bad + kNegativeMultilabel, ctx.stream);
+    launch_first_row_with_negative(a.column_multilabels.as<const T>(), M, K, first_bad + kNegativeColumnMultilabel,
+                                   ctx.stream);
+  }
+  const std::size_t stats_bytes = bytes(R, sizeof(RowStats<T>));
+  RowStats<T>* stats = a.running.as<RowStats<T>>();
+  // Finds the first row whose target weight [2] (NPAIRS_ROW_STATS_WIDTH
+  // values apart) is zero: no positive merged.
+  auto check_positive_weights = [&] {
+    launch_first_row_without_positive(GramTargets<T>{&stats->pos, NPAIRS_ROW_STATS_WIDTH}, R, 1,
+                                      first_bad + kNoPositiveLabel, ctx.stream);
+  };
+  if (R > 0) {
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(stats, task.row_stats, stats_bytes, cudaMemcpyDefault, ctx.stream));
+  }
+  CudaTiles<T> ops(task, placement, a, ctx);
+  if (gradients) {
+    if (R > 0) check_positive_weights();
+    report_block_checks(a, ctx, "row_stats", "holds no positive column (its target weight [2] is not above 0)");
+    if (R > 0) {
+      run_block_gradients(task, plan, ops);
+    } else if (task.grad_positives) {  // no row: the block's gradients are zero
+      NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_positives.data, 0, bytes(M * task.dim, sizeof(T)), ctx.stream));
+    }
+  } else if (R > 0) {
+    // The row losses follow the check of the merged statistics.
+    Task merge_only = task;
+    merge_only.loss = nullptr;
+    run_block_stats(merge_only, plan, ops);
+    if (task.loss) check_positive_weights();
+    report_block_checks(a, ctx, "problem.labels", "has no positive column in any block merged so far");
+    if (task.loss) ops.finish_rows(Tile{0, R, 0, M});
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(task.row_stats, stats, stats_bytes, cudaMemcpyDefault, ctx.stream));
+  } else {
+    report_block_checks(a, ctx, "problem.labels", "has no positive column in any block merged so far");
+  }
+  layout.download(ctx.stream);
+  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+}
+
+// A call that waits for the host on its way cannot be captured.
+void refuse_capture(cudaStream_t stream, const char* why) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    fail(NPAIRS_ERROR_UNSUPPORTED, std::string("the context's stream is being captured, and ") + why);
+  }
+}
+
 template <class F>
 auto with_dtype(const Task& task, F&& f) {
   switch (task.dtype) {
@@ -429,14 +527,22 @@ TilePlan plan_streamed(const Task& task, std::size_t limit, int device) {
 }
 
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context) {
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  NPAIRS_CUDA_CHECK(cudaStreamIsCapturing(context.stream, &capture));
-  if (capture != cudaStreamCaptureStatusNone) {
-    fail(NPAIRS_ERROR_UNSUPPORTED,
-         "the context's stream is being captured, and the call needs more workspace than the context's limit: "
-         "a streamed call waits for its target check (raise the limit, or reserve the whole call's workspace)");
-  }
+  refuse_capture(context.stream,
+                 "the call needs more workspace than the context's limit: a streamed call waits for its target "
+                 "check (raise the limit, or reserve the whole call's workspace)");
   with_dtype(task, [&](auto value) { run_typed<decltype(value)>(task, plan, context); });
+}
+
+void run_block(const Task& task, std::size_t limit, bool gradients, const StreamedContext& context) {
+  refuse_capture(context.stream, "column blocks wait for their data checks");
+  switch (task.dtype) {
+    case NPAIRS_F32: return run_block_typed<float>(task, limit, gradients, context);
+    case NPAIRS_F64: return run_block_typed<double>(task, limit, gradients, context);
+    default:
+      fail(NPAIRS_ERROR_UNSUPPORTED,
+           "CUDA contexts do not compute column blocks of float16 or bfloat16 in this version (their running "
+           "statistics are kept in float32, not in the problem's dtype); use float32");
+  }
 }
 
 }  // namespace npairs::cuda

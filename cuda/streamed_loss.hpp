@@ -39,4 +39,13 @@ TilePlan plan_streamed(const Task& task, std::size_t limit, int device);
 // Waits for the stream before returning when any array is host memory.
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context);
 
+// Column blocks (task.row_stats set; npairs_block_stats when !gradients,
+// else npairs_block_gradients): the pieces of the block under `limit`, run by
+// run_block_stats / run_block_gradients. The caller's row statistics (device
+// or host memory) are copied into scratch, merged or read there, and copied
+// back only after the data checks passed; the call waits for the device.
+// Throws UNSUPPORTED for float16 and bfloat16 (their running statistics are
+// float, not the caller's dtype) and for a captured stream.
+void run_block(const Task& task, std::size_t limit, bool gradients, const StreamedContext& context);
+
 }  // namespace npairs::cuda

@@ -45,7 +45,7 @@ class Backend {
  private:
   [[noreturn]] static void unsupported_blocks(const Task&) {
     fail(NPAIRS_ERROR_UNSUPPORTED,
-         "column blocks (npairs_block_stats, npairs_block_gradients) are computed by CPU contexts only "
+         "column blocks (npairs_block_stats, npairs_block_gradients) are computed by CPU and CUDA contexts only "
          "in this version of libnpairs");
   }
 };

@@ -1,5 +1,6 @@
 // Column blocks (npairs_block_stats, npairs_block_gradients) on the CPU
-// backend: a problem's columns cut into blocks, the row statistics merged
+// backend, and on the CUDA backend with host arrays (staged) where a device
+// is present: a problem's columns cut into blocks, the row statistics merged
 // block by block, then each block's gradients from the final statistics,
 // against the float64 reference of the whole problem (tests/reference.cpp)
 // and against statistics computed here by their definition; and their
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_util.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -42,6 +44,7 @@ struct BlockCase {
   npt::Spec spec;
   std::vector<int64_t> cuts;  // block boundaries inside [0, M]
   std::size_t workspace_limit = 0;
+  npairs_backend backend = NPAIRS_BACKEND_CPU;
 };
 
 npt::Spec spec_of(npairs_dtype dtype, bool multilabel, npairs_reduction reduction, bool weights, bool grad_loss,
@@ -88,14 +91,22 @@ std::vector<BlockCase> block_cases() {
   return cases;
 }
 
+// The same cases on a CUDA context.
+std::vector<BlockCase> cuda_block_cases() {
+  std::vector<BlockCase> cases = block_cases();
+  for (BlockCase& c : cases) c.backend = NPAIRS_BACKEND_CUDA;
+  return cases;
+}
+
 class BlockColumns : public ::testing::TestWithParam<BlockCase> {};
 
 TEST_P(BlockColumns, MatchTheWholeProblemReference) {
   const BlockCase& c = GetParam();
+  if (c.backend == NPAIRS_BACKEND_CUDA) NPT_REQUIRE_CUDA();
   const npt::Inputs in = npt::make_inputs(c.spec);
   const ref::Result<double> expected = ref::compute<double>(in.reference());
   ASSERT_TRUE(expected.valid) << expected.error;
-  npt::Context ctx;
+  npt::Context ctx(c.backend);
   ASSERT_NPAIRS_OK(ctx.status());
   ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), c.workspace_limit));
   const double rtol = npt::default_rtol(c.spec.dtype);
@@ -164,6 +175,76 @@ TEST_P(BlockColumns, MatchTheWholeProblemReference) {
 
 INSTANTIATE_TEST_SUITE_P(Cpu, BlockColumns, ::testing::ValuesIn(block_cases()),
                          [](const ::testing::TestParamInfo<BlockCase>& case_info) { return case_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Cuda, BlockColumns, ::testing::ValuesIn(cuda_block_cases()),
+                         [](const ::testing::TestParamInfo<BlockCase>& case_info) { return case_info.param.name; });
+
+// The statistics, row losses and gradients of the same blocks on a CUDA
+// context agree with a CPU context's to the dtype's tolerance.
+TEST(CudaBlockColumns, AgreeWithTheCpuBackend) {
+  NPT_REQUIRE_CUDA();
+  for (npairs_dtype dtype : {NPAIRS_F64, NPAIRS_F32}) {
+    for (bool multilabel : {false, true}) {
+      const npt::Inputs in =
+          npt::make_inputs(spec_of(dtype, multilabel, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE, true, true, 0.6, 11));
+      const npairs_options options = in.options();
+      const double rtol = npt::default_rtol(dtype);
+      std::vector<std::vector<double>> stats_of, rows_of, grads_of;
+      for (npairs_backend backend : {NPAIRS_BACKEND_CPU, NPAIRS_BACKEND_CUDA}) {
+        npt::Context ctx(backend);
+        ASSERT_NPAIRS_OK(ctx.status());
+        npt::Array stats = empty_stats(in);
+        npt::Array rows(dtype, static_cast<std::size_t>(in.R));
+        for (int64_t begin : {0, 6}) {
+          const npairs_problem block = block_problem(in, begin, begin == 0 ? 6 : in.M);
+          ASSERT_NPAIRS_OK(
+              npairs_block_stats(ctx.get(), &options, &block, stats.data(), begin == 0 ? nullptr : rows.data()));
+        }
+        std::vector<double> grads;
+        for (int64_t begin : {0, 6}) {
+          const int64_t end = begin == 0 ? 6 : in.M;
+          const npairs_problem block = block_problem(in, begin, end);
+          npt::Array ds(dtype, static_cast<std::size_t>(in.R * (end - begin)));
+          npt::Array da(dtype, static_cast<std::size_t>(in.R * in.D));
+          npt::Array dp(dtype, static_cast<std::size_t>((end - begin) * in.D));
+          npairs_gradients g;
+          npairs_gradients_init(&g);
+          g.similarity = ds.data();
+          g.anchors = da.data();
+          g.positives = dp.data();
+          ASSERT_NPAIRS_OK(npairs_block_gradients(ctx.get(), &options, &block, stats.data(), in.grad_loss_ptr(), &g));
+          for (const npt::Array* a : {&ds, &da, &dp}) {
+            const std::vector<double> v = a->values();
+            grads.insert(grads.end(), v.begin(), v.end());
+          }
+        }
+        stats_of.push_back(stats.values());
+        rows_of.push_back(rows.values());
+        grads_of.push_back(grads);
+      }
+      const std::string what = std::string(npt::dtype_name(dtype)) + (multilabel ? " multi-labels" : " labels");
+      EXPECT_TRUE(npt::all_close(what + " row_stats", stats_of[1], stats_of[0], rtol, 1.0));
+      EXPECT_TRUE(npt::all_close(what + " row losses", rows_of[1], rows_of[0], rtol, 1.0));
+      EXPECT_TRUE(npt::all_close(what + " gradients", grads_of[1], grads_of[0], rtol, 1.0));
+    }
+  }
+}
+
+// CUDA contexts keep 16-bit running statistics in float32, which the
+// caller's row_stats cannot hold: UNSUPPORTED, outputs untouched.
+TEST(CudaBlockColumns, SixteenBitDtypesAreUnsupported) {
+  NPT_REQUIRE_CUDA();
+  npt::Context ctx(NPAIRS_BACKEND_CUDA);
+  ASSERT_NPAIRS_OK(ctx.status());
+  for (npairs_dtype dtype : {NPAIRS_F16, NPAIRS_BF16}) {
+    const npt::Inputs in = npt::make_inputs(spec_of(dtype, false, NPAIRS_REDUCTION_SUM, false, false, 1.0, 5));
+    const npairs_options options = in.options();
+    const npairs_problem problem = in.problem();
+    npt::Array stats = empty_stats(in);
+    const std::vector<unsigned char> before = stats.bytes();
+    EXPECT_EQ(npairs_block_stats(ctx.get(), &options, &problem, stats.data(), nullptr), NPAIRS_ERROR_UNSUPPORTED);
+    EXPECT_EQ(stats.bytes(), before);
+  }
+}
 
 // The blocks' result does not depend on how the columns are cut, to rounding; the same cut is bitwise the same.
 TEST(BlockColumns, SameCutIsBitwiseReproducible) {
@@ -183,9 +264,11 @@ TEST(BlockColumns, SameCutIsBitwiseReproducible) {
   EXPECT_EQ(runs[0], runs[1]);
 }
 
-class BlockErrors : public ::testing::Test {
+// On each backend (CUDA: where a device is present).
+class BlockErrors : public ::testing::TestWithParam<npairs_backend> {
  protected:
   void SetUp() override {
+    if (GetParam() == NPAIRS_BACKEND_CUDA) NPT_REQUIRE_CUDA();
     ASSERT_NPAIRS_OK(ctx.status());
     in = npt::make_inputs(spec_of(NPAIRS_F64, false, NPAIRS_REDUCTION_SUM, false, false, 1.0, 3));
     stats = empty_stats(in);
@@ -200,13 +283,13 @@ class BlockErrors : public ::testing::Test {
     const npairs_problem problem = in.problem();
     ASSERT_NPAIRS_OK(npairs_block_stats(ctx.get(), &options, &problem, stats.data(), nullptr));
   }
-  npt::Context ctx;
+  npt::Context ctx{GetParam()};
   npt::Inputs in;
   npt::Array stats, rows, dp;
   npairs_gradients grads;
 };
 
-TEST_F(BlockErrors, RegLambdaIsInvalid) {
+TEST_P(BlockErrors, RegLambdaIsInvalid) {
   npairs_options options = in.options();
   options.reg_lambda = 0.01;
   const npairs_problem problem = in.problem();
@@ -220,7 +303,7 @@ TEST_F(BlockErrors, RegLambdaIsInvalid) {
       NPAIRS_ERROR_INVALID_ARGUMENT));
 }
 
-TEST_F(BlockErrors, NullStatsAndNoGradientsAreInvalid) {
+TEST_P(BlockErrors, NullStatsAndNoGradientsAreInvalid) {
   const npairs_options options = in.options();
   const npairs_problem problem = in.problem();
   EXPECT_TRUE(npt::fails_leaving_untouched(
@@ -239,7 +322,7 @@ TEST_F(BlockErrors, NullStatsAndNoGradientsAreInvalid) {
 }
 
 // A block need not hold a row's positive; the loss needs one in some merged block.
-TEST_F(BlockErrors, RowWithoutPositiveInTheMergedBlocks) {
+TEST_P(BlockErrors, RowWithoutPositiveInTheMergedBlocks) {
   const npairs_options options = in.options();
   npairs_problem block = in.problem();
   std::vector<int64_t> other(static_cast<std::size_t>(in.M), 1000);  // a class no row has
@@ -258,12 +341,10 @@ TEST_F(BlockErrors, RowWithoutPositiveInTheMergedBlocks) {
   EXPECT_NE(std::string(npairs_last_error()).find("row_stats row 0 holds no positive"), std::string::npos);
 }
 
-TEST(BlockColumnErrors, NegativeMultilabelIsInvalid) {
-  npt::Context ctx;
-  ASSERT_NPAIRS_OK(ctx.status());
-  npt::Inputs in = npt::make_inputs(spec_of(NPAIRS_F64, true, NPAIRS_REDUCTION_SUM, false, false, 1.0, 5));
+TEST_P(BlockErrors, NegativeMultilabelIsInvalid) {
+  in = npt::make_inputs(spec_of(NPAIRS_F64, true, NPAIRS_REDUCTION_SUM, false, false, 1.0, 5));
   in.column_multilabels.set(2 * in.K + 1, -1.0);
-  npt::Array stats = empty_stats(in);
+  stats = empty_stats(in);
   const npairs_options options = in.options();
   const npairs_problem problem = in.problem();
   EXPECT_TRUE(npt::fails_leaving_untouched(
@@ -271,5 +352,10 @@ TEST(BlockColumnErrors, NegativeMultilabelIsInvalid) {
       NPAIRS_ERROR_INVALID_VALUE));
   EXPECT_EQ(std::string(npairs_last_error()), "problem.column_multilabels row 2 has a negative or NaN entry");
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, BlockErrors, ::testing::Values(NPAIRS_BACKEND_CPU, NPAIRS_BACKEND_CUDA),
+                         [](const ::testing::TestParamInfo<npairs_backend>& backend) {
+                           return backend.param == NPAIRS_BACKEND_CPU ? "Cpu" : "Cuda";
+                         });
 
 }  // namespace

@@ -446,7 +446,9 @@ NPAIRS_API npairs_status npairs_select_hard_classes(npairs_context ctx,
    Both calls take the arguments of npairs_loss and check them as it does
    (same statuses and messages), except that options.reg_lambda must be 0
    (the L2 term is no sum over columns: the caller adds it) and no row needs
-   a positive column within the block. */
+   a positive column within the block. On CUDA contexts row_stats may be
+   device or host memory (staged as the other arrays), and a block call
+   returns once its results are written (it waits for the device). */
 #define NPAIRS_ROW_STATS_WIDTH 4
 
 /* Merges the block's statistics into row_stats (read and written). loss:
@@ -458,8 +460,10 @@ NPAIRS_API npairs_status npairs_select_hard_classes(npairs_context ctx,
    gradients cannot be asked for), INVALID_VALUE (a negative multi-label
    entry; with loss, a row that no merged block gave a positive, the first
    one named), UNSUPPORTED (also: a backend without column blocks, this
-   version computing them on CPU contexts; NPAIRS_FLAG_SYMMETRIC;
-   grads.temperature), OUT_OF_MEMORY, DEVICE,
+   version computing them on CPU and CUDA contexts; on CUDA, float16 and
+   bfloat16, whose running statistics CUDA keeps in float32, and a stream
+   being captured, as a CUDA block call waits for its data checks;
+   NPAIRS_FLAG_SYMMETRIC; grads.temperature), OUT_OF_MEMORY, DEVICE,
    INTERNAL. */
 NPAIRS_API npairs_status npairs_block_stats(npairs_context ctx, const npairs_options* options,
                                            const npairs_problem* problem, void* row_stats,

@@ -201,8 +201,9 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
     strategy: ``"all_gather"`` (the positives gathered on every rank; the
     gradients of the gathered positives reduce-scattered to their owners)
     or ``"ring"`` (Inf-CL: blocks of positives travel around the ring, so no
-    rank holds them all; its block calls run on CPU contexts only in this
-    version, CUDA tensors raise UnsupportedError on every rank). group: a
+    rank holds them all; its block calls run on CPU tensors and on float32
+    or float64 CUDA tensors: 16-bit CUDA tensors raise UnsupportedError on
+    every rank in this version). group: a
     torch.distributed process group (None: the default one): gloo with CPU
     tensors, NCCL with CUDA tensors.
     workspace_limit: bytes of library workspace per call (0: none; None:
