@@ -6,8 +6,11 @@
 // and against statistics computed here by their definition; and their
 // argument and data errors, outputs untouched.
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_util.hpp"
@@ -178,53 +181,139 @@ INSTANTIATE_TEST_SUITE_P(Cpu, BlockColumns, ::testing::ValuesIn(block_cases()),
 INSTANTIATE_TEST_SUITE_P(Cuda, BlockColumns, ::testing::ValuesIn(cuda_block_cases()),
                          [](const ::testing::TestParamInfo<BlockCase>& case_info) { return case_info.param.name; });
 
+// The row statistics, last block's row losses and every block's gradients
+// (dS, dA, dP in order) of a problem cut at `cut`.
+struct BlockResults {
+  std::vector<double> stats, rows, grads;
+};
+
+#ifdef NPAIRS_TEST_HAVE_CUDART
+// Device copies of the problem's arrays: a host pointer into one of them
+// maps to the same offset in its copy.
+struct DeviceInputs {
+  explicit DeviceInputs(const npt::Inputs& in)
+      : labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
+        column_multilabels(in.column_multilabels), anchors(in.anchors), positives(in.positives),
+        weights(in.sample_weight), grad_loss(in.grad_loss) {}
+  bool ok() const {
+    for (const npt::DeviceArray* d :
+         {&labels, &column_labels, &multilabels, &column_multilabels, &anchors, &positives, &weights, &grad_loss}) {
+      if (!d->ok()) return false;
+    }
+    return true;
+  }
+  static const void* mapped(const void* host, const npt::Array& array, const npt::DeviceArray& copy) {
+    if (host == nullptr) return nullptr;
+    return static_cast<const unsigned char*>(copy.data()) +
+           (static_cast<const unsigned char*>(host) - static_cast<const unsigned char*>(array.data()));
+  }
+  npairs_problem map(const npt::Inputs& in, npairs_problem p) const {
+    p.labels = mapped(p.labels, in.labels, labels);
+    p.column_labels = mapped(p.column_labels, in.column_labels, column_labels);
+    p.multilabels = mapped(p.multilabels, in.multilabels, multilabels);
+    p.column_multilabels = mapped(p.column_multilabels, in.column_multilabels, column_multilabels);
+    p.anchors = mapped(p.anchors, in.anchors, anchors);
+    p.positives = mapped(p.positives, in.positives, positives);
+    p.sample_weight = mapped(p.sample_weight, in.sample_weight, weights);
+    return p;
+  }
+  npt::DeviceArray labels, column_labels, multilabels, column_multilabels, anchors, positives, weights, grad_loss;
+};
+#endif
+
+// The blocks [0, cut) and [cut, M) on `backend`, with every array in device
+// memory when `device_memory` (CUDA runtime linked), else in host memory.
+void run_two_blocks(npairs_backend backend, bool device_memory, const npt::Inputs& in, int64_t cut,
+                    BlockResults& out) {
+  npt::Context ctx(backend);
+  ASSERT_NPAIRS_OK(ctx.status());
+  const npairs_options options = in.options();
+  const npairs_dtype dtype = in.spec.dtype;
+  npt::Array stats = empty_stats(in);
+  npt::Array rows(dtype, static_cast<std::size_t>(in.R));
+  // Host pointers as they are, or their device copies.
+  std::function<npairs_problem(const npairs_problem&)> problem_of = [](const npairs_problem& p) { return p; };
+  std::function<void*(npt::Array&)> buffer_of = [](npt::Array& a) -> void* { return a.data(); };
+  std::function<bool(npt::Array&)> fetch = [](npt::Array&) { return true; };
+  const void* grad_loss = in.grad_loss_ptr();
+#ifdef NPAIRS_TEST_HAVE_CUDART
+  std::unique_ptr<DeviceInputs> inputs;
+  std::vector<std::pair<npt::Array*, std::unique_ptr<npt::DeviceArray>>> outputs;
+  if (device_memory) {
+    inputs = std::make_unique<DeviceInputs>(in);
+    ASSERT_TRUE(inputs->ok()) << "cudaMalloc/cudaMemcpy failed";
+    if (grad_loss) grad_loss = inputs->grad_loss.data();
+    problem_of = [&](const npairs_problem& p) { return inputs->map(in, p); };
+    buffer_of = [&](npt::Array& a) -> void* {
+      outputs.emplace_back(&a, std::make_unique<npt::DeviceArray>(a));
+      return outputs.back().second->ok() ? outputs.back().second->data() : nullptr;
+    };
+    fetch = [&](npt::Array& a) {
+      // The latest copy of `a`: an earlier array at the same address is gone.
+      for (auto it = outputs.rbegin(); it != outputs.rend(); ++it) {
+        if (it->first == &a) return it->second->download(a);
+      }
+      return false;
+    };
+  }
+#else
+  if (device_memory) FAIL() << "device-memory case without the CUDA runtime";
+#endif
+  void* stats_buffer = buffer_of(stats);
+  void* rows_buffer = buffer_of(rows);
+  ASSERT_NE(stats_buffer, nullptr);
+  ASSERT_NE(rows_buffer, nullptr);
+  for (int64_t begin : {int64_t(0), cut}) {
+    const npairs_problem block = problem_of(block_problem(in, begin, begin == 0 ? cut : in.M));
+    ASSERT_NPAIRS_OK(
+        npairs_block_stats(ctx.get(), &options, &block, stats_buffer, begin == 0 ? nullptr : rows_buffer));
+  }
+  for (int64_t begin : {int64_t(0), cut}) {
+    const int64_t end = begin == 0 ? cut : in.M;
+    const npairs_problem block = problem_of(block_problem(in, begin, end));
+    npt::Array ds(dtype, static_cast<std::size_t>(in.R * (end - begin)));
+    npt::Array da(dtype, static_cast<std::size_t>(in.R * in.D));
+    npt::Array dp(dtype, static_cast<std::size_t>((end - begin) * in.D));
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    g.similarity = buffer_of(ds);
+    g.anchors = buffer_of(da);
+    g.positives = buffer_of(dp);
+    ASSERT_NPAIRS_OK(npairs_block_gradients(ctx.get(), &options, &block, stats_buffer, grad_loss, &g));
+    for (npt::Array* a : {&ds, &da, &dp}) {
+      ASSERT_TRUE(fetch(*a)) << "cudaMemcpy failed";
+      const std::vector<double> v = a->values();
+      out.grads.insert(out.grads.end(), v.begin(), v.end());
+    }
+  }
+  ASSERT_TRUE(fetch(stats) && fetch(rows)) << "cudaMemcpy failed";
+  out.stats = stats.values();
+  out.rows = rows.values();
+}
+
 // The statistics, row losses and gradients of the same blocks on a CUDA
-// context agree with a CPU context's to the dtype's tolerance.
+// context, from host and from device memory, agree with a CPU context's to
+// the dtype's tolerance.
 TEST(CudaBlockColumns, AgreeWithTheCpuBackend) {
   NPT_REQUIRE_CUDA();
+  NPT_REQUIRE_CUDART();
   for (npairs_dtype dtype : {NPAIRS_F64, NPAIRS_F32}) {
     for (bool multilabel : {false, true}) {
       const npt::Inputs in =
           npt::make_inputs(spec_of(dtype, multilabel, NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE, true, true, 0.6, 11));
-      const npairs_options options = in.options();
       const double rtol = npt::default_rtol(dtype);
-      std::vector<std::vector<double>> stats_of, rows_of, grads_of;
-      for (npairs_backend backend : {NPAIRS_BACKEND_CPU, NPAIRS_BACKEND_CUDA}) {
-        npt::Context ctx(backend);
-        ASSERT_NPAIRS_OK(ctx.status());
-        npt::Array stats = empty_stats(in);
-        npt::Array rows(dtype, static_cast<std::size_t>(in.R));
-        for (int64_t begin : {0, 6}) {
-          const npairs_problem block = block_problem(in, begin, begin == 0 ? 6 : in.M);
-          ASSERT_NPAIRS_OK(
-              npairs_block_stats(ctx.get(), &options, &block, stats.data(), begin == 0 ? nullptr : rows.data()));
-        }
-        std::vector<double> grads;
-        for (int64_t begin : {0, 6}) {
-          const int64_t end = begin == 0 ? 6 : in.M;
-          const npairs_problem block = block_problem(in, begin, end);
-          npt::Array ds(dtype, static_cast<std::size_t>(in.R * (end - begin)));
-          npt::Array da(dtype, static_cast<std::size_t>(in.R * in.D));
-          npt::Array dp(dtype, static_cast<std::size_t>((end - begin) * in.D));
-          npairs_gradients g;
-          npairs_gradients_init(&g);
-          g.similarity = ds.data();
-          g.anchors = da.data();
-          g.positives = dp.data();
-          ASSERT_NPAIRS_OK(npairs_block_gradients(ctx.get(), &options, &block, stats.data(), in.grad_loss_ptr(), &g));
-          for (const npt::Array* a : {&ds, &da, &dp}) {
-            const std::vector<double> v = a->values();
-            grads.insert(grads.end(), v.begin(), v.end());
-          }
-        }
-        stats_of.push_back(stats.values());
-        rows_of.push_back(rows.values());
-        grads_of.push_back(grads);
+      BlockResults cpu, cuda_host, cuda_device;
+      ASSERT_NO_FATAL_FAILURE(run_two_blocks(NPAIRS_BACKEND_CPU, false, in, 6, cpu));
+      ASSERT_NO_FATAL_FAILURE(run_two_blocks(NPAIRS_BACKEND_CUDA, false, in, 6, cuda_host));
+      ASSERT_NO_FATAL_FAILURE(run_two_blocks(NPAIRS_BACKEND_CUDA, true, in, 6, cuda_device));
+      for (const auto& [where, got] : {std::pair<const char*, const BlockResults*>{"host", &cuda_host},
+                                       std::pair<const char*, const BlockResults*>{"device", &cuda_device}}) {
+        const std::string what = std::string(npt::dtype_name(dtype)) + (multilabel ? " multi-labels " : " labels ") +
+                                 where + " memory";
+        EXPECT_TRUE(npt::all_close(what + " row_stats", got->stats, cpu.stats, rtol, 1.0));
+        EXPECT_TRUE(npt::all_close(what + " row losses", got->rows, cpu.rows, rtol, 1.0));
+        EXPECT_TRUE(npt::all_close(what + " gradients", got->grads, cpu.grads, rtol, 1.0));
       }
-      const std::string what = std::string(npt::dtype_name(dtype)) + (multilabel ? " multi-labels" : " labels");
-      EXPECT_TRUE(npt::all_close(what + " row_stats", stats_of[1], stats_of[0], rtol, 1.0));
-      EXPECT_TRUE(npt::all_close(what + " row losses", rows_of[1], rows_of[0], rtol, 1.0));
-      EXPECT_TRUE(npt::all_close(what + " gradients", grads_of[1], grads_of[0], rtol, 1.0));
     }
   }
 }
