@@ -248,6 +248,13 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
                 raise errors.InvalidArgumentError(
                     f"the process group's backend is NCCL, which communicates CUDA tensors, but anchors is on "
                     f"{shard.device}")
+            if self.strategy == "ring" and shard.device.type == "cuda" and \
+                    shard.dtype in (torch.float16, torch.bfloat16):
+                # Before any collective, not from the first block call in the ring.
+                raise errors.UnsupportedError(
+                    f"strategy='ring' on CUDA tensors computes float32 and float64 in this version (CUDA column "
+                    f"blocks keep 16-bit running statistics in float32), but anchors is {shard.dtype}: use float32 "
+                    f"or strategy='all_gather'")
         except Exception as e:  # reported to every rank by agree
             error = e
         options = (_REDUCTION_CODES[cfg.reduction], cfg.temperature, cfg.reg_lambda, cfg.multilabel,
