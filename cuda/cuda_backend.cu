@@ -234,9 +234,7 @@ class CudaBackend final : public Backend {
 
   void compute(const Task& task) override {
     check_supported(task);
-    const ScopedDevice current(device_);
-    try {
-      wait_for_earlier_calls();
+    one_call([&] {
       switch (task.dtype) {
         case NPAIRS_F32:
           run<float>(task);
@@ -250,11 +248,7 @@ class CudaBackend final : public Backend {
         default:
           run<__nv_bfloat16>(task);  // make_task admits no other dtype
       }
-    } catch (...) {
-      (void)record_end_of_call();  // the call's queued work, even when it failed
-      throw;
-    }
-    NPAIRS_CUDA_CHECK(record_end_of_call());
+    });
   }
 
   // Column blocks, through the streamed path's pieces (streamed_loss.hpp).
@@ -262,16 +256,10 @@ class CudaBackend final : public Backend {
   void block_gradients(const Task& task) override { compute_block(task, true); }
 
   void select_hard_classes(const HardClassTask& task) override {
-    const ScopedDevice current(device_);
-    try {
-      wait_for_earlier_calls();
+    one_call([&] {
       cuda::select_hard_classes(task, HardClassDevice{device_, cublas_.get(), stream_, &workspace_,
                                                       work_queued_.get(), workspace_limit_, bad_rows_host_.get()});
-    } catch (...) {
-      (void)record_end_of_call();
-      throw;
-    }
-    NPAIRS_CUDA_CHECK(record_end_of_call());
+    });
   }
 
  private:
@@ -305,19 +293,27 @@ class CudaBackend final : public Backend {
                ? cudaEventRecordWithFlags(work_queued_.get(), stream_, cudaEventRecordExternal)
                : cudaEventRecord(work_queued_.get(), stream_);
   }
-  void compute_block(const Task& task, bool gradients) {
-    check_supported(task);
+  // One call's work on the context's device, after the earlier calls', its
+  // end recorded even when it failed (the call's queued work).
+  template <class Work>
+  void one_call(Work&& work) {
     const ScopedDevice current(device_);
     try {
       wait_for_earlier_calls();
-      run_block(task, workspace_limit_, gradients,
-                StreamedContext{device_, cublas_.get(), stream_, work_queued_.get(), limits_, &workspace_,
-                                bad_rows_host_.get()});
+      work();
     } catch (...) {
       (void)record_end_of_call();
       throw;
     }
     NPAIRS_CUDA_CHECK(record_end_of_call());
+  }
+  void compute_block(const Task& task, bool gradients) {
+    check_supported(task);
+    one_call([&] {
+      run_block(task, workspace_limit_, gradients,
+                StreamedContext{device_, cublas_.get(), stream_, work_queued_.get(), limits_, &workspace_,
+                                bad_rows_host_.get()});
+    });
   }
   // Fails, before any work, a call that would wait for the host while its
   // stream is captured (which would invalidate the capture).
