@@ -90,8 +90,10 @@ Struct read_struct(const Struct* caller, const Struct& defaults, const char* nam
     fail(NPAIRS_ERROR_UNSUPPORTED, std::string(name) + ".struct_size (" + std::to_string(size) +
                                        ") has fields unknown to this library set to non-zero values");
   }
+  // Whole fields only: a size short of sizeof holds the fields of the first
+  // published size (each struct has grown at most once), never part of one.
   Struct copy = defaults;
-  std::memcpy(&copy, caller, std::min(size, sizeof(Struct)));
+  std::memcpy(&copy, caller, size >= sizeof(Struct) ? sizeof(Struct) : first);
   return copy;
 }
 
