@@ -76,10 +76,13 @@ struct CpuBuffers {
   T* overlaps = nullptr;           // [row_block x col_tile], multi-labels
   RowStats<T>* running = nullptr;  // [row_block], tiles of columns; [R], symmetric
   // Symmetric calls: the columns' statistics so far [M], each chunk of rows'
-  // part of a tile's [chunks x col_tile], their losses [M] and gradient
-  // coefficients [M].
+  // part of a tile's [chunks x col_tile] and its scratch ([chunks x
+  // kColumnScratchArrays x col_tile] values, [chunks x col_tile] indices), the columns' losses [M]
+  // and gradient coefficients [M].
   RowStats<T>* column_running = nullptr;
   RowStats<T>* column_partials = nullptr;
+  T* column_scratch = nullptr;
+  int64_t* column_indices = nullptr;
   T* column_losses = nullptr;
   RowGradCoeffs<T>* column_coeffs = nullptr;
   T* logit_moments = nullptr;  // [R], dL/dtau
@@ -106,6 +109,8 @@ std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, int64_t 
     take(b.running, t.rows);
     take(b.column_running, t.cols);
     take(b.column_partials, chunks * col_tile);
+    take(b.column_scratch, chunks * kColumnScratchArrays * col_tile);
+    take(b.column_indices, chunks * col_tile);
     take(b.column_losses, t.cols);
     if (t.wants_gradient_pass()) take(b.column_coeffs, t.cols);
   } else if (col_tile < t.cols) {
@@ -235,8 +240,15 @@ double sum_of_squares(const T* x, int64_t n) {
 template <class T, class L>
 class CpuTiles final : public TileOps {
  public:
-  CpuTiles(const Task& t, const CpuBuffers<T, L>& b, int threads, int64_t chunks)
-      : t_(t), b_(b), threads_(threads), chunks_(chunks), scale_(logit_scale<T>(t.temperature)) {}
+  // exp_in_grad: a symmetric call's statistics sweep keeps each element's
+  // exp(z - max) in dL/dS for the gradient sweep (whole rows only).
+  CpuTiles(const Task& t, const CpuBuffers<T, L>& b, int threads, int64_t chunks, bool exp_in_grad = false)
+      : t_(t),
+        b_(b),
+        threads_(threads),
+        chunks_(chunks),
+        exp_in_grad_(exp_in_grad),
+        scale_(logit_scale<T>(t.temperature)) {}
 
   void load(const Tile& tile) override {
     if (t_.multilabel()) {
@@ -264,12 +276,11 @@ class CpuTiles final : public TileOps {
     RowStats<T>* running = running_of(tile);
     // Column blocks merge into the caller's statistics, which hold the blocks before this one.
     if (tile.col_begin == 0 && !t_.row_stats) std::fill(running, running + tile.rows(), row_stats_empty<T>());
-    RowPassArgs<T, L> a = row_pass(tile, RowPassMode::kTileStats, nullptr);
-    if (!t_.symmetric()) return cpu_row_pass(a);
+    if (!t_.symmetric()) return cpu_row_pass(row_pass(tile, RowPassMode::kTileStats, nullptr));
     const int64_t cols = tile.cols();
     std::fill(b_.column_partials, b_.column_partials + chunks_ * cols, row_stats_empty<T>());
+    RowPassArgs<T, L> a = symmetric_row_pass(tile, RowPassMode::kTileStats);
     a.column_partials = b_.column_partials;
-    a.column_chunks = chunks_;
     cpu_row_pass(a);
     // The chunks' statistics merged in chunk order, after the earlier blocks'.
     RowStats<T>* columns = b_.column_running + tile.col_begin;
@@ -302,8 +313,12 @@ class CpuTiles final : public TileOps {
   }
 
   void tile_gradient(const Tile& tile) override {
-    RowPassArgs<T, L> a = row_pass(tile, RowPassMode::kTileGrad, gradient_wanted() ? grad_of(tile).first : nullptr);
-    if (t_.symmetric()) a.column_coeffs = b_.column_coeffs + tile.col_begin;
+    if (!t_.symmetric()) {
+      return cpu_row_pass(
+          row_pass(tile, RowPassMode::kTileGrad, gradient_wanted() ? grad_of(tile).first : nullptr));
+    }
+    RowPassArgs<T, L> a = symmetric_row_pass(tile, RowPassMode::kTileGrad);
+    a.column_coeffs = b_.column_coeffs + tile.col_begin;
     cpu_row_pass(a);
   }
 
@@ -383,6 +398,18 @@ class CpuTiles final : public TileOps {
     return a;
   }
 
+  // A symmetric call's row pass: in chunks of rows with scratch of their own,
+  // the exponentials kept in dL/dS when exp_in_grad.
+  RowPassArgs<T, L> symmetric_row_pass(const Tile& tile, RowPassMode mode) const {
+    const bool stats = mode == RowPassMode::kTileStats;
+    RowPassArgs<T, L> a = row_pass(tile, mode, (stats ? exp_in_grad_ : gradient_wanted()) ? grad_of(tile).first : nullptr);
+    a.column_chunks = chunks_;
+    a.column_scratch = b_.column_scratch;
+    a.column_indices = b_.column_indices;
+    a.exp_in_grad = exp_in_grad_;
+    return a;
+  }
+
   // The beta of the first GEMM into an embedding gradient: 0, or with the L2
   // term 0.5 * lambda * g / count over a copy of the input rows.
   T start_gradient(bool first, const T* own, int64_t own_rows, int64_t count, T* out) const {
@@ -399,6 +426,7 @@ class CpuTiles final : public TileOps {
   const CpuBuffers<T, L>& b_;
   int threads_;
   int64_t chunks_;
+  bool exp_in_grad_;
   LogitScale<T> scale_;
 };
 
@@ -443,7 +471,12 @@ void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace&
   }
 
   if (b.logit_moments) std::fill_n(b.logit_moments, R, T(0));
-  CpuTiles<T, L> ops(t, b, threads, threads);
+  // Over whole rows, a symmetric call's exponentials wait in the caller's
+  // dL/dS for the gradient sweep, unless that is the similarity itself
+  // (whose logits the sweep reads for dL/dtau and the directly summed columns).
+  const bool exp_in_grad = t.symmetric() && tiles.whole_rows(t) && !t.embeddings() && t.grad_similarity &&
+                           t.grad_similarity != t.similarity;
+  CpuTiles<T, L> ops(t, b, threads, threads, exp_in_grad);
   run_tiled(t, tiles, ops);
 
   if (grad_temperature) *grad_temperature = T(-summed_moments(b.logit_moments, R));

@@ -21,6 +21,9 @@ enum class RowPassMode {
                // (and, symmetric, `column_coeffs`)
 };
 
+// Arrays of `cols` values in each chunk's scratch of a symmetric row pass.
+constexpr int64_t kColumnScratchArrays = 5;
+
 template <class T, class L>
 struct RowPassArgs {
   const T* logits;        // [rows x cols], rows `ld` apart
@@ -40,13 +43,22 @@ struct RowPassArgs {
   int threads;
   RowPassMode mode = RowPassMode::kWholeRows;
   RowStats<T>* running = nullptr;  // [rows]: the tile modes' statistics so far
-  // Symmetric calls. kTileStats: the rows are cut into `column_chunks`
-  // consecutive chunks, chunk c adding its rows' elements of column j to
-  // column_partials[c * cols + j] (a fixed partition, merged by the caller
-  // in chunk order). kTileGrad: the columns' coefficients, [cols].
+  // Symmetric calls: the rows are cut into `column_chunks` consecutive
+  // chunks (a fixed partition), each with scratch of its own:
+  // column_scratch[c * kColumnScratchArrays * cols ...] and
+  // column_indices[c * cols ...].
+  // kTileStats: chunk c adds its rows' elements of column j to
+  // column_partials[c * cols + j] (merged by the caller in chunk order).
+  // kTileGrad: the columns' coefficients, [cols].
   RowStats<T>* column_partials = nullptr;
   int64_t column_chunks = 0;
+  T* column_scratch = nullptr;
+  int64_t* column_indices = nullptr;
   const RowGradCoeffs<T>* column_coeffs = nullptr;
+  // Symmetric calls over whole rows with a dL/dS output apart from the
+  // logits: kTileStats also writes each element's exp(z - max) into
+  // grad_out, and kTileGrad turns them into the gradient (no second exp).
+  bool exp_in_grad = false;
   // [rows] or nullptr: row i's sum_j dL/dS_ij z_ij (for dL/dtau) is added to
   // logit_moments[i] (kWholeRows and kTileGrad).
   T* logit_moments = nullptr;

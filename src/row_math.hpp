@@ -166,4 +166,31 @@ NPAIRS_HD T row_logit_moment(const RowStats<T>& s, T exp_gap) {
   return exp_gap / s.sum_exp + s.pos_gap / s.pos;
 }
 
+// The column direction of a symmetric call, from the row direction's
+// exponentials: for rows i of a block with maxima m_i <= G (G the block's
+// largest) and a column with max C,
+//   exp(z_ij - C) = exp(z_ij - m_i) * exp(m_i - G) * exp(G - C),
+// so each column needs one exp per block instead of one per element. Every
+// factor is a normal number for each element that matters to the column
+// (within 25 of its max in float, 40 in double) when G - C is at most this
+// limit; a column further below G is computed directly.
+template <class T>
+struct ColumnShiftLimit;
+template <>
+struct ColumnShiftLimit<float> {
+  static constexpr float value = 50.0f;
+};
+template <>
+struct ColumnShiftLimit<double> {
+  static constexpr double value = 600.0;
+};
+
+// Whether a column whose max lies `shift` = G - C below the block's largest
+// row max takes the factored form; false for NaN (non-finite statistics are
+// computed directly).
+template <class T>
+NPAIRS_HD bool column_shift_ok(T shift) {
+  return shift <= ColumnShiftLimit<T>::value;
+}
+
 }  // namespace npairs

@@ -40,7 +40,30 @@ struct SymCase {
   std::string name;
   npt::Spec spec;
   bool want_similarity = false, want_anchors = false, want_positives = false;
+  bool wide_logits = false;  // similarity spread far apart: see widen()
 };
+
+// Logits far apart (similarity inputs): rows and columns shifted by offsets
+// beyond ColumnShiftLimit (src/row_math.hpp) of the dtype, so that some
+// columns' maxima lie far below other rows' maxima (computed directly, not
+// from the row exponentials), and z = -1e30 at some non-target elements.
+void widen(npt::Inputs& in) {
+  const bool f32 = in.spec.dtype == NPAIRS_F32;
+  const double column_drop = f32 ? 75.0 : 650.0, row_rise = f32 ? 30.0 : 200.0;
+  for (int64_t i = 0; i < in.R; ++i) {
+    for (int64_t j = 0; j < in.M; ++j) {
+      const std::size_t k = static_cast<std::size_t>(i * in.M + j);
+      double v = in.similarity.get(k) * in.spec.temperature;
+      if (j % 3 == 0) v -= column_drop * in.spec.temperature;
+      if (i % 5 == 1) v += row_rise * in.spec.temperature;
+      const npt::Array& column_labels = in.spec.column_targets ? in.column_labels : in.labels;
+      const bool target = !in.spec.multilabel && in.labels.get(static_cast<std::size_t>(i)) ==
+                                                     column_labels.get(static_cast<std::size_t>(j));
+      if (!in.spec.multilabel && !target && (i + 2 * j) % 11 == 0) v = -1e30 * in.spec.temperature;
+      in.similarity.set(k, v);
+    }
+  }
+}
 
 // Every input kind: similarity or embeddings, labels or multi-labels, square
 // or rectangular with column targets, f32 and f64, both scalar reductions;
@@ -89,7 +112,21 @@ std::vector<SymCase> make_cases() {
       }
     }
   }
+  // Far-apart logits, similarity inputs, both dtypes and target kinds.
+  for (const SymCase& base : std::vector<SymCase>(cases)) {
+    if (!base.spec.symmetric || base.spec.embeddings) continue;
+    SymCase c = base;
+    c.wide_logits = true;
+    c.name = "wide_" + base.name;
+    cases.push_back(c);
+  }
   return cases;
+}
+
+npt::Inputs inputs_of(const SymCase& c) {
+  npt::Inputs in = npt::make_inputs(c.spec);
+  if (c.wide_logits) widen(in);
+  return in;
 }
 
 class Symmetric : public ::testing::TestWithParam<SymCase> {};
@@ -98,7 +135,7 @@ class Symmetric : public ::testing::TestWithParam<SymCase> {};
 // columns (streamed): each against the reference, bitwise reproducible.
 TEST_P(Symmetric, MatchesReferenceDenseAndStreamed) {
   const SymCase& c = GetParam();
-  const npt::Inputs in = npt::make_inputs(c.spec);
+  const npt::Inputs in = inputs_of(c);
   const ref::Result<double> expected = ref::compute<double>(in.reference());
   ASSERT_TRUE(expected.valid) << expected.error;
   const double rtol = npt::default_rtol(c.spec.dtype);
@@ -139,7 +176,7 @@ TEST_P(Symmetric, MatchesReferenceDenseAndStreamed) {
 // with everything asked for.
 TEST_P(Symmetric, SubsetsOfTheOutputs) {
   const SymCase& c = GetParam();
-  const npt::Inputs in = npt::make_inputs(c.spec);
+  const npt::Inputs in = inputs_of(c);
   const ref::Result<double> expected = ref::compute<double>(in.reference());
   const double rtol = npt::default_rtol(c.spec.dtype);
   npt::Context ctx;
