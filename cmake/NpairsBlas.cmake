@@ -12,7 +12,8 @@
 #                   distribution's older OpenBLAS may not know the processor
 #                   and fall back to generic kernels). The wheel's choice
 #                   (pyproject.toml): it bundles the library next to
-#                   libnpairs, found through RUNPATH $ORIGIN.
+#                   libnpairs, found through RUNPATH $ORIGIN; outside a wheel
+#                   the RUNPATH names scipy-openblas32's own folder.
 set(NPAIRS_BLAS "system" CACHE STRING "The BLAS: system (the system's OpenBLAS) or scipy-openblas (PyPI's scipy-openblas32)")
 set_property(CACHE NPAIRS_BLAS PROPERTY STRINGS system scipy-openblas)
 set(NPAIRS_BLAS_PYTHON "" CACHE FILEPATH
