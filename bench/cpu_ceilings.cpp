@@ -97,7 +97,7 @@ template Stats time_cpu_gemms<double>(const CaseSpec&, int, int);
 
 std::string cblas_provider() {
   Dl_info info{};
-  void* symbol = dlsym(RTLD_DEFAULT, "cblas_sgemm");
+  void* symbol = dlsym(RTLD_DEFAULT, kSgemmSymbol);
   if (symbol == nullptr || dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "unknown";
   return info.dli_fname;
 }

@@ -787,7 +787,7 @@ int run(const Args& a, const std::string& command) {
               npairs_version_string(), backend_name(backend), cuda ? machine.gpu.c_str() : machine.cpu_model.c_str(),
               cuda ? "" : ", threads: ", cuda ? "" : std::to_string(settings.threads).c_str(),
               settings.warmup, settings.repeats);
-  std::printf("BLAS (cblas_sgemm): %s\n", machine.blas.c_str());
+  std::printf("BLAS (%s): %s\n", kSgemmSymbol, machine.blas.c_str());
   if (a.workspace_limit != 0) std::printf("workspace limit: %zu bytes\n", a.workspace_limit);
   if (cuda) std::printf("CUDA runtime: %s; GEMM ceiling: %s\n", machine.cudart.empty() ? "-" : machine.cudart.c_str(),
                         runtime.has_cublas() ? "cuBLAS" : "skipped (no libcublas)");

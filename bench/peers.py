@@ -56,7 +56,11 @@ Running it (CPU; Python 3.9-3.11, which tensorflow-addons needs):
   /tmp/peers-venv/bin/python bench/peers.py --json /tmp/peers-cpu.json \\
       --plot bench/peers-cpu.png
 
-The library is build/release/libnpairs.so unless NPAIRS_LIBRARY names one;
+The library is build/release/libnpairs.so unless NPAIRS_LIBRARY names one
+(the JSON records the OpenBLAS each worker loaded and the core it chose: the
+wheel's scipy-openblas32 picks this processor's kernels, where an older
+system OpenBLAS may run generic ones; build with -DNPAIRS_BLAS=scipy-openblas
+to time the wheel's BLAS);
 the package is imported from python/ next to this script. A system whose
 packages are missing (TFA, torch.compile) is recorded with the reason and
 skipped. On a GPU: --device cuda (default rows 4096,16384,32768, D = 512;
@@ -176,8 +180,11 @@ class Runner:
         if self.system.startswith("npairs") or self.system.startswith("c-api"):
             import npairs
 
+            from npairs import _config
+
             v["npairs"] = npairs.library_version()
             v["libnpairs"] = npairs.library_path()
+            v["blas"] = dict(_config._library()[0]).get("BLAS")  # the OpenBLAS loaded and the core it chose
         return v
 
     def call(self, input_kind, labels, data):
@@ -647,6 +654,9 @@ def main():
                 print(f"{s} {r['input']} R={r['rows']}: {r['error']}")
         if "error" in w:
             print(f"{s}: not run: {w['error']}")
+
+    for blas in sorted({w["versions"]["blas"] for w in workers.values() if w["versions"].get("blas")}):
+        print(f"libnpairs' BLAS: {blas}")
 
     machine = {"cpu_model": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
     if cuda:

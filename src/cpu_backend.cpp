@@ -1,6 +1,5 @@
 #include "cpu_backend.hpp"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <vector>
 #include <string>
 
+#include "blas.hpp"
 #include "cpu_rows.hpp"
 #include "error.hpp"
 #include "hard_classes.hpp"
@@ -22,19 +22,7 @@
 namespace npairs {
 namespace {
 
-// Row-major C[m x n] = alpha * op(A) * op(B) + beta * C.
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-          int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
-          const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
-          int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
+using blas::gemm;
 
 // The context's host workspace: it only grows (or is released above a new
 // limit), and a failed growth keeps the old buffer.
@@ -617,17 +605,21 @@ void check_supported(const Task& t) {
 }
 
 // Sets OpenMP's thread count (which OpenBLAS's OpenMP build follows too) for
-// this thread only, for a scope: a context's thread setting covers its GEMMs
-// as well as its rows, and leaves the caller's setting as it was.
+// this thread only, and a pthreads BLAS's for the process, for a scope: a
+// context's thread setting covers its GEMMs as well as its rows, and leaves
+// the caller's setting as it was.
 class ScopedOmpThreads {
  public:
-  explicit ScopedOmpThreads(int threads) : caller_(omp_get_max_threads()) { omp_set_num_threads(threads); }
+  explicit ScopedOmpThreads(int threads) : caller_(omp_get_max_threads()), blas_(threads) {
+    omp_set_num_threads(threads);
+  }
   ~ScopedOmpThreads() { omp_set_num_threads(caller_); }
   ScopedOmpThreads(const ScopedOmpThreads&) = delete;
   ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
 
  private:
   int caller_;
+  blas::ScopedThreads blas_;
 };
 
 class CpuBackend final : public Backend {

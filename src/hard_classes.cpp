@@ -1,6 +1,5 @@
 #include "hard_classes.hpp"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "blas.hpp"
 #include "error.hpp"
 #include "hard_class_rule.hpp"
 #include "task.hpp"
@@ -29,13 +29,7 @@ constexpr int64_t kSmallestBlock = 64;
 
 std::size_t aligned(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
 
-// y[n] = E[n x D] x, row-major E.
-void gemv(int64_t n, int64_t d, const float* e, const float* x, float* y) {
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, int(n), int(d), 1.0f, e, int(d), x, 1, 0.0f, y, 1);
-}
-void gemv(int64_t n, int64_t d, const double* e, const double* x, double* y) {
-  cblas_dgemv(CblasRowMajor, CblasNoTrans, int(n), int(d), 1.0, e, int(d), x, 1, 0.0, y, 1);
-}
+using blas::gemv;
 
 template <class T>
 int64_t first_bad_row(const T* e, int64_t rows, int64_t dim, double bound) {

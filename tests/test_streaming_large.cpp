@@ -5,7 +5,6 @@
 // the logits and the gradient products, plain loops for the rows), and the
 // resident memory the call adds is checked against the limit. Label `large`
 // (a few minutes on 2 cores): `ctest --preset release -L large`.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "blas.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -81,8 +81,7 @@ TEST(StreamingLarge, Embeddings65536UnderA256MiBLimit) {
   const double inv_tau = 1.0 / options.temperature, r = 1.0 / double(R);
   double loss_sum = 0;
   for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(kBlock), int(M), int(D), inv_tau, &a[std::size_t(r0 * D)],
-                int(D), p.data(), int(D), 0.0, z.data(), int(M));
+    npairs::blas::gemm(false, true, kBlock, M, D, inv_tau, &a[std::size_t(r0 * D)], D, p.data(), D, 0.0, z.data(), M);
     for (int64_t i = 0; i < kBlock; ++i) {
       double* row = &z[std::size_t(i * M)];
       const int32_t label = labels[std::size_t(r0 + i)];
@@ -102,10 +101,8 @@ TEST(StreamingLarge, Embeddings65536UnderA256MiBLimit) {
         row[j] = r * inv_tau * (std::exp(row[j] - max) / sum - target);  // dL/dS
       }
     }
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(kBlock), int(D), int(M), 1.0, z.data(), int(M),
-                p.data(), int(D), 0.0, &ref_da[std::size_t(r0 * D)], int(D));
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(M), int(D), int(kBlock), 1.0, z.data(), int(M),
-                &a[std::size_t(r0 * D)], int(D), 1.0, ref_dp.data(), int(D));
+    npairs::blas::gemm(false, false, kBlock, D, M, 1.0, z.data(), M, p.data(), D, 0.0, &ref_da[std::size_t(r0 * D)], D);
+    npairs::blas::gemm(true, false, M, D, kBlock, 1.0, z.data(), M, &a[std::size_t(r0 * D)], D, 1.0, ref_dp.data(), D);
   }
   EXPECT_NEAR(double(loss), loss_sum * r, 1e-5 * std::fabs(loss_sum * r));
   EXPECT_TRUE(npt::all_close("grads.anchors", npt::to_double(grad_anchors), ref_da, 1e-4));

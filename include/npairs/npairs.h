@@ -128,7 +128,11 @@ NPAIRS_API npairs_status npairs_context_set_stream(npairs_context ctx, void* cud
 /* Sets how many CPU threads a CPU context uses for its rows and its GEMMs
    (0: all cores for the rows, OpenBLAS's own setting for the GEMMs).
    Ignored by CUDA contexts. Fails with INVALID_ARGUMENT when ctx is NULL or
-   threads < 0. */
+   threads < 0. The rows' count, and the GEMMs' with OpenBLAS's OpenMP build,
+   hold for the calling thread only; a pthreads OpenBLAS (scipy-openblas32,
+   the wheel's) has one count for the whole process, which each call sets and
+   then restores, so concurrent calls of contexts with different counts may
+   run their GEMMs on either count. */
 NPAIRS_API npairs_status npairs_context_set_threads(npairs_context ctx, int32_t threads);
 
 /* Waits until the context's queued work is done (CPU: returns at once).

@@ -5,8 +5,9 @@ text to paste into a bug report.
 What the C API does not say (the BLAS linked, the CUDA architectures and
 toolkit) comes from ``libnpairs-build.json``, which CMake writes beside the
 library and installs with it. The rest is asked of the running process: the
-library's file and the OpenBLAS in use through the loader (``dladdr``), the
-devices through the CUDA driver (``libcuda.so.1``), never through a framework.
+library's file and the OpenBLAS in use (with the core whose kernels it chose)
+through the loader (``dladdr``), the devices through the CUDA driver
+(``libcuda.so.1``), never through a framework.
 """
 
 from __future__ import annotations
@@ -95,18 +96,32 @@ def _library():
     return lines, config
 
 
+# The OpenBLAS builds libnpairs links (cmake/NpairsBlas.cmake), as (soname, symbol prefix): PyPI's
+# scipy-openblas32 (the wheel's), the system's.
+_OPENBLAS_BUILDS = (("libscipy_openblas.so", "scipy_"), ("libopenblas.so.0", ""))
+
+
 def _blas(config):
-    """The OpenBLAS the process runs with (its build, threading and file), else what the library was linked with."""
+    """The OpenBLAS the process runs with (its version and build, the core whose kernels it chose, its
+    threading and file), else what the library was linked with."""
     linked = ", ".join(config["blas_libraries"]) if config else "unknown"
-    try:
-        openblas = ctypes.CDLL("libopenblas.so.0", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-        get_config = openblas.openblas_get_config
-    except (OSError, AttributeError):
-        return f"linked with {linked}"
-    get_config.restype = ctypes.c_char_p
-    threading = {0: "sequential", 1: "pthreads", 2: "OpenMP"}.get(openblas.openblas_get_parallel(), "?")
-    return (f"{get_config().decode().strip()}, {threading} threading, {openblas.openblas_get_num_threads()} "
-            f"threads ({loaded_file(get_config) or 'libopenblas.so.0'})")
+    builds = list(_OPENBLAS_BUILDS)
+    if "scipy_openblas" not in linked:
+        builds.reverse()
+    for soname, prefix in builds:
+        try:
+            openblas = ctypes.CDLL(soname, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            get_config, get_corename = (getattr(openblas, f"{prefix}openblas_get_{what}")
+                                        for what in ("config", "corename"))
+        except (OSError, AttributeError):
+            continue
+        get_config.restype = get_corename.restype = ctypes.c_char_p
+        parallel = getattr(openblas, f"{prefix}openblas_get_parallel")()
+        threads = getattr(openblas, f"{prefix}openblas_get_num_threads")()
+        threading = {0: "sequential", 1: "pthreads", 2: "OpenMP"}.get(parallel, "?")
+        return (f"{get_config().decode().strip()}; core {get_corename().decode().strip()}, {threading} threading, "
+                f"{threads} threads ({loaded_file(get_config) or soname})")
+    return f"linked with {linked}"
 
 
 def _runs_on(architectures, major, minor):

@@ -1,12 +1,13 @@
 """The one install: `pip wheel .` from a clean copy of the source builds the
-package with libnpairs inside it (scikit-build-core, pyproject.toml), and the
-wheel, installed into a fresh venv, computes with no NPAIRS_LIBRARY.
+package with libnpairs and PyPI's OpenBLAS (scipy-openblas32) inside it
+(scikit-build-core, pyproject.toml), and the wheel, installed into a fresh
+venv, computes with no NPAIRS_LIBRARY.
 
 CTest's `wheel` test runs this file alone. The build is CPU-only (a CMake
 option passed as pip passes them) and without tests or benchmarks, on 2
-cores. pip needs PyPI for scikit-build-core (the build's isolated
-environment) and NumPy (the venv); the test skips only when Python cannot
-make a venv (Debian: python3-venv).
+cores. pip needs PyPI for scikit-build-core and scipy-openblas32 (the
+build's isolated environment) and NumPy (the venv); the test skips only when
+Python cannot make a venv (Debian: python3-venv).
 """
 
 import json
@@ -32,6 +33,24 @@ labels = np.array([0, 0, 1, 1]); a = np.array([[1., 1], [1, -1], [-1, 1], [-1, -
 print(json.dumps({"loss": float(npairs.npairs_loss(labels, a @ a.T)), "library": npairs.library_path(),
                   "package": npairs.__file__, "version": npairs.__version__,
                   "library_version": npairs.library_version(), "dist_version": importlib.metadata.version("npairs")}))
+"""
+# The embeddings input, whose GEMMs run in the bundled OpenBLAS: loss and gradients of random odd-sized
+# float64 inputs against the softmax cross-entropy written out in NumPy, on every core and on one thread.
+EMBEDDINGS = """
+import json, numpy as np, npairs
+rng = np.random.default_rng(11); R, M, D = 67, 67, 29
+labels = rng.integers(0, 9, R); a, p = rng.standard_normal((R, D)), rng.standard_normal((M, D))
+z = a @ p.T
+t = (labels[:, None] == labels[None, :]) / (labels[:, None] == labels[None, :]).sum(1, keepdims=True)
+log_softmax = z - z.max(1, keepdims=True)
+log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+dz = (np.exp(log_softmax) - t) / R
+want = [-(t * log_softmax).sum() / R, dz @ p, dz.T @ a]
+errors = {}
+for threads in (None, 1):
+    loss, (ga, gp) = npairs.npairs_embeddings_loss(labels, a, p, threads=threads, return_grads=True)
+    errors[str(threads)] = max(float(np.max(np.abs(g - w)) / np.max(np.abs(w))) for g, w in zip([loss, ga, gp], want))
+print(json.dumps(errors))
 """
 
 
@@ -101,10 +120,21 @@ def test_wheel_holds_the_library(installed):
         assert sorted(n for n in names if "libnpairs" in n) == ["npairs/libnpairs-build.json", "npairs/libnpairs.so.1"]
         assert not [n for n in names if "__pycache__" in n or n.startswith(("include/", "lib/"))]
         assert z.read("npairs/libnpairs.so.1")[:4] == b"\x7fELF"
+        # PyPI's scipy-openblas32 beside it, with OpenBLAS's licence (BSD) in the metadata.
+        assert z.read("npairs/libscipy_openblas.so")[:4] == b"\x7fELF"
+        licences = [n for n in names if re.fullmatch(r"npairs-[^/]+\.dist-info/licenses/scipy-openblas32/.+", n)]
+        assert licences and b"OpenBLAS" in z.read(licences[0]), sorted(names)
         config = json.loads(z.read("npairs/libnpairs-build.json"))
     assert config["version"] == npairs.__version__
     assert config["cuda_backend"] is False and config["cuda_architectures"] == []
-    assert config["blas_libraries"] and all("openblas" in b for b in config["blas_libraries"])
+    assert [pathlib.Path(b).name for b in config["blas_libraries"]] == ["libscipy_openblas.so"], config
+    assert "libnpairs: BLAS scipy-openblas32 " in log
+
+
+def test_installed_package_computes_embeddings_with_the_bundled_blas(installed, tmp_path):
+    python, _, _ = installed
+    errors = json.loads(_run([python, "-c", EMBEDDINGS], cwd=tmp_path))
+    assert all(e <= 1e-12 for e in errors.values()), errors
 
 
 def test_installed_package_computes_with_no_environment_variable(installed, tmp_path):
@@ -139,6 +169,9 @@ def test_python_m_npairs_shows_the_configuration(installed, tmp_path):
     assert library.endswith("/npairs/libnpairs.so.1") and pathlib.Path(library).is_relative_to(venv_lib), shown
     assert "next to the package" in fields["library"], shown
     assert fields["backends"] == "cpu: usable; cuda: not built (a CPU-only library)", shown
-    assert "OpenBLAS" in fields["BLAS"], shown
+    # The bundled OpenBLAS, loaded, and the kernels it chose for this processor.
+    blas = re.fullmatch(r"OpenBLAS \S+ .*; core (\w+), pthreads threading, \d+ threads \((.+)\)", fields["BLAS"])
+    assert blas and blas[1] != "Unknown", shown
+    assert pathlib.Path(blas[2]) == pathlib.Path(library).parent / "libscipy_openblas.so", shown
     assert fields["build"].startswith("Release, "), shown
     assert "CUDA driver" in fields and "python" in fields, shown
