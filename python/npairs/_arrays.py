@@ -461,7 +461,7 @@ def empty_like_family(ref, name, shape, dtype):
             obj = cupy.empty(shape, dtype=dtype)
         ptr = obj.data.ptr
     elif fam == "tensorflow":
-        obj, ptr = _tensorflow_empty(ref.device, shape, dtype)
+        obj, ptr = tensorflow_empty(f"GPU:{ref.device}", shape, dtype)
     else:
         from numba import cuda
 
@@ -471,8 +471,8 @@ def empty_like_family(ref, name, shape, dtype):
     return Array(name, obj, ptr, shape, dtype, None, ref.device, ref.stream, fam, obj)
 
 
-def _tensorflow_empty(device, shape, dtype):
-    """(tensor, data pointer) of a new, unshared TensorFlow tensor on GPU device, which the library writes.
+def tensorflow_empty(device, shape, dtype):
+    """(tensor, data pointer) of a new, unshared TensorFlow tensor on device ('GPU:0'), which the library writes.
 
     TensorFlow's own allocator, not CuPy's or PyTorch's: by default TensorFlow
     holds nearly all of a GPU's memory from its start (unless
@@ -483,8 +483,8 @@ def _tensorflow_empty(device, shape, dtype):
     """
     import tensorflow as tf
 
-    with tf.device(f"GPU:{device}"):
-        obj = tf.raw_ops.Empty(shape=list(shape), dtype=tf.as_dtype(dtype_name(dtype)), init=False)
+    with tf.device(device):
+        obj = tf.raw_ops.Empty(shape=tf.constant(shape, tf.int32), dtype=tf.as_dtype(dtype_name(dtype)), init=False)
     return obj, parse_dlpack_capsule("output", tf.experimental.dlpack.to_dlpack(obj))[0]
 
 

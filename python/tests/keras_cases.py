@@ -156,8 +156,8 @@ def _tensorflow_gpus():
 
 def tensorflow_buffer(t):
     """The address of a TensorFlow tensor's memory: its host memory as TensorFlow's own NumPy view sees it,
-    or, on a GPU, the device pointer its DLPack export gives."""
-    if t.device.endswith("CPU:0"):
+    or, on a GPU (and for bfloat16, which NumPy lacks), the pointer its DLPack export gives."""
+    if t.backing_device.endswith("CPU:0") and t.dtype != "bfloat16":  # int32 tensors of GPU ops are on the host
         return np.asarray(t).ctypes.data
     from npairs import _arrays
 
@@ -196,6 +196,21 @@ def test_eager_tensors_reach_the_library_in_place(library_calls, device, reducti
         assert (call.problem.similarity, call.problem.labels, call.problem.sample_weight) == \
             (tensorflow_buffer(s), tensorflow_buffer(y), tensorflow_buffer(weight))
     assert backward.grads.similarity == tensorflow_buffer(grad)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's eager tensors")
+@pytest.mark.parametrize("device", tensorflow_devices())
+def test_tensorflow_outputs(device):
+    """The tensors that CUDA outputs of TensorFlow inputs are (made on the CPU too, where they run here)."""
+    import tensorflow as tf
+
+    from npairs import _arrays
+
+    for shape in [(), (7,), (5, 3)]:
+        for dtype in (np.dtype("float32"), np.dtype("float64"), np.dtype("float16"), _arrays.BFLOAT16):
+            t, ptr = _arrays.tensorflow_empty(f"{device}:0", shape, dtype)
+            assert tuple(t.shape) == shape and t.dtype == tf.as_dtype(_arrays.dtype_name(dtype))
+            assert t.backing_device.endswith(f"{device}:0") and ptr == tensorflow_buffer(t)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's eager tensors")
