@@ -6,9 +6,11 @@ not at all when they already have the dtype wanted and are contiguous. CUDA arra
 ``__cuda_array_interface__`` (CuPy, Numba, PyTorch) or DLPack
 (``__dlpack__``/``__dlpack_device__``); when one needs a cast or a contiguous
 copy, and for the outputs, the array's own library is used (PyTorch, CuPy,
-Numba, TensorFlow's outputs only; for other DLPack producers CuPy, then
-PyTorch, when importable). Other DLPack producers' host arrays (TensorFlow's
-CPU tensors) are read in place through a NumPy view (``numpy.from_dlpack``).
+Numba; TensorFlow makes the outputs of its tensors, which need the dtype
+wanted already; for other DLPack producers CuPy, then PyTorch, when
+importable). Host arrays of other DLPack producers (TensorFlow's CPU
+tensors, JAX's CPU arrays) are read in place through a NumPy view
+(``numpy.from_dlpack``).
 
 NumPy has no bfloat16: such arrays carry the dtype :data:`BFLOAT16`, their
 host copies and casts are PyTorch tensors (only PyTorch and DLPack producers

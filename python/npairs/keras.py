@@ -17,7 +17,8 @@ likewise): ``keras.losses.Loss`` subclasses, registered serializable (package
     wrote (those TensorFlow cannot wrap are copied: a scalar loss, and arrays
     under 1 MiB whose memory is not 64-byte aligned). CUDA results are
     TensorFlow tensors, allocated by TensorFlow on the tensor's GPU; the call
-    waits for the library's stream before TensorFlow uses them.
+    waits for the library's stream before it returns them (TensorFlow's
+    streams are not ordered after it).
   - inside ``tf.function`` (graphs: ``model.fit``'s default): the library
     call inside ``tf.numpy_function``, so tensors go through host memory (a
     CUDA tensor is copied to the host and back).
@@ -43,7 +44,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import _arrays, _core, _lib
+from . import _arrays, _core
 from .errors import UnsupportedError
 
 _PACKAGE = "npairs"
@@ -97,8 +98,8 @@ def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         y_true = tf.sparse.to_dense(y_true)
     y_true = tf.convert_to_tensor(y_true)
     y_pred = tf.convert_to_tensor(y_pred)
-    if multilabel:  # what the core would read them as; a TensorFlow op keeps them on y_pred's device
-        y_true = tf.cast(y_true, y_pred.dtype)
+    if multilabel and (y_true.dtype.is_integer or y_true.dtype.is_floating or y_true.dtype.is_bool):
+        y_true = tf.cast(y_true, y_pred.dtype)  # as the core reads them, by a TensorFlow op on their device
     weight = None if sample_weight is None else tf.convert_to_tensor(sample_weight, y_pred.dtype)
     eager = tf.executing_eagerly()
     if not eager and all(x.shape.is_fully_defined() for x in [y_true, y_pred] + ([weight] if weight is not None else [])):
@@ -117,11 +118,7 @@ def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
     def eager_run(similarity, grad_loss=None):
         # The tensors go to the core as they are: it reads them in place
         # through DLPack (see the module docstring).
-        out = library(y_true, similarity, weight, grad_loss)
-        kind, ordinal = similarity.__dlpack_device__()
-        if int(kind) != _arrays.KDL_CPU:
-            _synchronize_cuda(int(ordinal))
-        return _as_tensorflow(tf, out)
+        return _as_tensorflow(tf, library(y_true, similarity, weight, grad_loss))
 
     def graph_run(similarity, grad_loss=None):
         # numpy_function takes tensors only: the optional inputs travel as a list.
@@ -174,13 +171,6 @@ def _as_tensorflow(tf, out):
     if isinstance(out, np.ndarray) and out.ctypes.data % _TENSORFLOW_ALIGNMENT == 0:
         return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
     return tf.constant(out)
-
-
-def _synchronize_cuda(device):
-    """Waits for the library's queued work on device: TensorFlow's kernels run on streams of its own,
-    which the library's (the legacy default stream) does not order, and from_dlpack / a tensor's
-    memory carry no stream."""
-    _core.context(_lib.BACKEND_CUDA, device).synchronize()
 
 
 class _NpairsLossBase(keras.losses.Loss):
