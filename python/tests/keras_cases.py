@@ -336,6 +336,17 @@ def test_fit_trains_then_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded.evaluate(x, y, batch_size=16, verbose=0), after, rtol=1e-6)
 
 
+def test_fit_run_eagerly():
+    """model.fit without the backend's compilation (TensorFlow: the DLPack path) trains too."""
+    keras.utils.set_random_seed(2)
+    x, y = clustered_data(np.random.default_rng(seed("fit-eager")), 64, 4, 6)
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=nk.NpairsLoss(temperature=0.5), run_eagerly=True)
+    before = model.evaluate(x, y, batch_size=16, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    assert model.evaluate(x, y, batch_size=16, verbose=0) < 0.8 * before
+
+
 def test_fit_multilabel():
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(seed("fit-multilabel"))
