@@ -21,7 +21,9 @@ likewise): ``keras.losses.Loss`` subclasses, registered serializable (package
     streams are not ordered after it).
   - inside ``tf.function`` (graphs: ``model.fit``'s default): the library
     call inside ``tf.numpy_function``, so tensors go through host memory (a
-    CUDA tensor is copied to the host and back).
+    CUDA tensor is copied to the host and back). XLA cannot compile it:
+    with a GPU, where Keras' TensorFlow trainer picks XLA by default, the
+    model needs ``jit_compile=False`` (or ``run_eagerly=True``).
 - JAX: :mod:`npairs.jax` (XLA's FFI; under ``jit`` as Keras' trainer runs).
 - PyTorch: :mod:`npairs.torch` (autograd, CPU and CUDA tensors).
 
