@@ -5,6 +5,7 @@ Cases, each for R = M in --sizes (float32, labels of pairs: arange(R) // 2):
   keras-<backend>   npairs.keras.NpairsLoss() vs the loss in keras.ops, value and dL/dy_pred through the
                     backend's autodiff (tf.function + GradientTape; jax.jit(value_and_grad); torch eager
                     backward), one process per KERAS_BACKEND;
+  keras-tensorflow-eager  the same with an eager GradientTape (npairs.keras' DLPack path, no tf.function);
   jax               npairs.jax.npairs_loss vs the loss in jax.numpy, both jax.jit(value_and_grad).
 Reports the median of --repeats timed runs after --warmup runs, and the ratio baseline / library.
 
@@ -50,20 +51,21 @@ def keras_ops_loss(keras, y_true, y_pred):
     return ops.mean(ops.logsumexp(y_pred, axis=1) - ops.sum(targets * y_pred, axis=1))
 
 
-def keras_steps(backend, keras, loss_fn, labels, S):
-    """A callable computing loss_fn(labels, S) and its gradient in S, to completion, on this backend."""
+def keras_steps(backend, keras, loss_fn, labels, S, eager=False):
+    """A callable computing loss_fn(labels, S) and its gradient in S, to completion, on this backend
+    (TensorFlow: in a tf.function, or eagerly)."""
     if backend == "tensorflow":
         import tensorflow as tf
 
         y, s = tf.constant(labels), tf.constant(S)
 
-        @tf.function
         def step(y, s):
             with tf.GradientTape() as tape:
                 tape.watch(s)
                 loss = loss_fn(y, s)
             return loss, tape.gradient(loss, s)
 
+        step = step if eager else tf.function(step)
         return lambda: [t.numpy() for t in step(y, s)]
     if backend == "jax":
         import jax
@@ -100,13 +102,14 @@ def run_backend(backend, sizes, warmup, repeats, threads):
 
     assert keras.backend.backend() == backend
     records = []
-    for R in sizes:
-        labels, S = inputs(R)
-        library = median_seconds(keras_steps(backend, keras, nk.NpairsLoss(), labels, S), warmup, repeats)
-        baseline = median_seconds(keras_steps(backend, keras, lambda y, s: keras_ops_loss(keras, y, s), labels, S),
-                                  warmup, repeats)
-        records.append({"case": f"keras-{backend}", "R": R, "library_s": library, "baseline_s": baseline,
-                        "baseline": "keras.ops", "threads": threads})
+    for eager in (False, True) if backend == "tensorflow" else (False,):
+        for R in sizes:
+            labels, S = inputs(R)
+            library = median_seconds(keras_steps(backend, keras, nk.NpairsLoss(), labels, S, eager), warmup, repeats)
+            baseline = median_seconds(keras_steps(backend, keras, lambda y, s: keras_ops_loss(keras, y, s), labels, S,
+                                                  eager), warmup, repeats)
+            records.append({"case": f"keras-{backend}" + ("-eager" if eager else ""), "R": R, "library_s": library,
+                            "baseline_s": baseline, "baseline": "keras.ops", "threads": threads})
     if backend == "jax":
         import jax
         import jax.numpy as jnp

@@ -6,7 +6,11 @@ not at all when they already have the dtype wanted and are contiguous. CUDA arra
 ``__cuda_array_interface__`` (CuPy, Numba, PyTorch) or DLPack
 (``__dlpack__``/``__dlpack_device__``); when one needs a cast or a contiguous
 copy, and for the outputs, the array's own library is used (PyTorch, CuPy,
-Numba; for other DLPack producers CuPy, then PyTorch, when importable).
+Numba; TensorFlow makes the outputs of its tensors, which need the dtype
+wanted already; for other DLPack producers CuPy, then PyTorch, when
+importable). Host arrays of other DLPack producers (TensorFlow's CPU
+tensors, JAX's CPU arrays) are read in place through a NumPy view
+(``numpy.from_dlpack``).
 
 NumPy has no bfloat16: such arrays carry the dtype :data:`BFLOAT16`, their
 host copies and casts are PyTorch tensors (only PyTorch and DLPack producers
@@ -315,10 +319,24 @@ def parse_dlpack(name, obj, device):
         capsule = obj.__dlpack__(stream=1)  # we queue on the legacy default stream
     except TypeError:
         capsule = obj.__dlpack__()
+    except RuntimeError:
+        # TensorFlow's tensors take no stream: their export waits for the whole
+        # device instead (TFE_TensorHandleDevicePointer calls Device::Sync(),
+        # tensorflow/c/eager/c_api.cc), so the data is ready on any stream.
+        capsule = obj.__dlpack__()
     ptr, shape, dtype, strides, (kind, ordinal) = parse_dlpack_capsule(name, capsule)
     if kind not in _CUDA_DEVICE_TYPES:
         raise InvalidArgumentError(f"{name}: __dlpack_device__ says CUDA but its tensor is on DLPack device type {kind}")
     return Array(name, obj, ptr, shape, dtype, strides, int(ordinal), 1, family(obj), (obj, capsule))
+
+
+def dlpack_host_view(obj):
+    """A NumPy view (no copy) of a DLPack producer's host memory, holding the producer's tensor; None if
+    NumPy cannot read it (e.g. bfloat16): the caller then converts the object itself."""
+    try:
+        return np.from_dlpack(obj)
+    except (BufferError, TypeError, RuntimeError, AttributeError):  # AttributeError: NumPy < 1.22 lacks it
+        return None
 
 
 def _torch_cuda_array(name, t):
@@ -362,10 +380,13 @@ def wrap(name, obj):
     if iface is not None:
         return parse_cuda_array_interface(name, obj, iface)
     get_device = getattr(obj, "__dlpack_device__", None)
-    if get_device is not None and hasattr(obj, "__dlpack__"):
+    if get_device is not None and hasattr(obj, "__dlpack__") and not isinstance(obj, (np.ndarray, np.generic)):
         kind, ordinal = get_device()
         if int(kind) in _CUDA_DEVICE_TYPES:
             return parse_dlpack(name, obj, int(ordinal))
+        if int(kind) == KDL_CPU:  # e.g. TensorFlow's CPU tensors: read in place
+            view = dlpack_host_view(obj)
+            return host(name, obj if view is None else view)
     return host(name, obj)
 
 
@@ -417,7 +438,7 @@ def empty_like_family(ref, name, shape, dtype):
     dtype = np.dtype(dtype)
     fam = ref.fam
     # Other producers' outputs are made by CuPy or PyTorch; bfloat16 ones by PyTorch only.
-    if fam not in ("torch", "cupy", "numba") or (dtype == BFLOAT16 and fam != "torch"):
+    if fam not in ("torch", "cupy", "numba", "tensorflow") or (dtype == BFLOAT16 and fam not in ("torch", "tensorflow")):
         for candidate in ("torch",) if dtype == BFLOAT16 else ("cupy", "torch"):
             try:
                 __import__(candidate)
@@ -441,6 +462,8 @@ def empty_like_family(ref, name, shape, dtype):
         with cupy.cuda.Device(ref.device):
             obj = cupy.empty(shape, dtype=dtype)
         ptr = obj.data.ptr
+    elif fam == "tensorflow":
+        obj, ptr = tensorflow_empty(f"GPU:{ref.device}", shape, dtype)
     else:
         from numba import cuda
 
@@ -448,6 +471,23 @@ def empty_like_family(ref, name, shape, dtype):
             obj = cuda.device_array(shape, dtype=dtype)
         ptr = obj.__cuda_array_interface__["data"][0]
     return Array(name, obj, ptr, shape, dtype, None, ref.device, ref.stream, fam, obj)
+
+
+def tensorflow_empty(device, shape, dtype):
+    """(tensor, data pointer) of a new, unshared TensorFlow tensor on device ('GPU:0'), which the library writes.
+
+    TensorFlow's own allocator, not CuPy's or PyTorch's: by default TensorFlow
+    holds nearly all of a GPU's memory from its start (unless
+    tf.config.experimental.set_memory_growth), so other libraries' allocations
+    there fail. The pointer comes through DLPack, whose export waits for the
+    device (see parse_dlpack): no TensorFlow kernel is still using the memory
+    that its allocator hands out again.
+    """
+    import tensorflow as tf
+
+    with tf.device(device):
+        obj = tf.raw_ops.Empty(shape=tf.constant(shape, tf.int32), dtype=tf.as_dtype(dtype_name(dtype)), init=False)
+    return obj, parse_dlpack_capsule("output", tf.experimental.dlpack.to_dlpack(obj))[0]
 
 
 def empty_host(ref, name, shape, dtype):

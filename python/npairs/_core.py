@@ -810,6 +810,12 @@ def compute(
         loss.pointer() if loss is not None else None,
         ctypes.byref(gstruct) if gstruct is not None else None,
     ))
+    if ctx.backend == _lib.BACKEND_CUDA and p.ref.fam == "tensorflow":
+        # TensorFlow's tensors carry no stream, and its kernels run on streams
+        # of its own, created non-blocking (StreamExecutor's CreateStream,
+        # CU_STREAM_NON_BLOCKING), which the library's does not order: its
+        # outputs are ready when they are returned.
+        ctx.synchronize()
     return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
 
 

@@ -5,11 +5,25 @@
 likewise): ``keras.losses.Loss`` subclasses, registered serializable (package
 ``npairs``), computed by the library on whichever backend Keras runs:
 
-- TensorFlow: the library call inside ``tf.numpy_function`` (so eager and
-  ``tf.function`` alike), with a ``tf.custom_gradient`` whose gradient is the
-  library's, given the upstream gradient as its ``grad_loss``. Tensors go
-  through host memory (the TensorFlow wheels of PyPI are CPU-only here; a
-  CUDA tensor is copied to the host and back).
+- TensorFlow: a ``tf.custom_gradient`` whose gradient is the library's,
+  given the upstream gradient as its ``grad_loss`` (one library call
+  forward, one backward). Which path runs:
+
+  - eager (TensorFlow's default, and ``model.fit`` with ``run_eagerly=True``):
+    the tensors go to the library in place through DLPack
+    (``__dlpack__``, i.e. ``tf.experimental.dlpack.to_dlpack``), CPU and CUDA
+    tensors alike; results come back without a copy, through
+    ``tf.experimental.dlpack.from_dlpack`` of the host arrays the library
+    wrote (those TensorFlow cannot wrap are copied: a scalar loss, and arrays
+    under 1 MiB whose memory is not 64-byte aligned). CUDA results are
+    TensorFlow tensors, allocated by TensorFlow on the tensor's GPU; the call
+    waits for the library's stream before it returns them (TensorFlow's
+    streams are not ordered after it).
+  - inside ``tf.function`` (graphs: ``model.fit``'s default): the library
+    call inside ``tf.numpy_function``, so tensors go through host memory (a
+    CUDA tensor is copied to the host and back). XLA cannot compile it:
+    with a GPU, where Keras' TensorFlow trainer picks XLA by default, the
+    model needs ``jit_compile=False`` (or ``run_eagerly=True``).
 - JAX: :mod:`npairs.jax` (XLA's FFI; under ``jit`` as Keras' trainer runs).
 - PyTorch: :mod:`npairs.torch` (autograd, CPU and CUDA tensors).
 
@@ -86,22 +100,29 @@ def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         y_true = tf.sparse.to_dense(y_true)
     y_true = tf.convert_to_tensor(y_true)
     y_pred = tf.convert_to_tensor(y_pred)
+    if multilabel and (y_true.dtype.is_integer or y_true.dtype.is_floating or y_true.dtype.is_bool):
+        y_true = tf.cast(y_true, y_pred.dtype)  # as the core reads them, by a TensorFlow op on their device
     weight = None if sample_weight is None else tf.convert_to_tensor(sample_weight, y_pred.dtype)
-    inputs = [y_true] + ([weight] if weight is not None else [])
-    if all(x.shape.is_fully_defined() for x in inputs + [y_pred]):
-        _check(multilabel, y_true.numpy() if tf.executing_eagerly() else y_true, y_pred, weight, reduction,
-               temperature)
+    eager = tf.executing_eagerly()
+    if not eager and all(x.shape.is_fully_defined() for x in [y_true, y_pred] + ([weight] if weight is not None else [])):
+        _check(multilabel, y_true, y_pred, weight, reduction, temperature)
     dtype = y_pred.dtype.as_numpy_dtype
 
     def library(targets, similarity, weights, grad_loss):
+        """One library call: the loss, or with grad_loss dL/dy_pred (arrays of the core's output types)."""
         loss, grads = _core.compute(targets=targets, similarity=similarity, sample_weight=weights,
                                     grad_loss=grad_loss, multilabel=multilabel, embeddings=False,
                                     reduction=reduction, temperature=temperature, want_loss=grad_loss is None,
                                     want_grads=("similarity",) if grad_loss is not None else (),
-                                    names=_NAMES, backend="cpu")
-        return np.asarray(loss if grad_loss is None else grads["similarity"], dtype)
+                                    names=_NAMES)
+        return loss if grad_loss is None else grads["similarity"]
 
-    def run(similarity, grad_loss=None):
+    def eager_run(similarity, grad_loss=None):
+        # The tensors go to the core as they are: it reads them in place
+        # through DLPack (see the module docstring).
+        return _as_tensorflow(tf, library(y_true, similarity, weight, grad_loss))
+
+    def graph_run(similarity, grad_loss=None):
         # numpy_function takes tensors only: the optional inputs travel as a list.
         extra = [x for x in (weight, grad_loss) if x is not None]
 
@@ -109,9 +130,11 @@ def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
             rest = list(rest)
             w = rest.pop(0) if weight is not None else None
             g = rest.pop(0) if grad_loss is not None else None
-            return library(targets, s, w, g)
+            return np.asarray(library(targets, s, w, g), dtype)
 
         return tf.numpy_function(host, [y_true, similarity] + extra, y_pred.dtype, stateful=False)
+
+    run = eager_run if eager else graph_run
 
     @tf.custom_gradient
     def loss_of(similarity):
@@ -126,6 +149,30 @@ def _tensorflow_loss(multilabel, y_true, y_pred, sample_weight, reduction, tempe
         return loss, grad
 
     return loss_of(y_pred)
+
+
+# TensorFlow reads a tensor's memory in place only at this alignment
+# (Tensor::IsAligned, EIGEN_MAX_ALIGN_BYTES; a tensor over less aligned
+# memory aborts the process at its first kernel, CHECK(IsAligned()) in
+# tensorflow/core/framework/tensor.cc).
+_TENSORFLOW_ALIGNMENT = 64
+
+
+def _as_tensorflow(tf, out):
+    """An output of the core as a TensorFlow tensor, without a copy where TensorFlow allows it.
+
+    TensorFlow tensors (CUDA outputs, made by TensorFlow: _arrays) stay as
+    they are; NumPy arrays are wrapped in place by
+    tf.experimental.dlpack.from_dlpack (the tensor holds the array: a pooled
+    gradient goes back to the pool when TensorFlow frees it), unless their
+    memory is not aligned as TensorFlow needs, or they are NumPy scalars:
+    those (small) are copied.
+    """
+    if tf.is_tensor(out):
+        return out
+    if isinstance(out, np.ndarray) and out.ctypes.data % _TENSORFLOW_ALIGNMENT == 0:
+        return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
+    return tf.constant(out)
 
 
 class _NpairsLossBase(keras.losses.Loss):

@@ -141,6 +141,122 @@ def test_labels_compare_as_exact_integers():
     assert_matches(keras.ops.convert_to_numpy(nk.NpairsLoss()(labels, S)), expected, np.float32)
 
 
+def tensorflow_devices():
+    """CPU, and GPU (skipped with the reason when TensorFlow sees none)."""
+    gpu = pytest.mark.skipif(BACKEND != "tensorflow" or not _tensorflow_gpus(),
+                             reason="TensorFlow sees no GPU (tensorflow-cpu, or no CUDA device)")
+    return [pytest.param("CPU", id="cpu"), pytest.param("GPU", id="gpu", marks=gpu)]
+
+
+def _tensorflow_gpus():
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def tensorflow_buffer(t):
+    """The address of a TensorFlow tensor's memory: its host memory as TensorFlow's own NumPy view sees it,
+    or, on a GPU (and for bfloat16, which NumPy lacks), the pointer its DLPack export gives."""
+    if t.backing_device.endswith("CPU:0") and t.dtype != "bfloat16":  # int32 tensors of GPU ops are on the host
+        return np.asarray(t).ctypes.data
+    from npairs import _arrays
+
+    import tensorflow as tf
+
+    return _arrays.parse_dlpack_capsule("t", tf.experimental.dlpack.to_dlpack(t))[0]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's eager tensors")
+@pytest.mark.parametrize("device", tensorflow_devices())
+@pytest.mark.parametrize("reduction", ["none", "sum_over_batch_size"])
+def test_eager_tensors_reach_the_library_in_place(library_calls, device, reduction):
+    """Eager calls hand the library the tensors' own memory (DLPack) and wrap its outputs without a copy:
+    the gradient TensorFlow returns is the array the library wrote (R x R float32 of 1 MiB and more)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed("keras-dlpack", reduction))
+    R = 523
+    labels = random_labels(rng, R, 40)
+    S = rng.standard_normal((R, R)).astype(np.float32)
+    w = rng.random(R).astype(np.float32)
+    g = rng.standard_normal(R if reduction == "none" else ()).astype(np.float32)
+    loss, dS, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=0.7, weights=w,
+                                    reduction=reduction, grad_loss=g)
+    with tf.device(device):
+        y, s, weight, up = (tf.constant(x) for x in (labels, S, w, g))
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            got = nk.NpairsLoss(reduction=reduction, temperature=0.7)(y, s, weight)
+        grad = tape.gradient(got, s, output_gradients=up)
+    assert_matches(got.numpy(), loss, np.float32)
+    assert_matches(grad.numpy(), dS, np.float32)
+    assert grad.device == s.device and got.device == s.device
+    forward, backward = library_calls
+    for call in (forward, backward):
+        assert (call.problem.similarity, call.problem.labels, call.problem.sample_weight) == \
+            (tensorflow_buffer(s), tensorflow_buffer(y), tensorflow_buffer(weight))
+    assert backward.grads.similarity == tensorflow_buffer(grad)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's eager tensors")
+@pytest.mark.parametrize("device", tensorflow_devices())
+def test_tensorflow_outputs(device):
+    """The tensors that CUDA outputs of TensorFlow inputs are (made on the CPU too, where they run here)."""
+    import tensorflow as tf
+
+    from npairs import _arrays
+
+    for shape in [(), (7,), (5, 3)]:
+        for dtype in (np.dtype("float32"), np.dtype("float64"), np.dtype("float16"), _arrays.BFLOAT16):
+            t, ptr = _arrays.tensorflow_empty(f"{device}:0", shape, dtype)
+            assert tuple(t.shape) == shape and t.dtype == tf.as_dtype(_arrays.dtype_name(dtype))
+            assert t.backing_device.endswith(f"{device}:0") and ptr == tensorflow_buffer(t)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's eager tensors")
+@pytest.mark.parametrize("device", tensorflow_devices())
+def test_eager_sparse_multilabels_value_and_gradient(device):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed("keras-sparse-gradient"))
+    Y = random_multilabels(rng, 12, 5)
+    S = rng.standard_normal((12, 12)).astype(np.float64)
+    loss, dS, _, _ = loss_and_grads(targets_from_multilabels(Y), S=S, temperature=1.5)
+    with tf.device(device):
+        sparse = tf.sparse.from_dense(tf.constant(Y, tf.int64))
+        s = tf.constant(S)
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            got = nk.NpairsMultilabelLoss(temperature=1.5, dtype="float64")(sparse, s)
+        grad = tape.gradient(got, s)
+    assert_matches(got.numpy(), loss, np.float64)
+    assert_matches(grad.numpy(), dS, np.float64)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function is TensorFlow's")
+def test_tf_function_with_static_shapes(library_calls):
+    """Inside tf.function (tf.numpy_function): one library call forward, one backward, when the graph runs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed("keras-graph"))
+    labels = random_labels(rng, 9, 3)
+    S = rng.standard_normal((9, 9)).astype(np.float32)
+    w = rng.random(9).astype(np.float32)
+    loss, dS, _, _ = loss_and_grads(targets_from_labels(labels), S=S, weights=w)
+
+    @tf.function
+    def step(y, s, w):
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = nk.NpairsLoss()(y, s, w)
+        return loss, tape.gradient(loss, s)
+
+    got, grad = step(tf.constant(labels), tf.constant(S), tf.constant(w))
+    assert_matches(got.numpy(), loss, np.float32)
+    assert_matches(grad.numpy(), dS, np.float32)
+    assert len(library_calls) == 2
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function is TensorFlow's")
 def test_tf_function_with_unknown_batch_size():
     import tensorflow as tf
@@ -220,6 +336,17 @@ def test_fit_trains_then_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded.evaluate(x, y, batch_size=16, verbose=0), after, rtol=1e-6)
 
 
+def test_fit_run_eagerly():
+    """model.fit without the backend's compilation (TensorFlow: the DLPack path) trains too."""
+    keras.utils.set_random_seed(2)
+    x, y = clustered_data(np.random.default_rng(seed("fit-eager")), 64, 4, 6)
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=nk.NpairsLoss(temperature=0.5), run_eagerly=True)
+    before = model.evaluate(x, y, batch_size=16, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    assert model.evaluate(x, y, batch_size=16, verbose=0) < 0.8 * before
+
+
 def test_fit_multilabel():
     keras.utils.set_random_seed(1)
     rng = np.random.default_rng(seed("fit-multilabel"))
@@ -233,7 +360,7 @@ def test_fit_multilabel():
     assert model.evaluate(x, Y, batch_size=16, verbose=0) < before
 
 
-def test_errors_before_the_call():
+def test_errors_before_the_call(library_calls):
     S = np.zeros((4, 4), np.float32)
     with pytest.raises(npairs.InvalidArgumentError, match="y_true has 3 labels but y_pred has 4 rows"):
         nk.NpairsLoss()(np.array([0, 1, 2]), S)
@@ -249,6 +376,7 @@ def test_errors_before_the_call():
         nk.NpairsLoss(reduction="mean_with_sample_weight")
     with pytest.raises(npairs.InvalidArgumentError, match="temperature"):
         nk.NpairsLoss(temperature=-1.0)
+    assert not library_calls
 
 
 def test_row_without_positive_raises_with_the_library_message():
