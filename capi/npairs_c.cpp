@@ -59,16 +59,32 @@ void require_arg(bool condition, const char* message) {
   if (!condition) fail(NPAIRS_ERROR_INVALID_ARGUMENT, message);
 }
 
-// The first published size of each struct (version 1.0's): a caller
-// compiled against an older header passes a size between it and sizeof.
+// The sizes each struct has been published with, oldest first: a caller
+// compiled against an older header passes one of them. A struct that grows
+// appends its new size.
+template <class Struct>
+struct PublishedSizes {
+  static constexpr std::size_t sizes[] = {sizeof(Struct)};
+};
+template <>
+struct PublishedSizes<npairs_gradients> {  // 1.1 appended `temperature`
+  static constexpr std::size_t sizes[] = {offsetof(npairs_gradients, temperature), sizeof(npairs_gradients)};
+};
+
 template <class Struct>
 constexpr std::size_t first_published_size() {
-  return sizeof(Struct);
+  return PublishedSizes<Struct>::sizes[0];
 }
-// 1.1 appended `temperature`.
-template <>
-constexpr std::size_t first_published_size<npairs_gradients>() {
-  return offsetof(npairs_gradients, temperature);
+
+// The largest published size that is at most `size` (>= the first): the
+// caller's whole fields, never part of one.
+template <class Struct>
+std::size_t readable_size(std::size_t size) {
+  std::size_t readable = first_published_size<Struct>();
+  for (std::size_t published : PublishedSizes<Struct>::sizes) {
+    if (published <= size) readable = published;
+  }
+  return readable;
 }
 
 // Copies a caller's struct of any published size into the one this library
@@ -90,10 +106,8 @@ Struct read_struct(const Struct* caller, const Struct& defaults, const char* nam
     fail(NPAIRS_ERROR_UNSUPPORTED, std::string(name) + ".struct_size (" + std::to_string(size) +
                                        ") has fields unknown to this library set to non-zero values");
   }
-  // Whole fields only: a size short of sizeof holds the fields of the first
-  // published size (each struct has grown at most once), never part of one.
   Struct copy = defaults;
-  std::memcpy(&copy, caller, size >= sizeof(Struct) ? sizeof(Struct) : first);
+  std::memcpy(&copy, caller, readable_size<Struct>(size));
   return copy;
 }
 
