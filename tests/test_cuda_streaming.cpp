@@ -67,13 +67,6 @@ std::vector<StreamedCase> make_cases() {
   return cases;
 }
 
-npairs_status workspace_size(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out, std::size_t* bytes) {
-  const npairs_options options = in.options();
-  const npairs_problem problem = in.problem();
-  npairs_gradients grads = out.grads();
-  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
-}
-
 // Runs the call with host pointers, or with device copies of every array.
 void run(npairs_context ctx, const StreamedCase& c, const npt::Inputs& in, npt::Outputs& out) {
   if (!c.device_memory) {
@@ -101,10 +94,10 @@ TEST_P(CudaStreaming, MatchesReferenceAndCpu) {
 
   npt::Outputs out(in, true, c.want_similarity, c.want_anchors, c.want_positives);
   std::size_t whole = 0;
-  ASSERT_NPAIRS_OK(workspace_size(gpu.get(), in, out, &whole));
+  ASSERT_NPAIRS_OK(npt::workspace_size(gpu.get(), in, out, &whole));
   ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(gpu.get(), 1));
   std::size_t ignored = 0;
-  ASSERT_EQ(workspace_size(gpu.get(), in, out, &ignored), NPAIRS_ERROR_OUT_OF_MEMORY);
+  ASSERT_EQ(npt::workspace_size(gpu.get(), in, out, &ignored), NPAIRS_ERROR_OUT_OF_MEMORY);
   const std::string message = npairs_last_error();
   const std::size_t at = message.find("smallest workspace this call can use (");
   ASSERT_NE(at, std::string::npos) << message;
@@ -112,7 +105,7 @@ TEST_P(CudaStreaming, MatchesReferenceAndCpu) {
   const std::size_t limit = smallest + static_cast<std::size_t>(c.limit_fraction * double(whole - smallest));
   ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(gpu.get(), limit));
   std::size_t used = 0;
-  ASSERT_NPAIRS_OK(workspace_size(gpu.get(), in, out, &used));
+  ASSERT_NPAIRS_OK(npt::workspace_size(gpu.get(), in, out, &used));
   EXPECT_LE(used, limit);
 
   run(gpu.get(), c, in, out);

@@ -31,27 +31,6 @@ void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 
 namespace {
 
-// The workspace the call would use under the context's current limit.
-npairs_status workspace_size(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out, std::size_t* bytes) {
-  const npairs_options options = in.options();
-  const npairs_problem problem = in.problem();
-  npairs_gradients grads = out.grads();
-  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
-}
-
-// The smallest workspace limit the call can run under, read from the
-// OUT_OF_MEMORY message of a limit of one byte (which must name both).
-std::size_t smallest_workspace(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out) {
-  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 1));
-  std::size_t bytes = 0;
-  EXPECT_EQ(workspace_size(ctx, in, out, &bytes), NPAIRS_ERROR_OUT_OF_MEMORY);
-  const std::string message = npairs_last_error();
-  EXPECT_NE(message.find("limit (1 bytes)"), std::string::npos) << message;
-  const std::size_t at = message.find("smallest workspace this call can use (");
-  EXPECT_NE(at, std::string::npos) << message;
-  return at == std::string::npos ? 0 : std::stoull(message.substr(at + 38));
-}
-
 struct StreamCase {
   std::string name;
   npt::Spec spec;
@@ -119,8 +98,8 @@ TEST_P(Streaming, MatchesReferenceAndUnlimitedAtEveryLimit) {
   npt::Outputs unlimited(in, true, c.want_similarity, c.want_anchors, c.want_positives);
   ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, unlimited));
   std::size_t whole = 0;
-  ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, unlimited, &whole));
-  const std::size_t smallest = smallest_workspace(ctx.get(), in, unlimited);
+  ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, unlimited, &whole));
+  const std::size_t smallest = npt::smallest_workspace(ctx.get(), in, unlimited);
   ASSERT_GT(smallest, 0u);
   ASSERT_LE(smallest, whole);
 
@@ -137,7 +116,7 @@ TEST_P(Streaming, MatchesReferenceAndUnlimitedAtEveryLimit) {
     ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), limit));
     npt::Outputs out(in, true, c.want_similarity, c.want_anchors, c.want_positives);
     std::size_t used = 0;
-    ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &used));
+    ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, out, &used));
     EXPECT_LE(used, limit);
     ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
     npt::expect_matches_reference(in, out, expected, rtol);
@@ -185,7 +164,7 @@ TEST(StreamingErrors, LimitBelowTheSmallestPieceFailsLeavingOutputsUntouched) {
   npt::Context ctx;
   ASSERT_NPAIRS_OK(ctx.status());
   npt::Outputs out(in, true, false, true, true);
-  const std::size_t smallest = smallest_workspace(ctx.get(), in, out);
+  const std::size_t smallest = npt::smallest_workspace(ctx.get(), in, out);
   ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), smallest - 1));
   EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_OUT_OF_MEMORY));
   const std::string message = npairs_last_error();
@@ -258,12 +237,12 @@ TEST(StreamingWorkspace, AllocatesWhatItReportsAndNothingAfterReserve) {
     ASSERT_NPAIRS_OK(ctx.status());
     npt::Outputs out(in, true, false, true, true);
     std::size_t whole = 0;
-    ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &whole));
-    const std::size_t smallest = smallest_workspace(ctx.get(), in, out);
+    ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, out, &whole));
+    const std::size_t smallest = npt::smallest_workspace(ctx.get(), in, out);
     const std::size_t limit = column_tiles ? smallest + (whole - smallest) / 50 : whole / 2;
     ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), limit));
     std::size_t reported = 0;
-    ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &reported));
+    ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, out, &reported));
     ASSERT_LE(reported, limit);
 
     g_workspace_allocations = 0;
@@ -293,11 +272,11 @@ TEST(StreamingWorkspace, LowerLimitReleasesWorkspace) {
   ASSERT_NPAIRS_OK(ctx.status());
   npt::Outputs out(in, true, false, true, true);
   std::size_t whole = 0;
-  ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &whole));
+  ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, out, &whole));
   ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
   ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), whole / 3));
   std::size_t reported = 0;
-  ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &reported));
+  ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, out, &reported));
   g_workspace_allocations = 0;
   ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
   EXPECT_EQ(g_workspace_allocations, 1u);  // the whole-call workspace was freed

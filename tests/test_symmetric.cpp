@@ -16,26 +16,6 @@
 
 namespace {
 
-npairs_status workspace_size(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out, std::size_t* bytes) {
-  const npairs_options options = in.options();
-  const npairs_problem problem = in.problem();
-  npairs_gradients grads = out.grads();
-  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
-}
-
-// The smallest workspace limit the call runs under, from the OUT_OF_MEMORY
-// message of a one-byte limit.
-std::size_t smallest_workspace(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out) {
-  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 1));
-  std::size_t bytes = 0;
-  EXPECT_EQ(workspace_size(ctx, in, out, &bytes), NPAIRS_ERROR_OUT_OF_MEMORY);
-  const std::string message = npairs_last_error();
-  const std::size_t at = message.find("smallest workspace this call can use (");
-  EXPECT_NE(at, std::string::npos) << message;
-  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 0));
-  return at == std::string::npos ? 0 : std::stoull(message.substr(at + 38));
-}
-
 struct SymCase {
   std::string name;
   npt::Spec spec;
@@ -144,8 +124,8 @@ TEST_P(Symmetric, MatchesReferenceDenseAndStreamed) {
 
   npt::Outputs probe(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
   std::size_t whole = 0;
-  ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, probe, &whole));
-  const std::size_t smallest = smallest_workspace(ctx.get(), in, probe);
+  ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, probe, &whole));
+  const std::size_t smallest = npt::smallest_workspace(ctx.get(), in, probe);
   ASSERT_GT(smallest, 0u);
   std::vector<std::size_t> limits = {0};
   for (double f : {0.6, 0.3, 0.05, 0.0}) {
@@ -156,7 +136,7 @@ TEST_P(Symmetric, MatchesReferenceDenseAndStreamed) {
     ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), limit));
     npt::Outputs out(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
     std::size_t used = 0;
-    ASSERT_NPAIRS_OK(workspace_size(ctx.get(), in, out, &used));
+    ASSERT_NPAIRS_OK(npt::workspace_size(ctx.get(), in, out, &used));
     if (limit != 0) {
       EXPECT_LE(used, limit);
     }
@@ -444,7 +424,7 @@ TEST(SymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
       EXPECT_EQ(ref::compute<double>(in.reference()).first_bad_column, 4);
       npt::Outputs out(in, true, true, false, false, true);
       ASSERT_NPAIRS_OK(
-          npairs_context_set_workspace_limit(ctx.get(), streamed ? smallest_workspace(ctx.get(), in, out) : 0));
+          npairs_context_set_workspace_limit(ctx.get(), streamed ? npt::smallest_workspace(ctx.get(), in, out) : 0));
       EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_VALUE));
       EXPECT_TRUE(mentions(npairs_last_error(), {"column 4", multilabel ? "problem.column_multilabels"
                                                                          : "problem.column_labels"}))

@@ -586,6 +586,25 @@ npairs_gradients Outputs::grads() {
   return g;
 }
 
+npairs_status workspace_size(npairs_context ctx, const Inputs& in, Outputs& out, std::size_t* bytes) {
+  const npairs_options options = in.options();
+  const npairs_problem problem = in.problem();
+  npairs_gradients grads = out.grads();
+  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
+}
+
+std::size_t smallest_workspace(npairs_context ctx, const Inputs& in, Outputs& out) {
+  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 1));
+  std::size_t bytes = 0;
+  EXPECT_EQ(workspace_size(ctx, in, out, &bytes), NPAIRS_ERROR_OUT_OF_MEMORY);
+  const std::string message = npairs_last_error();
+  EXPECT_NE(message.find("limit (1 bytes)"), std::string::npos) << message;
+  const std::size_t at = message.find("smallest workspace this call can use (");
+  EXPECT_NE(at, std::string::npos) << message;
+  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 0));
+  return at == std::string::npos ? 0 : std::stoull(message.substr(at + 38));
+}
+
 npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out) {
   const npairs_problem p = in.problem();
   const npairs_options o = in.options();

@@ -224,6 +224,14 @@ struct Outputs {
 // Calls npairs_loss on `ctx` with the inputs and outputs.
 npairs_status run_loss(npairs_context ctx, const Inputs& in, Outputs& out);
 
+// npairs_workspace_size of run_loss(ctx, in, out) under the context's limit.
+npairs_status workspace_size(npairs_context ctx, const Inputs& in, Outputs& out, std::size_t* bytes);
+
+// The smallest workspace limit that call runs under, read from the
+// OUT_OF_MEMORY message of a one-byte limit (which must name both); leaves
+// the context without a limit.
+std::size_t smallest_workspace(npairs_context ctx, const Inputs& in, Outputs& out);
+
 // Poisons `outputs`, runs `call`, and checks that it returned `expected`
 // with a one-line message from npairs_last_error() and every output bitwise
 // untouched (guards included). The message stays in npairs_last_error().
