@@ -65,13 +65,29 @@ NPAIRS_HD RowStats<T> row_stats_empty() {
 // once. The equality test keeps a row that starts with -inf from adding
 // exp(-inf - -inf) = NaN; the 1 it adds is scaled to 0 as soon as a finite
 // element raises the max.
+// An element's term of the sum of exponentials, e = row_exp(z - max), and 1
+// at the max (also where z = max = -inf).
+template <class T>
+NPAIRS_HD T exp_term(T z, T max, T e) {
+  return (z == max) ? T(1) : e;
+}
+
+// An element's term of the target gap, q * (max - z), and 0 where q is 0
+// (even at z = -inf).
+template <class T>
+NPAIRS_HD T gap_term(T q, T z, T max) {
+  return (q != T(0)) ? q * (max - z) : T(0);
+}
+
+// Branch-free (selects, not jumps) so that CPU loops over it vectorize.
+// (Summing exp_term and gap_term straight into a loop's own sums vectorizes
+// about 1.4x faster with GCC 12, but gave wrong sums for float64 with int32
+// labels in the symmetric pass: keep one RowStats per element.)
 template <class T>
 NPAIRS_HD void row_stats_accumulate_exp(RowStats<T>& s, T z, T q, T e) {
-  // Branch-free (selects, not jumps) so that CPU loops over it vectorize.
-  const T gap = q * (s.max - z);
-  s.sum_exp += (z == s.max) ? T(1) : e;
+  s.sum_exp += exp_term(z, s.max, e);
   s.pos += q;
-  s.pos_gap += (q != T(0)) ? gap : T(0);
+  s.pos_gap += gap_term(q, z, s.max);
 }
 
 template <class T>

@@ -72,6 +72,7 @@ std::vector<SymCase> make_cases() {
             s.dim = 5 + index % 4;
             s.classes = multilabel ? 4 : (rectangular ? 9 : s.rows);
             s.label_dtype = index % 3 == 0 ? NPAIRS_I32 : NPAIRS_I64;
+            s.big_labels = !multilabel && index % 4 == 3;
             s.reduction = index % 2 == 0 ? NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE : NPAIRS_REDUCTION_SUM;
             if (!symmetric && index % 4 == 1) s.reduction = NPAIRS_REDUCTION_NONE;
             s.weights = !symmetric && index % 3 != 0;
