@@ -75,7 +75,7 @@ class Context:
 
     def set_workspace_limit(self, limit):
         if limit != self._workspace_limit:
-            check(_lib.load().npairs_context_set_workspace_limit(self.handle, limit))
+            check(_lib.function("npairs_context_set_workspace_limit")(self.handle, limit))
             self._workspace_limit = limit
             if limit and self.reserved > limit:  # the library frees workspace beyond a new limit
                 self.reserved = 0
@@ -780,7 +780,7 @@ def compute(
     gstruct = None
     if want_grads:
         gstruct = _lib.Gradients()
-        _lib.init_gradients(lib, gstruct)
+        _lib.init_gradients(gstruct)
         if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
             raise UnsupportedError(
                 f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
@@ -801,7 +801,7 @@ def compute(
     if ctx.backend == _lib.BACKEND_CUDA:
         ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
     if reserve_workspace or capturing:
-        _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
+        _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
     raise_for(lib.npairs_loss(
         ctx.handle,
         ctypes.byref(opts),
@@ -816,7 +816,7 @@ def compute(
 _OUT_NAMES = {"similarity": "grad_out", "anchors": "grads_out[0]", "positives": "grads_out[1]"}
 
 
-def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
+def _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
     """Readies a CUDA call for graph capture: its workspace reserved now, or checked and its checks deferred.
 
     A captured call may only queue work on the stream: an allocation would
@@ -825,9 +825,9 @@ def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, ra
     captured call that needs more fails here instead.
     """
     needed = ctypes.c_size_t()
-    raise_for(lib.npairs_workspace_size(ctx.handle, ctypes.byref(opts), ctypes.byref(prob),
-                                        ctypes.byref(gstruct) if gstruct is not None else None,
-                                        ctypes.byref(needed)))
+    workspace_size = _lib.function("npairs_workspace_size")
+    raise_for(workspace_size(ctx.handle, ctypes.byref(opts), ctypes.byref(prob),
+                             ctypes.byref(gstruct) if gstruct is not None else None, ctypes.byref(needed)))
     if capturing:
         if needed.value > ctx.reserved:
             raise UnsupportedError(
@@ -837,7 +837,7 @@ def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, ra
             )
         opts.flags |= _lib.FLAG_DEFER_CHECKS
     elif needed.value > ctx.reserved:
-        raise_for(lib.npairs_context_reserve(ctx.handle, needed.value))
+        raise_for(_lib.function("npairs_context_reserve")(ctx.handle, needed.value))
         ctx.reserved = needed.value
 
 

@@ -499,17 +499,17 @@ def _block_call(state, anchors, block, block_targets, stats, *, rows=False, grad
 
     if grad_loss is None:
         loss = _core._output(p, "loss", (p.R,)) if rows else None
-        raise_for(lib.npairs_block_stats(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
-                                         loss.pointer() if loss is not None else None))
+        raise_for(_lib.function("npairs_block_stats")(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
+                                                      loss.pointer() if loss is not None else None))
         return _core._finish(loss, p.out_dtype)
     shapes = {"anchors": (p.R, p.D), "positives": (p.M, p.D)}
     grads = {name: _core._output(p, name, shapes[name]) for name in want_grads}
     gstruct = _lib.Gradients()
-    _lib.init_gradients(lib, gstruct)
+    _lib.init_gradients(gstruct)
     for name, out in grads.items():
         setattr(gstruct, name, out.pointer())
-    raise_for(lib.npairs_block_gradients(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
-                                         p.G.pointer(), ctypes.byref(gstruct)))
+    raise_for(_lib.function("npairs_block_gradients")(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
+                                                      p.G.pointer(), ctypes.byref(gstruct)))
     return {name: _core._finish(out, p.out_dtype) for name, out in grads.items()}
 
 
