@@ -737,12 +737,44 @@ def compute(
         weights_as_grad_loss=weights_as_grad_loss,
         symmetric=symmetric,
     )
+    ctx = prepared_context(p, threads, workspace_limit)
+    opts, prob = call_structs(p)
+    loss = None
+    if want_loss:
+        loss = _output(p, "loss", (p.R,) if p.reduction == _lib.REDUCTION_NONE else ())
+    grads, gstruct = gradient_outputs(p, want_grads, out)
+    raise_for = _raiser(all_names, p.multilabel)
+    lib = _lib.load()
+    if reserve_workspace or capturing:
+        _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
+    raise_for(lib.npairs_loss(
+        ctx.handle,
+        ctypes.byref(opts),
+        ctypes.byref(prob),
+        p.G.pointer() if p.G is not None else None,
+        loss.pointer() if loss is not None else None,
+        ctypes.byref(gstruct) if gstruct is not None else None,
+    ))
+    return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
+
+
+_OUT_NAMES = {"similarity": "grad_out", "anchors": "grads_out[0]", "positives": "grads_out[1]"}
+
+
+def prepared_context(p, threads, workspace_limit):
+    """This thread's context for a prepared call, set for it: CPU threads or the CUDA stream, workspace limit."""
     ctx = context(p.backend, p.device)
     if ctx.backend == _lib.BACKEND_CPU:
         ctx.set_threads(threads)
+    else:
+        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
     ctx.set_workspace_limit(workspace_limit)
-    lib = _lib.load()
+    return ctx
 
+
+def call_structs(p):
+    """The npairs_options and npairs_problem of a prepared call (npairs_loss's, and the column blocks')."""
+    lib = _lib.load()
     opts = _lib.Options()
     lib.npairs_options_init(ctypes.byref(opts))
     opts.reduction = p.reduction
@@ -750,7 +782,6 @@ def compute(
     opts.reg_lambda = p.reg_lambda
     if p.symmetric:
         opts.flags |= _lib.FLAG_SYMMETRIC
-
     prob = _lib.Problem()
     lib.npairs_problem_init(ctypes.byref(prob))
     prob.rows = p.R
@@ -771,49 +802,43 @@ def compute(
     else:
         prob.similarity = p.logits[0].pointer()
     prob.sample_weight = p.W.pointer() if p.W is not None else None
+    return opts, prob
 
-    loss = None
-    if want_loss:
-        loss = _output(p, "loss", (p.R,) if p.reduction == _lib.REDUCTION_NONE else ())
+
+def gradient_outputs(p, want_grads, out=None):
+    """({name: output array}, their npairs_gradients or None) for the gradients named in want_grads.
+
+    out: {name: array} given by the caller (see _given_output), else new arrays.
+    """
+    if not want_grads:
+        return {}, None
+    lib = _lib.load()
+    gstruct = _lib.Gradients()
+    _lib.init_gradients(gstruct)
+    if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
+        raise UnsupportedError(
+            f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
+            "dL/dtemperature: it needs a library with npairs_gradients.temperature (SPEC section 5)"
+        )
     shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D), "temperature": ()}
+    given = {k: v for k, v in (out or {}).items() if v is not None}
     grads = {}
-    gstruct = None
-    if want_grads:
-        gstruct = _lib.Gradients()
-        _lib.init_gradients(gstruct)
-        if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
-            raise UnsupportedError(
-                f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
-                "dL/dtemperature: it needs a library with npairs_gradients.temperature (SPEC section 5)"
-            )
-        given = {k: v for k, v in (out or {}).items() if v is not None}
-        for name in want_grads:
-            grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
-                else _output(p, name, shapes[name])
-            setattr(gstruct, name, grads[name].pointer())
-        if given:
-            _check_no_overlap(p, [(n, grads[n]) for n in want_grads if n in given])
+    for name in want_grads:
+        grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
+            else _output(p, name, shapes[name])
+        setattr(gstruct, name, grads[name].pointer())
+    if given:
+        _check_no_overlap(p, [(n, grads[n]) for n in want_grads if n in given])
+    return grads, gstruct
 
+
+def _raiser(names, multilabel):
+    """raise_for(status): the NpairsError of a failed call, its message in the caller's argument names."""
     def raise_for(status):
         if status:
-            raise error_for_status(status, _user_message(_lib.last_error(), status, all_names, p.multilabel))
+            raise error_for_status(status, _user_message(_lib.last_error(), status, names, multilabel))
 
-    if ctx.backend == _lib.BACKEND_CUDA:
-        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
-    if reserve_workspace or capturing:
-        _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
-    raise_for(lib.npairs_loss(
-        ctx.handle,
-        ctypes.byref(opts),
-        ctypes.byref(prob),
-        p.G.pointer() if p.G is not None else None,
-        loss.pointer() if loss is not None else None,
-        ctypes.byref(gstruct) if gstruct is not None else None,
-    ))
-    return _finish(loss, p.out_dtype), {k: _finish(v, p.out_dtype) for k, v in grads.items()}
-
-
-_OUT_NAMES = {"similarity": "grad_out", "anchors": "grads_out[0]", "positives": "grads_out[1]"}
+    return raise_for
 
 
 def _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ctypes
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -470,44 +469,17 @@ def _block_call(state, anchors, block, block_targets, stats, *, rows=False, grad
                        embeddings=True, similarity=None, anchors=anchors, positives=block, sample_weight=None,
                        grad_loss=grad_loss, reduction="none", temperature=cfg.temperature, reg_lambda=0.0,
                        backend=cfg.backend, names=names, host_half_as_float32=True, weights_as_grad_loss=False)
-    ctx = _core.context(p.backend, p.device)
-    if ctx.backend == _lib.BACKEND_CPU:
-        ctx.set_threads(torch.get_num_threads() if cfg.threads is None else cfg.threads)
-    else:
-        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
-    ctx.set_workspace_limit(_core.get_workspace_limit() if cfg.workspace_limit is None else cfg.workspace_limit)
-    lib = _lib.load()
-    opts = _lib.Options()
-    lib.npairs_options_init(ctypes.byref(opts))
-    opts.reduction = p.reduction
-    opts.temperature = p.temperature
-    prob = _lib.Problem()
-    lib.npairs_problem_init(ctypes.byref(prob))
-    prob.rows, prob.cols, prob.dtype = p.R, p.M, _core._DTYPE_CODES[p.dtype]
-    if p.multilabel:
-        prob.multilabels, prob.column_multilabels, prob.num_classes = p.T.pointer(), p.C.pointer(), p.K
-    else:
-        prob.labels, prob.column_labels = p.T.pointer(), p.C.pointer()
-        prob.label_dtype = _lib.I32 if p.targets_dtype == np.int32 else _lib.I64
-    prob.anchors, prob.positives, prob.dim = p.logits[0].pointer(), p.logits[1].pointer(), p.D
+    ctx = _core.prepared_context(p, torch.get_num_threads() if cfg.threads is None else cfg.threads,
+                                 _core.get_workspace_limit() if cfg.workspace_limit is None else cfg.workspace_limit)
+    opts, prob = _core.call_structs(p)
     stats_ptr = _arrays.wrap("row_stats", stats).pointer()
-
-    def raise_for(status):
-        if status:
-            raise errors.error_for_status(status, _core._user_message(_lib.last_error(), status,
-                                                                      dict(_NAMES, **names), cfg.multilabel))
-
+    raise_for = _core._raiser(dict(_NAMES, **names), cfg.multilabel)
     if grad_loss is None:
         loss = _core._output(p, "loss", (p.R,)) if rows else None
         raise_for(_lib.function("npairs_block_stats")(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
                                                       loss.pointer() if loss is not None else None))
         return _core._finish(loss, p.out_dtype)
-    shapes = {"anchors": (p.R, p.D), "positives": (p.M, p.D)}
-    grads = {name: _core._output(p, name, shapes[name]) for name in want_grads}
-    gstruct = _lib.Gradients()
-    _lib.init_gradients(gstruct)
-    for name, out in grads.items():
-        setattr(gstruct, name, out.pointer())
+    grads, gstruct = _core.gradient_outputs(p, want_grads)
     raise_for(_lib.function("npairs_block_gradients")(ctx.handle, ctypes.byref(opts), ctypes.byref(prob), stats_ptr,
                                                       p.G.pointer(), ctypes.byref(gstruct)))
     return {name: _core._finish(out, p.out_dtype) for name, out in grads.items()}
