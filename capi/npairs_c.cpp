@@ -127,10 +127,6 @@ npairs::Task read_block_task(const npairs_options* options, const npairs_problem
     npairs::fail(NPAIRS_ERROR_UNSUPPORTED,
                  "options.flags has NPAIRS_FLAG_SYMMETRIC, which column blocks do not compute in this version");
   }
-  if (t.grad_temperature) {
-    npairs::fail(NPAIRS_ERROR_UNSUPPORTED,
-                 "grads.temperature is set, which column blocks do not compute in this version");
-  }
   t.row_stats = const_cast<void*>(row_stats);  // only npairs_block_stats writes them
   return t;
 }

@@ -414,6 +414,15 @@ TilePlan plan(const Task& t, std::size_t limit, int64_t chunks) {
                     [&](int64_t rows, int64_t cols) { return workspace_bytes<T, L>(t, rows, cols, chunks); });
 }
 
+// sum_i of the rows' sum_j dL/dS_ij z_ij, in a fixed order: -dL/dtau, as
+// dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij = -sum_ij dL/dS_ij z_ij.
+template <class T>
+double summed_moments(const T* moments, int64_t rows) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < rows; ++i) sum += double(moments[i]);
+  return sum;
+}
+
 template <class T, class L>
 void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace& workspace) {
   const int64_t R = t.rows, M = t.cols, D = t.dim;
@@ -437,13 +446,7 @@ void compute_typed(const Task& t, std::size_t limit, int threads, HostWorkspace&
   CpuTiles<T, L> ops(t, b, threads, threads);
   run_tiled(t, tiles, ops);
 
-  // dL/dtau = -(1/tau) sum_ij (dL/dz_ij) z_ij = -sum_i sum_j dL/dS_ij z_ij,
-  // summed over the rows in a fixed order.
-  if (grad_temperature) {
-    double moment = 0.0;
-    for (int64_t i = 0; i < R; ++i) moment += double(b.logit_moments[i]);
-    *grad_temperature = T(-moment);
-  }
+  if (grad_temperature) *grad_temperature = T(-summed_moments(b.logit_moments, R));
 
   // The loss, reduced in a fixed order so that it does not depend on the
   // thread count.
@@ -535,13 +538,17 @@ void block_typed(const Task& t, std::size_t limit, int threads, HostWorkspace& w
   check_block<T, L>(t, gradients);
   CpuBuffers<T, L> b;
   lay_out<T, L>(t, tiles.row_block, tiles.col_tile, threads, workspace.reserve(tiles.bytes), b);
+  T* grad_temperature = static_cast<T*>(t.grad_temperature);
   if (t.rows == 0) {  // no row: nothing to merge, and the block's gradients are zero
     if (t.grad_positives) std::fill_n(static_cast<T*>(t.grad_positives), t.cols * t.dim, T(0));
+    if (grad_temperature) *grad_temperature = T(0);
     return;
   }
   CpuTiles<T, L> ops(t, b, threads, threads);
   if (gradients) {
+    if (b.logit_moments) std::fill_n(b.logit_moments, t.rows, T(0));
     run_block_gradients(t, tiles, ops);
+    if (grad_temperature) *grad_temperature = T(-summed_moments(b.logit_moments, t.rows));
     return;
   }
   run_block_stats(t, tiles, ops);

@@ -146,23 +146,28 @@ TEST_P(BlockColumns, MatchTheWholeProblemReference) {
   EXPECT_TRUE(npt::all_close("row_stats max", got_max, want_max, rtol, 1.0));
   EXPECT_TRUE(npt::all_close("row_stats sum of exponentials", got_sum, want_sum, rtol, 1.0));
 
-  // Gradients, block by block, from the final statistics.
+  // Gradients, block by block, from the final statistics; the blocks'
+  // shares of dL/dA and dL/dtau summed.
   std::vector<double> grad_anchors(static_cast<std::size_t>(in.R * in.D), 0.0);
+  double grad_temperature = 0.0;
   for (std::size_t b = 0; b + 1 < bounds.size(); ++b) {
     const int64_t begin = bounds[b], width = bounds[b + 1] - bounds[b];
     const npairs_problem block = block_problem(in, begin, bounds[b + 1]);
     npt::Array ds(c.spec.dtype, static_cast<std::size_t>(in.R * width));
     npt::Array da(c.spec.dtype, static_cast<std::size_t>(in.R * in.D));
     npt::Array dp(c.spec.dtype, static_cast<std::size_t>(width * in.D));
-    for (npt::Array* a : {&ds, &da, &dp}) a->poison();
+    npt::Array dt(c.spec.dtype, 1);
+    for (npt::Array* a : {&ds, &da, &dp, &dt}) a->poison();
     npairs_gradients grads;
     npairs_gradients_init(&grads);
     grads.similarity = ds.data();
     grads.anchors = da.data();
     grads.positives = dp.data();
+    grads.temperature = dt.data();
     ASSERT_NPAIRS_OK(
         npairs_block_gradients(ctx.get(), &options, &block, stats.data(), in.grad_loss_ptr(), &grads));
-    for (npt::Array* a : {&ds, &da, &dp}) EXPECT_TRUE(npt::fully_written("block gradient", *a));
+    for (npt::Array* a : {&ds, &da, &dp, &dt}) EXPECT_TRUE(npt::fully_written("block gradient", *a));
+    grad_temperature += dt.get(0);
     std::vector<double> want_ds, want_dp;
     for (int64_t i = 0; i < in.R; ++i) {
       for (int64_t j = 0; j < width; ++j) want_ds.push_back(expected.grad_similarity[i * in.M + begin + j]);
@@ -174,6 +179,8 @@ TEST_P(BlockColumns, MatchTheWholeProblemReference) {
     for (std::size_t k = 0; k < grad_anchors.size(); ++k) grad_anchors[k] += da.get(k);
   }
   EXPECT_TRUE(npt::all_close("sum of the blocks' dL/dA", grad_anchors, expected.grad_anchors, rtol));
+  EXPECT_TRUE(npt::all_close("sum of the blocks' dL/dtau", {grad_temperature}, {double(expected.grad_temperature)},
+                             rtol));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, BlockColumns, ::testing::ValuesIn(block_cases()),

@@ -463,8 +463,7 @@ NPAIRS_API npairs_status npairs_select_hard_classes(npairs_context ctx,
    version computing them on CPU and CUDA contexts; on CUDA, float16 and
    bfloat16, whose running statistics CUDA keeps in float32, and a stream
    being captured, as a CUDA block call waits for its data checks;
-   NPAIRS_FLAG_SYMMETRIC; grads.temperature), OUT_OF_MEMORY, DEVICE,
-   INTERNAL. */
+   NPAIRS_FLAG_SYMMETRIC), OUT_OF_MEMORY, DEVICE, INTERNAL. */
 NPAIRS_API npairs_status npairs_block_stats(npairs_context ctx, const npairs_options* options,
                                            const npairs_problem* problem, void* row_stats,
                                            void* loss);
@@ -474,8 +473,11 @@ NPAIRS_API npairs_status npairs_block_stats(npairs_context ctx, const npairs_opt
    of the block, dL/dA = (dL/dS) P_block (this block's share: the caller
    sums the blocks') and dL/dP_block = (dL/dS)^T A, with grad_loss,
    sample_weight and options.reduction applied as npairs_loss applies them
-   (r = 1/R for SUM_OVER_BATCH_SIZE). Any subset of grads; grads NULL or
-   with no member is invalid.
+   (r = 1/R for SUM_OVER_BATCH_SIZE), and grads.temperature [1]: this
+   block's share of dL/dtau, -(1/tau) sum_ij (dL/dz_ij) (z_ij - m_i) over the
+   block's columns with m_i = row_stats[i][0], so that the shares of all the
+   blocks sum to dL/dtau (the m_i cancel in the sum). Any subset of grads;
+   grads NULL or with no member is invalid.
    Fails, with outputs untouched, with INVALID_ARGUMENT (as npairs_loss;
    row_stats NULL; reg_lambda > 0; no gradient asked for), INVALID_VALUE (a
    negative multi-label entry; a row whose statistics hold no positive,
