@@ -405,6 +405,80 @@ def test_class_whose_other_positive_is_on_another_rank():
 
 
 # ---------------------------------------------------------------------------
+# DistributedClipLoss: open_clip's ClipLoss(gather_with_grad=True, local_loss=False) across ranks
+
+
+def _open_clip_loss(image, text, scale):
+    """open_clip's formula with its gathering: both cross-entropies of the gathered logits (equal shards)."""
+    import torch.distributed.nn.functional as dist_fn
+    import torch.nn.functional as F
+
+    every_image, every_text = torch.cat(dist_fn.all_gather(image)), torch.cat(dist_fn.all_gather(text))
+    logits = scale * every_image @ every_text.T
+    target = torch.arange(logits.shape[0])
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def run_clip(rank, world, case):
+    """DistributedClipLoss's value and gradients on this rank (its own logit_scale parameter, or a scale passed
+    in), and with case['peer'] those of open_clip's formula on the same shard."""
+    from npairs.torch import DistributedClipLoss
+
+    rows = _shard(rank, case)
+    out = {}
+    for method in ("npairs", "open_clip") if case["peer"] else ("npairs",):
+        image = torch.tensor(case["anchors"][rows], requires_grad=True)
+        text = torch.tensor(case["positives"][rows], requires_grad=True)
+        log_scale = torch.tensor(np.log(1.0 / case["temperature"]), dtype=torch.float64, requires_grad=True)
+        if method == "open_clip":
+            loss = _open_clip_loss(image, text, log_scale.exp())
+        else:
+            loss_fn = DistributedClipLoss(logit_scale=1.0 / case["temperature"], strategy=case["strategy"]).double()
+            labels = torch.as_tensor(case["labels"][rows]) if case["labels_given"] else None
+            if case["own_scale"]:  # its float32 parameter, made float64 and set to the case's exact scale
+                log_scale = loss_fn.logit_scale
+                with torch.no_grad():
+                    log_scale.fill_(np.log(1.0 / case["temperature"]))
+                loss = loss_fn(image, text, labels=labels)
+            else:
+                loss = loss_fn(image, text, log_scale.exp(), labels=labels)
+        loss.backward()
+        out[method] = dict(loss=float(loss.detach()), image=image.grad.numpy(), text=text.grad.numpy(),
+                           log_scale=float(log_scale.grad))
+    return out
+
+
+def clip_case(sizes, strategy, *, labels_given=False, own_scale=False):
+    case = make_case(sizes, strategy=strategy, temperature=0.2, symmetric=True, tau="tensor", classes=3)
+    if not labels_given:
+        case["labels"] = np.arange(sum(sizes))
+    return dict(case, labels_given=labels_given, own_scale=own_scale, peer=not labels_given and len(set(sizes)) == 1)
+
+
+CLIP_CASES = register(2, "run_clip", [clip_case(sizes, s, **kw) for s in STRATEGIES for sizes, kw in (
+    ([5, 5], {}), ([5, 5], dict(own_scale=True)), ([6, 3], dict(labels_given=True)))])
+
+
+def test_distributed_clip_loss_is_open_clips_global_loss():
+    results = results_of(2, CLIP_CASES)
+    for i, case in enumerate(CLIP_CASES):
+        global_loss, want = symmetric_expected(case, 2)
+        for rank in range(2):
+            status, got = results[rank][i]
+            assert status == "ok", (case["sizes"], case["strategy"], got)
+            mine = got["npairs"]
+            # Every rank returns the global loss; the features get world x the global gradient (open_clip's
+            # gather with gradient sums the ranks' gradients); the scale, dL/dlog(scale) = -tau dL/dtau.
+            ref.assert_matches(mine["loss"], global_loss, "float64")
+            ref.assert_matches(mine["image"], want[rank]["anchors"], "float64")
+            ref.assert_matches(mine["text"], want[rank]["positives"], "float64")
+            ref.assert_matches(mine["log_scale"], -case["temperature"] * want[rank]["temperature"], "float64")
+            if case["peer"]:
+                for name in ("loss", "image", "text", "log_scale"):
+                    ref.assert_matches(mine[name], got["open_clip"][name], "float64")
+
+
+# ---------------------------------------------------------------------------
 # Faults: every rank raises, naming the rank, and none hangs
 
 
@@ -533,6 +607,71 @@ def test_ddp_two_ranks_train_as_one_process_on_the_global_batch():
         optimizer.step()
         losses.append(float(loss.detach()))
     for i, case in enumerate(cases):
+        for rank in range(2):
+            status, got = results[rank][i][0], results[rank][i][1]
+            assert status == "ok", (case, results[rank][i])
+            np.testing.assert_allclose(got["losses"], losses, rtol=1e-12, err_msg=str(case))
+            for p, q in zip(got["params"], model.parameters()):
+                np.testing.assert_allclose(p, q.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=str(case))
+
+
+class _ClipModel(torch.nn.Module):
+    """Image and text towers with open_clip's learnable logit_scale (its log), in float64."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.image, self.text = torch.nn.Linear(6, 4).double(), torch.nn.Linear(5, 4).double()
+        self.logit_scale = torch.nn.Parameter(torch.tensor(np.log(1 / 0.07)))
+
+    def forward(self, x, y):
+        normalize = torch.nn.functional.normalize
+        return normalize(self.image(x), dim=1), normalize(self.text(y), dim=1), self.logit_scale.exp()
+
+
+def _clip_batches(steps, n):
+    g = torch.Generator().manual_seed(6)
+    return [(torch.randn(n, 6, generator=g, dtype=torch.float64), torch.randn(n, 5, generator=g, dtype=torch.float64))
+            for _ in range(steps)]
+
+
+def run_clip_ddp(rank, world, case):
+    from npairs.torch import DistributedClipLoss
+
+    model = torch.nn.parallel.DistributedDataParallel(_ClipModel())
+    loss_fn = DistributedClipLoss(strategy=case["strategy"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for x, y in _clip_batches(case["steps"], case["batch"]):
+        rows = slice(0, 5) if rank == 0 else slice(5, None)  # unequal shards
+        loss = loss_fn(*model(x[rows], y[rows]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return dict(params=[p.detach().numpy() for p in model.parameters()], losses=losses)
+
+
+CLIP_DDP_CASES = register(2, "run_clip_ddp", [dict(strategy=s, steps=4, batch=8) for s in STRATEGIES])
+
+
+def test_ddp_clip_with_a_learnable_logit_scale_trains_as_one_process():
+    """The logit scale's gradient (dL/dtau through the library) trains it as one process on the global batch."""
+    from npairs.torch import ClipLoss
+
+    steps, batch = 4, 8
+    results = results_of(2, CLIP_DDP_CASES)
+    model, loss_fn = _ClipModel(), ClipLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for x, y in _clip_batches(steps, batch):
+        loss = loss_fn(*model(x, y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert abs(float(model.logit_scale) - np.log(1 / 0.07)) > 1e-3  # the scale did train
+    for i, case in enumerate(CLIP_DDP_CASES):
         for rank in range(2):
             status, got = results[rank][i][0], results[rank][i][1]
             assert status == "ok", (case, results[rank][i])
