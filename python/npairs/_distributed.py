@@ -19,6 +19,13 @@ rows:
   gradient on with it to its owner (npairs_block_gradients from the final
   statistics), so no rank holds more than its own rows and two blocks.
 
+CLIP's symmetric loss (issue #15) adds the column direction: every rank's
+positives as rows against every rank's anchors, the transposed problem of the
+same labels, computed by the same machinery (the anchors gathered too, or
+travelling in the ring's blocks beside the positives), each direction
+weighted 1/2. A tensor temperature's gradient is the library's dL/dtau of
+each call (or block), summed over the ranks.
+
 Faults. Before any collective whose shapes depend on the data, the ranks
 agree on a status with one fixed-size all_gather: every rank's own argument
 check, shard size and metadata (width, dtype, device, multi-label width,
@@ -212,8 +219,8 @@ class DistributedNpairsEmbeddingsLoss(nn.Module):
       sums it in the exchange it makes anyway): dL/dtau of the global-batch
       loss, the same on every rank, which is what DDP's mean of the ranks'
       gradients gives (and leaves unchanged), so that a learnable
-      temperature trains as in one process on the concatenated batch. It
-      needs a scalar reduction.
+      temperature trains as in one process on the concatenated batch. A
+      temperature that requires grad needs a scalar reduction.
 
     strategy: ``"all_gather"`` (the positives, and for symmetric the
     anchors, gathered on every rank; their gradients reduce-scattered to

@@ -684,7 +684,8 @@ def test_ddp_clip_with_a_learnable_logit_scale_trains_as_one_process():
 # examples/torch_ddp_train.py with torchrun's environment variables
 
 
-def test_ddp_example_trains_on_two_processes():
+@pytest.mark.parametrize("options", [[], ["--clip"]], ids=["npairs", "clip"])
+def test_ddp_example_trains_on_two_processes(options):
     package_dir = str(pathlib.Path(__file__).resolve().parents[1])
     procs = []
     with tempfile.TemporaryDirectory():
@@ -693,7 +694,7 @@ def test_ddp_example_trains_on_two_processes():
             env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                        MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo",
                        PYTHONPATH=package_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            procs.append(subprocess.Popen([sys.executable, str(EXAMPLE)], env=env, stdout=subprocess.PIPE,
+            procs.append(subprocess.Popen([sys.executable, str(EXAMPLE)] + options, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True))
         outputs = []
         try:
