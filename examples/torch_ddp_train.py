@@ -8,18 +8,38 @@ batch; DDP averages the gradients. Rank 0 prints the global loss (no extra
 collective: ``loss_fn.global_loss``) and the retrieval accuracy; every rank
 exits non-zero if training did not help.
 
+With --clip the loss is CLIP's (DistributedClipLoss: both directions over
+the global batch, the views' classes as labels) on L2-normalised embeddings,
+with a learnable logit scale that DDP trains with the network.
+
 Run on 2 CPU processes:
-  NPAIRS_LIBRARY=build/release/libnpairs.so torchrun --nproc_per_node=2 examples/torch_ddp_train.py
+  NPAIRS_LIBRARY=build/release/libnpairs.so torchrun --nproc_per_node=2 examples/torch_ddp_train.py [--clip]
 (or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT yourself, as torchrun does).
 """
 
+import argparse
+import math
 import sys
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from npairs.torch import DistributedNpairsEmbeddingsLoss
+from npairs.torch import DistributedClipLoss, DistributedNpairsEmbeddingsLoss
+
+
+class Embedder(torch.nn.Module):
+    """The embedding network; with clip, L2-normalised outputs and open_clip's learnable logit_scale (its log)."""
+
+    def __init__(self, clip):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16))
+        self.clip = clip
+        if clip:
+            self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, x):
+        return torch.nn.functional.normalize(self.net(x), dim=1) if self.clip else self.net(x)
 
 
 def make_shard(centers, classes_per_rank, noise, generator):
@@ -39,14 +59,17 @@ def retrieval_accuracy(model, centers, noise, generator):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clip", action="store_true", help="CLIP's loss with a learnable logit scale")
+    clip = parser.parse_args().clip
     dist.init_process_group("gloo")  # env:// rendezvous: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     rank = dist.get_rank()
     torch.manual_seed(0)  # the same initial model on every rank (DDP also broadcasts rank 0's)
     centers = torch.randn(8, 32, generator=torch.Generator().manual_seed(1))
     data = torch.Generator().manual_seed(100 + rank)  # each rank its own shards
-    model = DistributedDataParallel(
-        torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 16)))
-    loss_fn = DistributedNpairsEmbeddingsLoss(reg_lambda=0.002, backend="cpu")
+    model = DistributedDataParallel(Embedder(clip))
+    loss_fn = DistributedClipLoss(backend="cpu") if clip else DistributedNpairsEmbeddingsLoss(reg_lambda=0.002,
+                                                                                              backend="cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     noise = 1.5
@@ -54,7 +77,10 @@ def main():
     losses = []
     for step in range(200):
         labels, a, p = make_shard(centers, 4 + rank, noise, data)  # unequal shards
-        loss = loss_fn(labels, model(a), model(p))
+        if clip:
+            loss = loss_fn(model(a), model(p), model.module.logit_scale.exp(), labels=labels)
+        else:
+            loss = loss_fn(labels, model(a), model(p))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -64,8 +90,9 @@ def main():
     accuracy_after = retrieval_accuracy(model.module, centers, noise, torch.Generator().manual_seed(2))
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     if rank == 0:
+        scale = f"; logit scale {1 / 0.07:.2f} -> {model.module.logit_scale.exp().item():.2f}" if clip else ""
         print(f"mean global loss {first:.4f} -> {last:.4f}; "
-              f"retrieval accuracy {accuracy_before:.2f} -> {accuracy_after:.2f}")
+              f"retrieval accuracy {accuracy_before:.2f} -> {accuracy_after:.2f}" + scale)
     dist.destroy_process_group()
     return 0 if last < 0.9 * first and accuracy_after > accuracy_before + 0.2 else 1
 

@@ -75,7 +75,7 @@ class Context:
 
     def set_workspace_limit(self, limit):
         if limit != self._workspace_limit:
-            check(_lib.load().npairs_context_set_workspace_limit(self.handle, limit))
+            check(_lib.function("npairs_context_set_workspace_limit")(self.handle, limit))
             self._workspace_limit = limit
             if limit and self.reserved > limit:  # the library frees workspace beyond a new limit
                 self.reserved = 0
@@ -737,71 +737,16 @@ def compute(
         weights_as_grad_loss=weights_as_grad_loss,
         symmetric=symmetric,
     )
-    ctx = context(p.backend, p.device)
-    if ctx.backend == _lib.BACKEND_CPU:
-        ctx.set_threads(threads)
-    ctx.set_workspace_limit(workspace_limit)
-    lib = _lib.load()
-
-    opts = _lib.Options()
-    lib.npairs_options_init(ctypes.byref(opts))
-    opts.reduction = p.reduction
-    opts.temperature = p.temperature
-    opts.reg_lambda = p.reg_lambda
-    if p.symmetric:
-        opts.flags |= _lib.FLAG_SYMMETRIC
-
-    prob = _lib.Problem()
-    lib.npairs_problem_init(ctypes.byref(prob))
-    prob.rows = p.R
-    prob.cols = p.M
-    prob.dtype = _DTYPE_CODES[p.dtype]
-    if p.multilabel:
-        prob.multilabels = p.T.pointer()
-        prob.column_multilabels = p.C.pointer() if p.C is not None else None
-        prob.num_classes = p.K
-    else:
-        prob.labels = p.T.pointer()
-        prob.column_labels = p.C.pointer() if p.C is not None else None
-        prob.label_dtype = _lib.I32 if p.targets_dtype == np.int32 else _lib.I64
-    if len(p.logits) == 2:
-        prob.anchors = p.logits[0].pointer()
-        prob.positives = p.logits[1].pointer()
-        prob.dim = p.D
-    else:
-        prob.similarity = p.logits[0].pointer()
-    prob.sample_weight = p.W.pointer() if p.W is not None else None
-
+    ctx = prepared_context(p, threads, workspace_limit)
+    opts, prob = call_structs(p)
     loss = None
     if want_loss:
         loss = _output(p, "loss", (p.R,) if p.reduction == _lib.REDUCTION_NONE else ())
-    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D), "temperature": ()}
-    grads = {}
-    gstruct = None
-    if want_grads:
-        gstruct = _lib.Gradients()
-        _lib.init_gradients(lib, gstruct)
-        if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
-            raise UnsupportedError(
-                f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
-                "dL/dtemperature: it needs a library with npairs_gradients.temperature (SPEC section 5)"
-            )
-        given = {k: v for k, v in (out or {}).items() if v is not None}
-        for name in want_grads:
-            grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
-                else _output(p, name, shapes[name])
-            setattr(gstruct, name, grads[name].pointer())
-        if given:
-            _check_no_overlap(p, [(n, grads[n]) for n in want_grads if n in given])
-
-    def raise_for(status):
-        if status:
-            raise error_for_status(status, _user_message(_lib.last_error(), status, all_names, p.multilabel))
-
-    if ctx.backend == _lib.BACKEND_CUDA:
-        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
+    grads, gstruct = gradient_outputs(p, want_grads, out)
+    raise_for = _raiser(all_names, p.multilabel)
+    lib = _lib.load()
     if reserve_workspace or capturing:
-        _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
+        _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for)
     raise_for(lib.npairs_loss(
         ctx.handle,
         ctypes.byref(opts),
@@ -822,7 +767,87 @@ def compute(
 _OUT_NAMES = {"similarity": "grad_out", "anchors": "grads_out[0]", "positives": "grads_out[1]"}
 
 
-def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
+def prepared_context(p, threads, workspace_limit):
+    """This thread's context for a prepared call, set for it: CPU threads or the CUDA stream, workspace limit."""
+    ctx = context(p.backend, p.device)
+    if ctx.backend == _lib.BACKEND_CPU:
+        ctx.set_threads(threads)
+    else:
+        ctx.set_stream(_arrays.stream_of(p.stream_ref) if p.stream_ref is not None else None)
+    ctx.set_workspace_limit(workspace_limit)
+    return ctx
+
+
+def call_structs(p):
+    """The npairs_options and npairs_problem of a prepared call (npairs_loss's, and the column blocks')."""
+    lib = _lib.load()
+    opts = _lib.Options()
+    lib.npairs_options_init(ctypes.byref(opts))
+    opts.reduction = p.reduction
+    opts.temperature = p.temperature
+    opts.reg_lambda = p.reg_lambda
+    if p.symmetric:
+        opts.flags |= _lib.FLAG_SYMMETRIC
+    prob = _lib.Problem()
+    lib.npairs_problem_init(ctypes.byref(prob))
+    prob.rows = p.R
+    prob.cols = p.M
+    prob.dtype = _DTYPE_CODES[p.dtype]
+    if p.multilabel:
+        prob.multilabels = p.T.pointer()
+        prob.column_multilabels = p.C.pointer() if p.C is not None else None
+        prob.num_classes = p.K
+    else:
+        prob.labels = p.T.pointer()
+        prob.column_labels = p.C.pointer() if p.C is not None else None
+        prob.label_dtype = _lib.I32 if p.targets_dtype == np.int32 else _lib.I64
+    if len(p.logits) == 2:
+        prob.anchors = p.logits[0].pointer()
+        prob.positives = p.logits[1].pointer()
+        prob.dim = p.D
+    else:
+        prob.similarity = p.logits[0].pointer()
+    prob.sample_weight = p.W.pointer() if p.W is not None else None
+    return opts, prob
+
+
+def gradient_outputs(p, want_grads, out=None):
+    """({name: output array}, their npairs_gradients or None) for the gradients named in want_grads.
+
+    out: {name: array} given by the caller (see _given_output), else new arrays.
+    """
+    if not want_grads:
+        return {}, None
+    lib = _lib.load()
+    gstruct = _lib.Gradients()
+    _lib.init_gradients(gstruct)
+    if "temperature" in want_grads and gstruct.struct_size <= _lib.GRADIENTS_SIZE_1_0:
+        raise UnsupportedError(
+            f"this libnpairs ({lib.npairs_version_string().decode()}, {_lib.library_path()}) does not compute "
+            "dL/dtemperature: it needs a library with npairs_gradients.temperature (SPEC section 5)"
+        )
+    shapes = {"similarity": (p.R, p.M), "anchors": (p.R, p.D), "positives": (p.M, p.D), "temperature": ()}
+    given = {k: v for k, v in (out or {}).items() if v is not None}
+    grads = {}
+    for name in want_grads:
+        grads[name] = _given_output(p, _OUT_NAMES[name], given[name], shapes[name]) if name in given \
+            else _output(p, name, shapes[name])
+        setattr(gstruct, name, grads[name].pointer())
+    if given:
+        _check_no_overlap(p, [(n, grads[n]) for n in want_grads if n in given])
+    return grads, gstruct
+
+
+def _raiser(names, multilabel):
+    """raise_for(status): the NpairsError of a failed call, its message in the caller's argument names."""
+    def raise_for(status):
+        if status:
+            raise error_for_status(status, _user_message(_lib.last_error(), status, names, multilabel))
+
+    return raise_for
+
+
+def _graph_ready(ctx, opts, prob, gstruct, reserve_workspace, capturing, raise_for):
     """Readies a CUDA call for graph capture: its workspace reserved now, or checked and its checks deferred.
 
     A captured call may only queue work on the stream: an allocation would
@@ -831,9 +856,9 @@ def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, ra
     captured call that needs more fails here instead.
     """
     needed = ctypes.c_size_t()
-    raise_for(lib.npairs_workspace_size(ctx.handle, ctypes.byref(opts), ctypes.byref(prob),
-                                        ctypes.byref(gstruct) if gstruct is not None else None,
-                                        ctypes.byref(needed)))
+    workspace_size = _lib.function("npairs_workspace_size")
+    raise_for(workspace_size(ctx.handle, ctypes.byref(opts), ctypes.byref(prob),
+                             ctypes.byref(gstruct) if gstruct is not None else None, ctypes.byref(needed)))
     if capturing:
         if needed.value > ctx.reserved:
             raise UnsupportedError(
@@ -843,7 +868,7 @@ def _graph_ready(ctx, lib, opts, prob, gstruct, reserve_workspace, capturing, ra
             )
         opts.flags |= _lib.FLAG_DEFER_CHECKS
     elif needed.value > ctx.reserved:
-        raise_for(lib.npairs_context_reserve(ctx.handle, needed.value))
+        raise_for(_lib.function("npairs_context_reserve")(ctx.handle, needed.value))
         ctx.reserved = needed.value
 
 

@@ -116,43 +116,74 @@ class Gradients(ctypes.Structure):
 GRADIENTS_SIZE_1_0 = Gradients.temperature.offset
 
 
+class ClassSelection(ctypes.Structure):
+    """struct npairs_class_selection (1.1)."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("class_embeddings", ctypes.c_void_p),
+        ("classes", ctypes.c_int64),
+        ("dim", ctypes.c_int64),
+        ("dtype", npairs_dtype),
+        ("count", ctypes.c_int64),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+ROW_STATS_WIDTH = 4  # NPAIRS_ROW_STATS_WIDTH (1.1, column blocks): max, sum of exponentials, target weight, gap
+
+# Every prototype: name -> (restype, argtypes, version that added it). The 1.0
+# functions are declared when the library loads (a library without one is not
+# libnpairs); the later ones on first use, by function(), so that a 1.0
+# library still loads for the loss and only the calls that need more fail.
+_V1_0, _V1_1 = (1, 0), (1, 1)
 _SIGNATURES = {
-    "npairs_version_number": (ctypes.c_uint32, []),
-    "npairs_version_string": (ctypes.c_char_p, []),
-    "npairs_status_string": (ctypes.c_char_p, [npairs_status]),
-    "npairs_last_error": (ctypes.c_char_p, []),
-    "npairs_backend_available": (ctypes.c_int32, [npairs_backend]),
-    "npairs_context_create": (npairs_status, [npairs_backend, ctypes.c_int32, ctypes.POINTER(npairs_context)]),
-    "npairs_context_destroy": (npairs_status, [npairs_context]),
-    "npairs_context_backend": (npairs_status, [npairs_context, ctypes.POINTER(npairs_backend)]),
-    "npairs_context_set_stream": (npairs_status, [npairs_context, ctypes.c_void_p]),
-    "npairs_context_set_threads": (npairs_status, [npairs_context, ctypes.c_int32]),
-    "npairs_context_synchronize": (npairs_status, [npairs_context]),
-    "npairs_context_set_workspace_limit": (npairs_status, [npairs_context, ctypes.c_size_t]),
-    "npairs_context_reserve": (npairs_status, [npairs_context, ctypes.c_size_t]),
-    "npairs_options_init": (None, [ctypes.POINTER(Options)]),
-    "npairs_problem_init": (None, [ctypes.POINTER(Problem)]),
-    "npairs_gradients_init": (None, [ctypes.POINTER(Gradients)]),
+    "npairs_version_number": (ctypes.c_uint32, [], _V1_0),
+    "npairs_version_string": (ctypes.c_char_p, [], _V1_0),
+    "npairs_status_string": (ctypes.c_char_p, [npairs_status], _V1_0),
+    "npairs_last_error": (ctypes.c_char_p, [], _V1_0),
+    "npairs_backend_available": (ctypes.c_int32, [npairs_backend], _V1_0),
+    "npairs_context_create": (npairs_status, [npairs_backend, ctypes.c_int32, ctypes.POINTER(npairs_context)], _V1_0),
+    "npairs_context_destroy": (npairs_status, [npairs_context], _V1_0),
+    "npairs_context_backend": (npairs_status, [npairs_context, ctypes.POINTER(npairs_backend)], _V1_0),
+    "npairs_context_set_stream": (npairs_status, [npairs_context, ctypes.c_void_p], _V1_0),
+    "npairs_context_set_threads": (npairs_status, [npairs_context, ctypes.c_int32], _V1_0),
+    "npairs_context_synchronize": (npairs_status, [npairs_context], _V1_0),
+    "npairs_options_init": (None, [ctypes.POINTER(Options)], _V1_0),
+    "npairs_problem_init": (None, [ctypes.POINTER(Problem)], _V1_0),
+    "npairs_gradients_init": (None, [ctypes.POINTER(Gradients)], _V1_0),
     "npairs_loss": (
         npairs_status,
-        [
-            npairs_context,
-            ctypes.POINTER(Options),
-            ctypes.POINTER(Problem),
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.POINTER(Gradients),
-        ],
+        [npairs_context, ctypes.POINTER(Options), ctypes.POINTER(Problem), ctypes.c_void_p, ctypes.c_void_p,
+         ctypes.POINTER(Gradients)],
+        _V1_0,
     ),
+    # Workspace limits and reserve (SPEC section 4).
+    "npairs_context_set_workspace_limit": (npairs_status, [npairs_context, ctypes.c_size_t], _V1_1),
     "npairs_workspace_size": (
         npairs_status,
-        [
-            npairs_context,
-            ctypes.POINTER(Options),
-            ctypes.POINTER(Problem),
-            ctypes.POINTER(Gradients),
-            ctypes.POINTER(ctypes.c_size_t),
-        ],
+        [npairs_context, ctypes.POINTER(Options), ctypes.POINTER(Problem), ctypes.POINTER(Gradients),
+         ctypes.POINTER(ctypes.c_size_t)],
+        _V1_1,
+    ),
+    "npairs_context_reserve": (npairs_status, [npairs_context, ctypes.c_size_t], _V1_1),
+    # npairs_gradients at its 1.1 size (SPEC section 5's temperature).
+    "npairs_gradients_init_sized": (None, [ctypes.POINTER(Gradients), ctypes.c_size_t], _V1_1),
+    # Hard negative class mining.
+    "npairs_class_selection_init": (None, [ctypes.POINTER(ClassSelection)], _V1_1),
+    "npairs_select_hard_classes": (
+        npairs_status, [npairs_context, ctypes.POINTER(ClassSelection), ctypes.c_void_p], _V1_1),
+    # Column blocks (issue #14's ring strategy).
+    "npairs_block_stats": (
+        npairs_status,
+        [npairs_context, ctypes.POINTER(Options), ctypes.POINTER(Problem), ctypes.c_void_p, ctypes.c_void_p],
+        _V1_1,
+    ),
+    "npairs_block_gradients": (
+        npairs_status,
+        [npairs_context, ctypes.POINTER(Options), ctypes.POINTER(Problem), ctypes.c_void_p, ctypes.c_void_p,
+         ctypes.POINTER(Gradients)],
+        _V1_1,
     ),
 }
 
@@ -190,27 +221,59 @@ def _candidates():
     return out
 
 
-def _declare(lib):
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
-    sized = getattr(lib, "npairs_gradients_init_sized", None)  # 1.1; absent from a 1.0 library
-    if sized is not None:
-        sized.restype = None
-        sized.argtypes = [ctypes.POINTER(Gradients), ctypes.c_size_t]
+def _declare(fn, name):
+    restype, argtypes, _ = _SIGNATURES[name]
+    fn.restype = restype
+    fn.argtypes = argtypes
 
 
-def init_gradients(lib, grads):
+def _declare_1_0(lib):
+    """Declares the 1.0 functions (AttributeError when lib lacks one: it is not libnpairs)."""
+    for name, (_, _, version) in _SIGNATURES.items():
+        if version == _V1_0:
+            _declare(getattr(lib, name), name)
+
+
+_declared = {}  # name -> the function object whose prototype function() set
+
+
+def _lookup(name):
+    """The loaded library's function `name`, declared on first use; None when the library lacks it."""
+    fn = getattr(load(), name, None)
+    if fn is not None and _declared.get(name) is not fn:
+        _declare(fn, name)
+        _declared[name] = fn
+    return fn
+
+
+def function(name):
+    """The loaded library's function `name` (a later version's; see _SIGNATURES), declared on first use.
+
+    Raises UnsupportedError, naming the function and the version that added
+    it, when the loaded library is older.
+    """
+    fn = _lookup(name)
+    if fn is None:
+        from .errors import UnsupportedError
+
+        version = ".".join(map(str, _SIGNATURES[name][2]))
+        raise UnsupportedError(
+            f"the loaded libnpairs ({load().npairs_version_string().decode()}, {_path}) has no {name}; "
+            f"it needs libnpairs {version} or newer"
+        )
+    return fn
+
+
+def init_gradients(grads):
     """Initialises `grads` (a Gradients) at its full size with npairs_gradients_init_sized.
 
     The exported npairs_gradients_init fills only the 1.0 struct (what 1.0
     callers allocate), as does a 1.0 library, which has no _sized function:
     then struct_size says 1.0 and the library never reads `temperature`.
     """
-    sized = getattr(lib, "npairs_gradients_init_sized", None)
+    sized = _lookup("npairs_gradients_init_sized")
     if sized is None:
-        lib.npairs_gradients_init(ctypes.byref(grads))
+        load().npairs_gradients_init(ctypes.byref(grads))
     else:
         sized(ctypes.byref(grads), ctypes.sizeof(grads))
 
@@ -235,7 +298,7 @@ def load():
                 tried.append(f"  {what}: {e}")
                 continue
             try:
-                _declare(lib)
+                _declare_1_0(lib)
             except AttributeError as e:
                 tried.append(f"  {what}: not libnpairs ({e})")
                 continue
@@ -274,71 +337,3 @@ def last_error():
 
 def status_string(status):
     return load().npairs_status_string(int(status)).decode("utf-8", "replace")
-
-
-# ---------------------------------------------------------------------------
-# Hard negative class mining (1.1): npairs_select_hard_classes. Declared on
-# first use, so that a 1.0 library without it still loads for the loss.
-
-
-class ClassSelection(ctypes.Structure):
-    """struct npairs_class_selection."""
-
-    _fields_ = [
-        ("struct_size", ctypes.c_size_t),
-        ("class_embeddings", ctypes.c_void_p),
-        ("classes", ctypes.c_int64),
-        ("dim", ctypes.c_int64),
-        ("dtype", npairs_dtype),
-        ("count", ctypes.c_int64),
-        ("seed", ctypes.c_uint64),
-    ]
-
-
-_HARD_CLASS_SIGNATURES = {
-    "npairs_class_selection_init": (None, [ctypes.POINTER(ClassSelection)]),
-    "npairs_select_hard_classes": (
-        npairs_status,
-        [npairs_context, ctypes.POINTER(ClassSelection), ctypes.c_void_p],
-    ),
-}
-
-
-def hard_classes():
-    """The library with npairs_select_hard_classes declared; UnsupportedError when it has none (< 1.1)."""
-    from .errors import UnsupportedError
-
-    lib = load()
-    try:
-        for name, (restype, argtypes) in _HARD_CLASS_SIGNATURES.items():
-            fn = getattr(lib, name)
-            fn.restype = restype
-            fn.argtypes = argtypes
-    except AttributeError:
-        raise UnsupportedError(
-            f"the loaded libnpairs ({lib.npairs_version_string().decode()}, {_path}) has no "
-            "npairs_select_hard_classes; it needs libnpairs 1.1 or newer"
-        ) from None
-    return lib
-
-# Column blocks (version 1.1; issue #14's ring strategy): npairs_block_stats and npairs_block_gradients.
-
-ROW_STATS_WIDTH = 4  # NPAIRS_ROW_STATS_WIDTH: max, sum of exponentials, target weight, target gap
-
-_SIGNATURES.update({
-    "npairs_block_stats": (
-        npairs_status,
-        [npairs_context, ctypes.POINTER(Options), ctypes.POINTER(Problem), ctypes.c_void_p, ctypes.c_void_p],
-    ),
-    "npairs_block_gradients": (
-        npairs_status,
-        [
-            npairs_context,
-            ctypes.POINTER(Options),
-            ctypes.POINTER(Problem),
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.POINTER(Gradients),
-        ],
-    ),
-})

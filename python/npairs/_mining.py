@@ -82,7 +82,7 @@ def select_hard_classes(class_embeddings, n, seed=0, backend="auto"):
         E.fam = fam
         out = _arrays.empty_host(E, "selected", (count,), np.int64)
 
-    lib = _lib.hard_classes()
+    select = _lib.function("npairs_select_hard_classes")  # 1.1: UnsupportedError from an older library
     ctx = context(code, E.device if E.on_cuda else 0)
     ctx.set_workspace_limit(get_workspace_limit())
     if ctx.backend == _lib.BACKEND_CPU:
@@ -90,8 +90,8 @@ def select_hard_classes(class_embeddings, n, seed=0, backend="auto"):
     else:
         ctx.set_stream(_arrays.stream_of(E) if E.on_cuda else None)
     sel = _lib.ClassSelection()
-    lib.npairs_class_selection_init(ctypes.byref(sel))
+    _lib.function("npairs_class_selection_init")(ctypes.byref(sel))
     sel.class_embeddings = E.pointer()
     sel.classes, sel.dim, sel.dtype, sel.count, sel.seed = C, D, _DTYPES[dtype], count, seed
-    check(lib.npairs_select_hard_classes(ctx.handle, ctypes.byref(sel), out.pointer()))
+    check(select(ctx.handle, ctypes.byref(sel), out.pointer()))
     return out.obj

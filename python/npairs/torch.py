@@ -334,18 +334,23 @@ def _weight(sample_weight, like):
     return torch.as_tensor(sample_weight, dtype=dtype, device=like.device)
 
 
+def _check_temperature_grad(reduction, temperature):
+    """A tensor temperature that requires grad needs a scalar reduction (the library sums dL/dtau over rows)."""
+    if temperature is not None and temperature.requires_grad and reduction == "none":
+        raise UnsupportedError(
+            "a temperature that requires grad needs a scalar reduction ('sum' or 'sum_over_batch_size'): "
+            "with reduction='none' its gradient would need each row's dL/dtemperature, which the library "
+            "sums; pass a number, or a tensor that does not require grad"
+        )
+
+
 def _apply(cfg, targets, column_targets, weight, similarity, anchors, positives, temperature=None):
     """The loss through the custom op where this PyTorch has them and every input is a tensor (or None), else
     through NpairsFunction (NumPy or list inputs, which the op cannot take, are converted by the library call).
 
     temperature: the tensor of a tensor temperature (see _temperature), or None."""
     _core.check_symmetric(cfg.symmetric, _core.reduction_code(cfg.reduction), weight)
-    if temperature is not None and temperature.requires_grad and cfg.reduction == "none":
-        raise UnsupportedError(
-            "a temperature that requires grad needs a scalar reduction ('sum' or 'sum_over_batch_size'): "
-            "with reduction='none' its gradient would need each row's dL/dtemperature, which the library "
-            "sums; pass a number, or a tensor that does not require grad"
-        )
+    _check_temperature_grad(cfg.reduction, temperature)
     inputs = (targets, column_targets, weight, similarity, anchors, positives, temperature)
     if _torch_ops is not None and all(x is None or torch.is_tensor(x) for x in inputs):
         return _torch_ops.apply(cfg, *inputs)
@@ -529,4 +534,5 @@ if hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_auto
 else:
     _torch_ops = None
 
-from ._distributed import DistributedNpairsEmbeddingsLoss  # noqa: E402,F401  (issue #14; needs the names above)
+# Issues #14 and #15; _distributed needs the names above.
+from ._distributed import DistributedClipLoss, DistributedNpairsEmbeddingsLoss  # noqa: E402,F401

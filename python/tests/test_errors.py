@@ -332,7 +332,7 @@ def test_rows_without_columns():
 def test_struct_layouts_match_the_library():
     lib = _lib.load()
     for cls, init in [(_lib.Options, lib.npairs_options_init), (_lib.Problem, lib.npairs_problem_init),
-                      (_lib.Gradients, lambda g: lib.npairs_gradients_init_sized(g, ctypes.sizeof(_lib.Gradients)))]:
+                      (_lib.Gradients, lambda g: _lib.function("npairs_gradients_init_sized")(g, ctypes.sizeof(_lib.Gradients)))]:
         buf = ctypes.create_string_buffer(b"\xab" * 512)
         init(ctypes.cast(buf, ctypes.POINTER(cls)))
         written = ctypes.c_size_t.from_buffer(buf).value

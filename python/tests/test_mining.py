@@ -120,7 +120,7 @@ def test_bad_arguments_raise_before_the_call(monkeypatch, args, error):
     def no_call():
         raise AssertionError("the library was reached")
 
-    monkeypatch.setattr(npairs._mining._lib, "hard_classes", no_call)
+    monkeypatch.setattr(npairs._mining._lib, "function", lambda name: no_call())
     with pytest.raises(error):
         npairs.select_hard_classes(*args)
 
