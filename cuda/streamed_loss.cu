@@ -420,10 +420,11 @@ class CudaTiles final : public TileOps {
     return pointer ? pointer + row : nullptr;
   }
   // The running statistics of a tile's rows: every row's for column blocks
-  // (the caller's, copied into scratch), else the block's.
+  // (the caller's, copied into scratch) and symmetric calls (kept for the
+  // gradient sweep after every block), else the block's.
   RowStats<C>* running_of(const Tile& tile) const {
     RowStats<C>* running = a_.running.as<RowStats<C>>();
-    return t_.row_stats ? running + tile.row_begin : running;
+    return t_.row_stats || t_.symmetric() ? running + tile.row_begin : running;
   }
   bool allow_tf32() const { return (t_.flags & NPAIRS_FLAG_ALLOW_TF32) != 0; }
   // Deferred checks (a call in one piece): the loss rows and the dS rows
@@ -670,7 +671,8 @@ TilePlan plan_streamed(const Task& task, std::size_t limit, int device) {
 }
 
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context) {
-  if (!one_piece(task, plan)) {  // a call in one piece: the caller checked what it may do under capture
+  // A symmetric or dL/dtau call in one piece: the caller checked what it may do under capture.
+  if (!(runs_tiles_only(task) && one_piece(task, plan))) {
     refuse_capture(context.stream,
                    "the call needs more workspace than the context's limit: a streamed call waits for its target "
                    "check (raise the limit, or reserve the whole call's workspace)");

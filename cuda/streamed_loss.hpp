@@ -48,8 +48,8 @@ TilePlan plan_streamed(const Task& task, std::size_t limit, int device);
 
 // Checks the targets (waiting for the device, unless context.deferred_reports
 // is set), then queues every piece. Waits for the stream before returning
-// when any array is host memory. A call in more than one piece refuses a
-// captured stream; one in one piece leaves that to the caller.
+// when any array is host memory. Refuses a captured stream, except for a
+// call that runs_tiles_only in one piece, whose caller checks that.
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context);
 
 // Column blocks (task.row_stats set; npairs_block_stats when !gradients,
