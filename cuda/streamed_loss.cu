@@ -169,10 +169,6 @@ void check_targets(const Task& task, const StreamedArrays& a, const StreamedCont
   long long* first_bad = a.bad_rows.as<long long>();
   long long* column_reports = deferred ? ctx.deferred_reports : first_bad;
   NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), ctx.stream));
-  if (checks_columns(task) && R == 0 && M > 0) {  // no row: no column has a positive
-    fail(NPAIRS_ERROR_INVALID_VALUE, std::string(task.multilabel() ? "problem.column_multilabels" : "problem.column_labels") +
-                                         " column 0 has no positive row, which NPAIRS_FLAG_SYMMETRIC needs");
-  }
   if constexpr (!std::is_same_v<T, C>) {
     if (task.multilabel()) fail(NPAIRS_ERROR_INTERNAL, "16-bit multi-labels reached the streamed path");
   } else if (task.multilabel()) {
@@ -210,11 +206,16 @@ void check_targets(const Task& task, const StreamedArrays& a, const StreamedCont
       else check_columns(int32_t{});
     }
   }
-  if (deferred) return;
-  NPAIRS_CUDA_CHECK(cudaMemcpyAsync(ctx.bad_rows_host, first_bad, kBadRowSlots * sizeof(long long),
-                                    cudaMemcpyDeviceToHost, ctx.stream));
-  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  report_bad_rows(ctx.bad_rows_host);
+  if (!deferred) {
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(ctx.bad_rows_host, first_bad, kBadRowSlots * sizeof(long long),
+                                      cudaMemcpyDeviceToHost, ctx.stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+    report_bad_rows(ctx.bad_rows_host);
+  }
+  if (checks_columns(task) && R == 0 && M > 0) {  // no row: no column has a positive (after the signs, as the CPU)
+    fail(NPAIRS_ERROR_INVALID_VALUE, std::string(task.multilabel() ? "problem.column_multilabels" : "problem.column_labels") +
+                                         " column 0 has no positive row, which NPAIRS_FLAG_SYMMETRIC needs");
+  }
 }
 
 // The work of one piece on the device.
