@@ -18,7 +18,8 @@
 #    racecheck.
 #  - symmetric (issue #15, CLIP's loss), similarity R = M in 4096 and 16384,
 #    device memory, loss + dS + dL/dtau: at most 1.3x the same non-symmetric
-#    call in the same run (while CUDA answers UNSUPPORTED, the line says so).
+#    call in the same run; and streamed, embeddings R = M = 16384 under a
+#    256 MiB limit (time only), and the CUDA symmetric tests under memcheck.
 # Steps run in that order of importance; each has a time limit, and the whole
 # stays under 9 minutes (steps that would start past the deadline are skipped
 # and say so). Logs and JSON go to $OUT (the device tool's folder) or
@@ -171,6 +172,14 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
   # NPAIRS_FLAG_SYMMETRIC, loss + dS + dL/dtau, device memory.
   step symmetric 40 "$bench" --input similarity --memory device --rows 4096,16384 --symmetric both --dtau \
     --no-baselines --json "$out/symmetric.json"
+  # The same streamed: the columns' statistics merged across row blocks and tiles.
+  step sym-stream 40 "$bench" --input embeddings --memory device --rows 16384 --dim 512 --symmetric both --dtau \
+    --workspace-limit 256M --repeats 3 --no-baselines --json "$out/sym-stream.json"
+  if [[ -x $sanitizer ]]; then
+    # Its CUDA tests, device-memory cases (dense and streamed) and the bad inputs, under memcheck.
+    step sym-memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 ./build/gpu/tests/test_cuda_symmetric \
+      '--gtest_filter=*CudaSymmetric.*device*:CudaSymmetricErrors.*'
+  fi
   # The streaming targets (issue #9), bfloat16, D = 512: R = M = 65536 under a
   # 1 GiB limit beside its three GEMMs run whole in the same run (8 GiB of
   # logits), then R = M = 2^20 under 8 GiB, time only (whole, its GEMMs would

@@ -106,18 +106,6 @@ struct DeviceRestorer {
   }
 };
 
-// What this backend cannot compute yet, after every argument rule passed.
-void check_supported(const Task& task) {
-  if (task.symmetric()) {
-    fail(NPAIRS_ERROR_UNSUPPORTED, "options.flags NPAIRS_FLAG_SYMMETRIC is computed by the CPU backend only in this "
-                                   "build; CUDA contexts do not compute it yet");
-  }
-  if (task.grad_temperature) {
-    fail(NPAIRS_ERROR_UNSUPPORTED,
-         "grads.temperature is computed by the CPU backend only in this build; CUDA contexts do not compute it yet");
-  }
-}
-
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {
@@ -193,7 +181,6 @@ class CudaBackend final : public Backend {
   }
 
   std::size_t workspace_size(const Task& task) override {
-    check_supported(task);
     std::size_t bytes = 0;
     switch (task.dtype) {
       case NPAIRS_F32:
@@ -208,7 +195,7 @@ class CudaBackend final : public Backend {
       default:
         bytes = declared_bytes<__nv_bfloat16>(task);  // make_task admits no other dtype
     }
-    if (!streams(bytes)) return bytes;
+    if (!streams(bytes) && !runs_tiles_only(task)) return bytes;
     return plan_streamed(task, workspace_limit_, device_).bytes;
   }
 
@@ -233,7 +220,6 @@ class CudaBackend final : public Backend {
   }
 
   void compute(const Task& task) override {
-    check_supported(task);
     one_call([&] {
       switch (task.dtype) {
         case NPAIRS_F32:
@@ -308,7 +294,6 @@ class CudaBackend final : public Backend {
     NPAIRS_CUDA_CHECK(record_end_of_call());
   }
   void compute_block(const Task& task, bool gradients) {
-    check_supported(task);
     one_call([&] {
       run_block(task, workspace_limit_, gradients,
                 StreamedContext{device_, cublas_.get(), stream_, work_queued_.get(), limits_, &workspace_,
@@ -434,15 +419,26 @@ void CudaBackend::run(const Task& task) {
   CallLayout layout(device_);
   CallArrays a;
   declare_arrays<T>(task, layout, a);
-  if (streams(layout.bytes())) {
-    run_streamed(task, plan_streamed(task, workspace_limit_, device_),
-                 StreamedContext{device_, cublas, stream, work_queued_.get(), limits_, &workspace_,
-                                 bad_rows_host_.get()});
+  const bool check_targets = task.multilabel() || !task.shared_targets;
+  const bool defer_checks = (task.flags & NPAIRS_FLAG_DEFER_CHECKS) != 0;
+  if (runs_tiles_only(task) || streams(layout.bytes())) {
+    const TilePlan plan = plan_streamed(task, workspace_limit_, device_);
+    StreamedContext context{device_, cublas, stream, work_queued_.get(), limits_, &workspace_, bad_rows_host_.get()};
+    // A symmetric or dL/dtau call in one piece waits (or defers its checks)
+    // as a call of the row kernel does.
+    if (runs_tiles_only(task) && one_piece(task, plan)) {
+      const HostWaits waits =
+          plan_host_waits(plan.bytes, workspace_.capacity(), check_targets, defer_checks, layout.uses_host_memory());
+      if (waits.any()) check_capturable(waits, plan.bytes);
+      if (check_targets && defer_checks) {
+        context.deferred_reports = deferred_reports_.get();
+        deferred_checks_used_ = true;
+      }
+    }
+    run_streamed(task, plan, context);
     return;
   }
-  const bool check_targets = task.multilabel() || !task.shared_targets;
   const bool scalar_loss = task.loss && scalar;
-  const bool defer_checks = (task.flags & NPAIRS_FLAG_DEFER_CHECKS) != 0;
   const HostWaits waits = plan_host_waits(layout.bytes(), workspace_.capacity(), check_targets,
                                           defer_checks, layout.uses_host_memory());
   if (waits.any()) check_capturable(waits, layout.bytes());

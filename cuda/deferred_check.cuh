@@ -19,6 +19,10 @@ enum BadRowSlot : int {
   kNegativeColumnMultilabel,  // the same in problem.column_multilabels
   kNoPositiveLabel,           // a row of problem.labels matching no column label
   kNoPositiveMultilabel,      // a row of problem.multilabels sharing no class with a column
+  // Symmetric calls: a column of problem.column_labels matching no row label,
+  // and of problem.column_multilabels sharing no class with a row.
+  kNoPositiveColumnLabel,
+  kNoPositiveColumnMultilabel,
   kBadRowSlots
 };
 

@@ -122,6 +122,32 @@ struct BlockGroup {
   }
 };
 
+// The sum of every thread's x over its group (a warp, or the block with
+// `warp_sums` shared, one entry per warp), returned to every thread, in a
+// fixed order: a butterfly gives every lane the same bits (each step adds the
+// same two values, and addition commutes), and the block adds its warps'
+// sums in warp order. BlockGroup: every thread of the block must call it.
+template <class C>
+__device__ C warp_sum(C x) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+template <class C>
+__device__ C group_sum(const WarpGroup&, C x, C* /*warp_sums*/) {
+  return warp_sum(x);
+}
+template <class C, class S>
+__device__ C group_sum(const BlockGroup<S>&, C x, C* warp_sums) {
+  const C warp = warp_sum(x);
+  if (threadIdx.x % kWarpSize == 0) warp_sums[threadIdx.x / kWarpSize] = warp;
+  __syncthreads();
+  C total = C(0);
+  for (int w = 0; w < int(blockDim.x / kWarpSize); ++w) total += warp_sums[w];
+  __syncthreads();  // the next row rewrites warp_sums
+  return total;
+}
+
 // Kernels that read each row once (the tile kernels) give a row a warp, in
 // blocks of kWarpRowsPerBlock warps, or, for rows of more than
 // kStreamedWarpVectors vectors, a block of kStreamedBlockThreads threads.

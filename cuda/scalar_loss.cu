@@ -22,6 +22,7 @@ template <class T>
 __global__ __launch_bounds__(kBlock) void scalar_loss_kernel(ScalarLossArgs<T> args) {
   __shared__ double reduce_storage[kBlock];
   double loss = args.reduction_factor * array_sum(reduce_storage, args.row_losses, args.rows);
+  if (args.column_losses) loss += args.column_factor * array_sum(reduce_storage, args.column_losses, args.cols);
   if (args.l2_partials) {
     loss += args.l2_anchor_factor * array_sum(reduce_storage, args.l2_partials, kSumSquaresParts);
     loss += args.l2_positive_factor *

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "call_plan.hpp"
+#include "column_losses.cuh"
 #include "cuda_check.hpp"
 #include "deferred_check.cuh"
 #include "dtype.cuh"
@@ -20,6 +21,7 @@
 #include "sum_squares.cuh"
 #include "target_checks.hpp"
 #include "targets.cuh"
+#include "tile_column_stats.cuh"
 #include "tile_row_gradient.cuh"
 #include "tile_row_losses.cuh"
 #include "tile_row_stats.cuh"
@@ -60,10 +62,17 @@ bool needs_logits_tile(const Task& task, const Placement& p) {
 struct StreamedArrays {
   Buffer labels, column_labels, multilabels, column_multilabels, anchors, positives, sample_weight,
       grad_loss;
-  Buffer loss, grad_anchors, grad_positives;
+  Buffer loss, grad_anchors, grad_positives, grad_temperature;
   Buffer bad_rows, check_ones, check_column_sums, check_overlaps;
   Buffer logits, gram, running, row_losses, l2_partials;
+  // Symmetric calls: the columns' running statistics, losses and gradient
+  // coefficients [M]; dL/dtau: each row's moment [R].
+  Buffer column_running, column_losses, column_coeffs, moments;
 };
+
+// Whether a symmetric call checks that every column has a positive row: with
+// shared targets each column j has row j's normaliser.
+bool checks_columns(const Task& task) { return task.symmetric() && !task.shared_targets; }
 
 template <class T>
 void declare(const Task& task, const Placement& placement, int64_t row_block, int64_t col_tile,
@@ -86,19 +95,31 @@ void declare(const Task& task, const Placement& placement, int64_t row_block, in
   layout.output(a.loss, task.loss, bytes(loss_count, value), "loss");
   layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value), "grads.anchors");
   layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value), "grads.positives");
+  layout.output(a.grad_temperature, task.grad_temperature, value, "grads.temperature");
 
   const bool check_targets = task.multilabel() || !task.shared_targets || task.row_stats;
   if (check_targets) layout.scratch(a.bad_rows, kBadRowSlots * sizeof(long long));
   if (task.multilabel() && !task.row_stats) {
-    layout.scratch(a.check_ones, bytes(M, value));
+    // The column check runs the row check's GEMMs with rows and columns swapped.
+    const int64_t both = checks_columns(task) ? std::max(R, M) : 0;
+    layout.scratch(a.check_ones, bytes(std::max(M, both), value));
     layout.scratch(a.check_column_sums, bytes(K, value));
-    layout.scratch(a.check_overlaps, bytes(R, value));
+    layout.scratch(a.check_overlaps, bytes(std::max(R, both), value));
   }
   const int64_t tile = row_block * col_tile;
   if (needs_logits_tile(task, placement)) layout.scratch(a.logits, bytes(tile, value));
   if (task.multilabel()) layout.scratch(a.gram, bytes(tile, sizeof(C)));
-  if (task.row_stats) layout.scratch(a.running, bytes(R, sizeof(RowStats<C>)));  // a copy of the caller's
-  else if (col_tile < M) layout.scratch(a.running, bytes(row_block, sizeof(RowStats<C>)));
+  // Every row's statistics: a copy of the caller's (column blocks), or a
+  // symmetric call's, kept until its gradient sweep; else the block's, for
+  // tiles of columns and for dL/dtau (whole rows then run the tile kernels).
+  if (task.row_stats || task.symmetric()) layout.scratch(a.running, bytes(R, sizeof(RowStats<C>)));
+  else if (col_tile < M || task.grad_temperature) layout.scratch(a.running, bytes(row_block, sizeof(RowStats<C>)));
+  if (task.symmetric()) {
+    layout.scratch(a.column_running, bytes(M, sizeof(RowStats<C>)));
+    if (task.loss) layout.scratch(a.column_losses, bytes(M, sizeof(C)));
+    if (task.wants_gradient_pass()) layout.scratch(a.column_coeffs, bytes(M, sizeof(RowGradCoeffs<C>)));
+  }
+  if (task.grad_temperature) layout.scratch(a.moments, bytes(R, sizeof(C)));
   if (task.loss && scalar) layout.scratch(a.row_losses, bytes(R, sizeof(C)));
   if (task.loss && scalar && task.reg_lambda > 0)
     layout.scratch(a.l2_partials, 2 * kSumSquaresParts * sizeof(double));
@@ -128,42 +149,73 @@ void with_tile_targets(const Task& task, const StreamedArrays& a, const Tile& ti
   }
 }
 
-// Every data check before any output is written. The multi-label normaliser
-// sum_j G_ij = Y_i . (sum_j Y'_j c) / c is checked without forming G: the
-// column sums are taken against a vector of one positive constant c, written
-// with cudaMemsetAsync as the bytes 0x3C (about 0.0115 in float, 1.5e-18 in
-// double: positive and normal), and a row whose result is 0 has no positive.
+// Every data check before any output is written, or (ctx.deferred_reports
+// set: NPAIRS_FLAG_DEFER_CHECKS on a call in one piece) queued without a
+// wait: the checks that make outputs NaN run after the kernels that write
+// them (CudaTiles::poison_invalid_rows), and the column checks report into
+// the context's slots directly (a column without a positive row makes its
+// own loss and gradient NaN: its target weights sum to 0). The multi-label
+// normaliser sum_j G_ij = Y_i . (sum_j Y'_j c) / c is checked without
+// forming G: the column sums are taken against a vector of one positive
+// constant c, written with cudaMemsetAsync as the bytes 0x3C (about 0.0115
+// in float, 1.5e-18 in double: positive and normal), and a row whose result
+// is 0 has no positive; the columns' the same way with rows and columns
+// swapped.
 template <class T>
 void check_targets(const Task& task, const StreamedArrays& a, const StreamedContext& ctx) {
   using C = compute_t<T>;
   const int64_t R = task.rows, M = task.cols, K = task.classes;
+  const bool deferred = ctx.deferred_reports != nullptr;
   long long* first_bad = a.bad_rows.as<long long>();
+  long long* column_reports = deferred ? ctx.deferred_reports : first_bad;
   NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), ctx.stream));
   if constexpr (!std::is_same_v<T, C>) {
     if (task.multilabel()) fail(NPAIRS_ERROR_INTERNAL, "16-bit multi-labels reached the streamed path");
   } else if (task.multilabel()) {
-    launch_first_row_with_negative(a.multilabels.as<const T>(), R, K, first_bad + kNegativeMultilabel, ctx.stream);
-    if (!task.shared_targets)
-      launch_first_row_with_negative(a.column_multilabels.as<const T>(), M, K,
-                                     first_bad + kNegativeColumnMultilabel, ctx.stream);
-    if (R > 0) {
-      NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.check_ones.data, 0x3C, bytes(M, sizeof(T)), ctx.stream));
-      gemm_row_major<T>(ctx.cublas, false, true, false, K, 1, M, C(1), a.column_multilabels.as<const T>(),
-                        a.check_ones.as<const T>(), C(0), a.check_column_sums.as<T>());
-      gemm_row_major<T>(ctx.cublas, false, false, false, R, 1, K, C(1), a.multilabels.as<const T>(),
-                        a.check_column_sums.as<const T>(), C(0), a.check_overlaps.as<T>());
-      launch_first_row_without_positive(GramTargets<T>{a.check_overlaps.as<const T>(), 1}, R, 1,
-                                        first_bad + kNoPositiveMultilabel, ctx.stream);
-    }
+    // Lowers slot `slot` to the first of `rows` rows of `own` (rows x K)
+    // whose classes meet none of `others` (count x K).
+    auto without_overlap = [&](const T* own, int64_t rows, const T* others, int64_t count, long long* slot) {
+      NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.check_ones.data, 0x3C, bytes(count, sizeof(T)), ctx.stream));
+      gemm_row_major<T>(ctx.cublas, false, true, false, K, 1, count, C(1), others, a.check_ones.as<const T>(), C(0),
+                        a.check_column_sums.as<T>());
+      gemm_row_major<T>(ctx.cublas, false, false, false, rows, 1, K, C(1), own, a.check_column_sums.as<const T>(),
+                        C(0), a.check_overlaps.as<T>());
+      launch_first_row_without_positive(GramTargets<T>{a.check_overlaps.as<const T>(), 1}, rows, 1, slot, ctx.stream);
+    };
+    const T* rows = a.multilabels.as<const T>();
+    const T* columns = a.column_multilabels.as<const T>();
+    if (!deferred) launch_first_row_with_negative(rows, R, K, first_bad + kNegativeMultilabel, ctx.stream);
+    if (!task.shared_targets)  // deferred: read by the row check
+      launch_first_row_with_negative(columns, M, K, first_bad + kNegativeColumnMultilabel, ctx.stream);
+    if (R > 0 && !deferred) without_overlap(rows, R, columns, M, first_bad + kNoPositiveMultilabel);
+    if (checks_columns(task) && R > 0)
+      without_overlap(columns, M, rows, R, column_reports + kNoPositiveColumnMultilabel);
   } else {
-    with_tile_targets<C>(task, a, Tile{0, R, 0, M}, [&](const auto& targets) {
-      launch_first_row_without_positive(targets, R, M, first_bad + kNoPositiveLabel, ctx.stream);
-    });
+    if (!deferred) {
+      with_tile_targets<C>(task, a, Tile{0, R, 0, M}, [&](const auto& targets) {
+        launch_first_row_without_positive(targets, R, M, first_bad + kNoPositiveLabel, ctx.stream);
+      });
+    }
+    if (checks_columns(task)) {  // the columns' labels against the rows'
+      auto check_columns = [&](auto label) {
+        using L = decltype(label);
+        launch_first_row_without_positive(LabelTargets<C, L>{a.column_labels.as<const L>(), a.labels.as<const L>()},
+                                          M, R, column_reports + kNoPositiveColumnLabel, ctx.stream);
+      };
+      if (task.label_dtype == NPAIRS_I64) check_columns(int64_t{});
+      else check_columns(int32_t{});
+    }
   }
-  NPAIRS_CUDA_CHECK(cudaMemcpyAsync(ctx.bad_rows_host, first_bad, kBadRowSlots * sizeof(long long),
-                                    cudaMemcpyDeviceToHost, ctx.stream));
-  NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  report_bad_rows(ctx.bad_rows_host);
+  if (!deferred) {
+    NPAIRS_CUDA_CHECK(cudaMemcpyAsync(ctx.bad_rows_host, first_bad, kBadRowSlots * sizeof(long long),
+                                      cudaMemcpyDeviceToHost, ctx.stream));
+    NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+    report_bad_rows(ctx.bad_rows_host);
+  }
+  if (checks_columns(task) && R == 0 && M > 0) {  // no row: no column has a positive (after the signs, as the CPU)
+    fail(NPAIRS_ERROR_INVALID_VALUE, std::string(task.multilabel() ? "problem.column_multilabels" : "problem.column_labels") +
+                                         " column 0 has no positive row, which NPAIRS_FLAG_SYMMETRIC needs");
+  }
 }
 
 // The work of one piece on the device.
@@ -178,7 +230,15 @@ class CudaTiles final : public TileOps {
         a_(a),
         ctx_(ctx),
         scaling_(plan_gradient_scaling(sizeof(T), task.grad_similarity != nullptr, task.wants_embedding_grads(),
-                                       task.reduction_factor() / task.temperature)) {}
+                                       ds_factor(task))) {}
+
+  // dL/dS = ds_factor g_i w_i (softmax - T) in the row direction.
+  static double ds_factor(const Task& task) {
+    return task.reduction_factor() * task.direction_weight() / task.temperature;
+  }
+  // What the moments hold of dL/dtau = -factor * sum_i moments_i: the first
+  // gradient pass (which sums them) has dS scaled by first_grad_factor().
+  double moment_factor() const { return ds_factor(t_) / double(first_grad_factor()); }
 
   void load(const Tile& tile) override {
     const int64_t K = t_.classes, D = t_.dim, M = t_.cols;
@@ -201,6 +261,12 @@ class CudaTiles final : public TileOps {
   }
 
   void whole_rows(const Tile& block) override {
+    if (t_.grad_temperature) {  // the row kernel sums no moments: the tile kernels on the whole rows
+      tile_stats(block);
+      finish_rows(block);
+      tile_gradient(block);
+      return;
+    }
     const int64_t r0 = block.row_begin;
     RowLossArgs<T> args{};
     args.logits = logits_of(block).first;
@@ -240,6 +306,16 @@ class CudaTiles final : public TileOps {
     args.first = tile.col_begin == 0 && !t_.row_stats;  // column blocks merge into the earlier blocks'
     with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
       launch_tile_row_stats(args, targets, ctx_.limits, ctx_.stream);
+      if (!t_.symmetric()) return;
+      TileColumnStatsArgs<T> columns{};
+      columns.logits = args.logits;
+      columns.ld = args.ld;
+      columns.logit_scale = args.logit_scale;
+      columns.rows = tile.rows();
+      columns.cols = tile.cols();
+      columns.first = tile.row_begin == 0;
+      columns.columns = a_.column_running.as<RowStats<C>>() + tile.col_begin;
+      launch_tile_column_stats(columns, targets, ctx_.limits, ctx_.stream);
     });
   }
 
@@ -252,11 +328,17 @@ class CudaTiles final : public TileOps {
     args.row_losses = t_.scalar_loss() ? nullptr : row_offset(a_.loss.as<T>(), r0);
     args.row_losses_to_sum = row_offset(a_.row_losses.as<C>(), r0);
     launch_tile_row_losses(args, ctx_.limits, ctx_.stream);
+    poison_invalid_rows(block, nullptr);
   }
 
-  // The backend refuses symmetric calls before they get here.
   void finish_columns() override {
-    fail(NPAIRS_ERROR_INTERNAL, "a symmetric call reached the CUDA streamed path");
+    ColumnLossesArgs<T> args{};
+    args.columns = a_.column_running.as<const RowStats<C>>();
+    args.cols = t_.cols;
+    args.grad_loss = a_.grad_loss.as<const T>();  // one value: symmetric needs a scalar reduction
+    args.column_losses = a_.column_losses.as<C>();
+    args.coeffs = a_.column_coeffs.as<RowGradCoeffs<C>>();
+    launch_column_losses(args, ctx_.limits, ctx_.stream);
   }
 
   void tile_gradient(const Tile& tile) override {
@@ -272,20 +354,37 @@ class CudaTiles final : public TileOps {
     args.sample_weight = row_offset(a_.sample_weight.as<const T>(), r0);
     args.grad_loss = grad_loss_of(r0);
     args.grad_loss_per_row = !t_.scalar_loss();
-    args.grad_factor = first_grad_factor();
-    args.grad = grad_of(tile).first;
-    auto run_tile = [&] {
+    args.grad = gradient_wanted() ? grad_of(tile).first : nullptr;
+    if (t_.symmetric()) args.column_coeffs = a_.column_coeffs.as<const RowGradCoeffs<C>>() + tile.col_begin;
+    args.moments = row_offset(a_.moments.as<C>(), r0);  // block calls: this block's share
+    auto run_tile = [&](C grad_factor) {
+      args.grad_factor = grad_factor;
+      // The column direction's r' / 2 for the row direction's r / 2.
+      args.column_grad_factor = static_cast<C>(double(grad_factor) * t_.column_reduction_factor() /
+                                               t_.reduction_factor());
       with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
         launch_tile_row_gradient(args, targets, ctx_.limits, ctx_.stream);
       });
+      poison_invalid_rows(tile, args.grad);
     };
-    run_tile();
+    run_tile(first_grad_factor());
     download_grad(tile);
     if (scaling_.separate_gemm_input) {  // the GEMMs' unscaled input, from the logits again
       load(tile);
-      args.grad_factor = static_cast<C>(scaling_.gemm_input_factor);
-      run_tile();
+      args.moments = nullptr;  // summed once
+      run_tile(static_cast<C>(scaling_.gemm_input_factor));
     }
+  }
+
+  // dL/dtau = -sum_i sum_j dL/dS_ij z_ij from the rows' moments, summed in
+  // a fixed order, after the gradient sweep.
+  void finish_temperature() const {
+    ScalarLossArgs<T> args{};
+    args.row_losses = a_.moments.as<const C>();
+    args.rows = t_.rows;
+    args.reduction_factor = -moment_factor();
+    args.loss = a_.grad_temperature.as<T>();
+    launch_scalar_loss(args, ctx_.stream);
   }
 
   void embedding_gradients(const Tile& tile) override {
@@ -322,12 +421,36 @@ class CudaTiles final : public TileOps {
     return pointer ? pointer + row : nullptr;
   }
   // The running statistics of a tile's rows: every row's for column blocks
-  // (the caller's, copied into scratch), else the block's.
+  // (the caller's, copied into scratch) and symmetric calls (kept for the
+  // gradient sweep after every block), else the block's.
   RowStats<C>* running_of(const Tile& tile) const {
     RowStats<C>* running = a_.running.as<RowStats<C>>();
-    return t_.row_stats ? running + tile.row_begin : running;
+    return t_.row_stats || t_.symmetric() ? running + tile.row_begin : running;
   }
   bool allow_tf32() const { return (t_.flags & NPAIRS_FLAG_ALLOW_TF32) != 0; }
+  // Deferred checks (a call in one piece): the loss rows and the dS rows
+  // (`grad`, rows M apart, or nullptr) of the invalid rows made NaN, and
+  // the rows' checks reported to the context's slots.
+  void poison_invalid_rows(const Tile& block, T* grad) const {
+    if (!ctx_.deferred_reports) return;
+    DeferredCheckArgs<T> args{};
+    args.rows = block.rows();
+    args.cols = block.cols();
+    args.multilabels = a_.multilabels.as<const T>();
+    args.classes = t_.classes;
+    args.column_negative = t_.multilabel() && !t_.shared_targets
+                               ? a_.bad_rows.as<const long long>() + kNegativeColumnMultilabel
+                               : nullptr;
+    args.reports = ctx_.deferred_reports;
+    if (!grad) {
+      args.row_losses = t_.scalar_loss() ? nullptr : a_.loss.as<T>();
+      args.row_losses_to_sum = a_.row_losses.as<C>();
+    }
+    args.grad_logits = grad;
+    with_tile_targets<C>(t_, a_, block, [&](const auto& targets) {
+      launch_deferred_check(args, targets, ctx_.stream);
+    });
+  }
   bool gradient_wanted() const { return t_.grad_similarity || t_.wants_embedding_grads(); }
   const T* grad_loss_of(int64_t row) const {
     const T* g = a_.grad_loss.as<const T>();
@@ -397,18 +520,24 @@ void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ct
   if (task.multilabel() || !task.shared_targets) check_targets<T>(task, a, ctx);
 
   if (R > 0) {
+    if (task.grad_temperature) NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.moments.data, 0, bytes(R, sizeof(C)), ctx.stream));
     CudaTiles<T> ops(task, placement, a, ctx);
     run_tiled(task, plan, ops);
     if (task.loss && task.scalar_loss()) {
-      launch_scalar_loss_with_l2(a.row_losses.as<const C>(), R, M, D, task.reduction_factor(), task.reg_lambda,
-                                 a.anchors.as<const T>(), a.positives.as<const T>(), a.l2_partials.as<double>(),
-                                 a.loss.as<T>(), ctx.stream);
+      // Symmetric: (r sum_i loss_i + r' sum_j loss'_j) / 2.
+      const double half = task.direction_weight();
+      launch_scalar_loss_with_l2(a.row_losses.as<const C>(), R, M, D, task.reduction_factor() * half,
+                                 task.reg_lambda, a.anchors.as<const T>(), a.positives.as<const T>(),
+                                 a.l2_partials.as<double>(), a.loss.as<T>(), ctx.stream,
+                                 a.column_losses.as<const C>(), task.column_reduction_factor() * half);
     }
+    if (task.grad_temperature) ops.finish_temperature();
   } else {
-    // R = 0: the scalar reductions give 0, and dL/dP (M x D) is zero.
+    // R = 0: the scalar reductions give 0, and dL/dP (M x D) and dL/dtau are zero.
     if (task.loss && task.scalar_loss()) NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.loss.data, 0, sizeof(T), ctx.stream));
     if (task.grad_positives)
       NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_positives.data, 0, bytes(M * D, sizeof(T)), ctx.stream));
+    if (task.grad_temperature) NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_temperature.data, 0, sizeof(T), ctx.stream));
   }
   layout.download(ctx.stream);
   if (layout.uses_host_memory() || placement.similarity_waits) NPAIRS_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
@@ -476,9 +605,14 @@ void run_block_typed(const Task& block, std::size_t limit, bool gradients, const
     if (R > 0) check_positive_weights();
     report_block_checks(a, ctx, "row_stats", "holds no positive column (its target weight [2] is not above 0)");
     if (R > 0) {
+      if (task.grad_temperature) NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.moments.data, 0, bytes(R, sizeof(T)), ctx.stream));
       run_block_gradients(task, plan, ops);
-    } else if (task.grad_positives) {  // no row: the block's gradients are zero
-      NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_positives.data, 0, bytes(M * task.dim, sizeof(T)), ctx.stream));
+      if (task.grad_temperature) ops.finish_temperature();  // the block's share of dL/dtau
+    } else {  // no row: the block's gradients are zero
+      if (task.grad_positives)
+        NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_positives.data, 0, bytes(M * task.dim, sizeof(T)), ctx.stream));
+      if (task.grad_temperature)
+        NPAIRS_CUDA_CHECK(cudaMemsetAsync(a.grad_temperature.data, 0, sizeof(T), ctx.stream));
     }
   } else if (R > 0) {
     // The row losses follow the check of the merged statistics.
@@ -517,8 +651,19 @@ auto with_dtype(const Task& task, F&& f) {
 
 }  // namespace
 
+bool runs_tiles_only(const Task& task) { return task.symmetric() || task.grad_temperature; }
+
+bool one_piece(const Task& task, const TilePlan& plan) {
+  return task.rows <= plan.row_block && task.cols <= plan.col_tile;
+}
+
 TilePlan plan_streamed(const Task& task, std::size_t limit, int device) {
   if (task.multilabel() && (task.dtype == NPAIRS_F16 || task.dtype == NPAIRS_BF16)) {
+    if (runs_tiles_only(task)) {
+      fail(NPAIRS_ERROR_UNSUPPORTED,
+           "CUDA contexts do not compute options.flags NPAIRS_FLAG_SYMMETRIC or grads.temperature for float16 or "
+           "bfloat16 multi-labels in this version (use float32)");
+    }
     fail(NPAIRS_ERROR_UNSUPPORTED,
          "a float16 or bfloat16 multi-label call above the context's workspace limit cannot be streamed by the "
          "CUDA backend yet (raise the limit, or use float32)");
@@ -527,9 +672,12 @@ TilePlan plan_streamed(const Task& task, std::size_t limit, int device) {
 }
 
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context) {
-  refuse_capture(context.stream,
-                 "the call needs more workspace than the context's limit: a streamed call waits for its target "
-                 "check (raise the limit, or reserve the whole call's workspace)");
+  // A symmetric or dL/dtau call in one piece: the caller checked what it may do under capture.
+  if (!(runs_tiles_only(task) && one_piece(task, plan))) {
+    refuse_capture(context.stream,
+                   "the call needs more workspace than the context's limit: a streamed call waits for its target "
+                   "check (raise the limit, or reserve the whole call's workspace)");
+  }
   with_dtype(task, [&](auto value) { run_typed<decltype(value)>(task, plan, context); });
 }
 

@@ -27,7 +27,18 @@ struct StreamedContext {
   DeviceLimits limits;
   DeviceWorkspace* workspace;
   long long* bad_rows_host;  // pinned, kBadRowSlots entries
+  // NPAIRS_FLAG_DEFER_CHECKS on a call in one piece: the context's report
+  // slots (deferred_check.cuh), which the call's checks lower without a
+  // wait; nullptr: the call waits for its checks.
+  long long* deferred_reports = nullptr;
 };
+
+// Whether a call runs through the tile kernels even when it fits: the row
+// kernel computes neither a symmetric loss nor dL/dtau.
+bool runs_tiles_only(const Task& task);
+
+// Whether `plan` takes the call in one piece (no streaming).
+bool one_piece(const Task& task, const TilePlan& plan);
 
 // The pieces of `task` under `limit` with this path's workspace (`device`:
 // the context's, whose pointers are used in place); throws
@@ -35,8 +46,10 @@ struct StreamedContext {
 // path cannot stream (16-bit multi-labels).
 TilePlan plan_streamed(const Task& task, std::size_t limit, int device);
 
-// Checks the targets (waiting for the device), then queues every piece.
-// Waits for the stream before returning when any array is host memory.
+// Checks the targets (waiting for the device, unless context.deferred_reports
+// is set), then queues every piece. Waits for the stream before returning
+// when any array is host memory. Refuses a captured stream, except for a
+// call that runs_tiles_only in one piece, whose caller checks that.
 void run_streamed(const Task& task, const TilePlan& plan, const StreamedContext& context);
 
 // Column blocks (task.row_stats set; npairs_block_stats when !gradients,

@@ -1,6 +1,7 @@
 #include "target_checks.hpp"
 
 #include <string>
+#include <utility>
 
 #include "deferred_check.cuh"
 #include "error.hpp"
@@ -25,6 +26,12 @@ void report_bad_rows(const long long* first_bad) {
     fail(NPAIRS_ERROR_INVALID_VALUE,
          "problem.multilabels row " + std::to_string(first_bad[kNoPositiveMultilabel]) +
              " has no positive column (its targets share no class with any column)");
+  for (const auto& [slot, argument] : {std::pair{kNoPositiveColumnLabel, "problem.column_labels"},
+                                       std::pair{kNoPositiveColumnMultilabel, "problem.column_multilabels"}}) {
+    if (first_bad[slot] != kNoBadRow)
+      fail(NPAIRS_ERROR_INVALID_VALUE, std::string(argument) + " column " + std::to_string(first_bad[slot]) +
+                                           " has no positive row, which NPAIRS_FLAG_SYMMETRIC needs");
+  }
 }
 
 }  // namespace npairs::cuda

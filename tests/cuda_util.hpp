@@ -81,9 +81,10 @@ inline void run_on_device_copies(npairs_context ctx, const Inputs& in, Outputs& 
   DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
       column_multilabels(in.column_multilabels), similarity(in.similarity), anchors(in.anchors),
       positives(in.positives), weights(in.sample_weight), grad_loss(in.grad_loss);
-  DeviceArray loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives);
+  DeviceArray loss(out.loss), dS(out.grad_similarity), dA(out.grad_anchors), dP(out.grad_positives),
+      dtau(out.grad_temperature);
   for (const DeviceArray* d : {&labels, &column_labels, &multilabels, &column_multilabels, &similarity, &anchors,
-                               &positives, &weights, &grad_loss, &loss, &dS, &dA, &dP}) {
+                               &positives, &weights, &grad_loss, &loss, &dS, &dA, &dP, &dtau}) {
     ASSERT_TRUE(d->ok()) << "cudaMalloc/cudaMemcpy failed";
   }
   npairs_problem p = in.problem();
@@ -102,11 +103,12 @@ inline void run_on_device_copies(npairs_context ctx, const Inputs& in, Outputs& 
   g.similarity = out.want_similarity ? dS.data() : nullptr;
   g.anchors = out.want_anchors ? dA.data() : nullptr;
   g.positives = out.want_positives ? dP.data() : nullptr;
+  g.temperature = out.want_temperature ? dtau.data() : nullptr;
   ASSERT_NPAIRS_OK(npairs_loss(ctx, &o, &p, in.spec.grad_loss ? grad_loss.data() : nullptr,
                                loss_null ? nullptr : loss.data(), out.any_grads() ? &g : nullptr));
   ASSERT_NPAIRS_OK(npairs_context_synchronize(ctx));
   ASSERT_TRUE(loss.download(out.loss) && dS.download(out.grad_similarity) && dA.download(out.grad_anchors) &&
-              dP.download(out.grad_positives));
+              dP.download(out.grad_positives) && dtau.download(out.grad_temperature));
 }
 
 }  // namespace npt

@@ -351,30 +351,6 @@ TEST(Cuda, RowWithoutPositiveLeavesOutputsUntouched) {
 #endif
 }
 
-// SPEC section 5 is computed by the CPU backend only so far: a CUDA context
-// refuses NPAIRS_FLAG_SYMMETRIC and grads.temperature before any work, with
-// the outputs untouched (tests/test_symmetric.cpp checks the CPU's numbers).
-TEST(Cuda, SymmetricAndTemperatureGradientAreUnsupportedForNow) {
-  NPT_REQUIRE_CUDA();
-  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
-  ASSERT_NPAIRS_OK(gpu.status());
-  npt::Spec s;
-  s.dtype = NPAIRS_F32;
-  s.rows = 9;
-  s.classes = 9;
-  s.seed = 15;
-  s.symmetric = true;
-  const npt::Inputs symmetric = npt::make_inputs(s);
-  npt::Outputs out(symmetric, true, true, false, false);
-  EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), symmetric, out, NPAIRS_ERROR_UNSUPPORTED));
-  EXPECT_NE(std::string(npairs_last_error()).find("NPAIRS_FLAG_SYMMETRIC"), std::string::npos) << npairs_last_error();
-  s.symmetric = false;
-  const npt::Inputs rows_only = npt::make_inputs(s);
-  npt::Outputs with_tau(rows_only, true, true, false, false, true);
-  EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), rows_only, with_tau, NPAIRS_ERROR_UNSUPPORTED));
-  EXPECT_NE(std::string(npairs_last_error()).find("grads.temperature"), std::string::npos) << npairs_last_error();
-}
-
 // R = 0 with column multi-labels: they are still checked, as on the CPU.
 TEST(Cuda, NoRowsStillChecksColumnMultilabels) {
   NPT_REQUIRE_CUDA();

@@ -292,7 +292,9 @@ NPAIRS_API void npairs_gradients_init_sized(npairs_gradients* grads, size_t size
                      a negative multi-label entry, or with
                      NPAIRS_FLAG_SYMMETRIC a column with no positive row;
    UNSUPPORTED       dtype F16/BF16 on a CPU context, a struct larger than this library knows
-                     whose extra bytes are not zero;
+                     whose extra bytes are not zero; on a CUDA context,
+                     NPAIRS_FLAG_SYMMETRIC or grads.temperature with F16/BF16
+                     multilabels;
    OUT_OF_MEMORY     host or device memory exhausted, or the smallest piece of
                      the call does not fit the context's workspace limit
                      (npairs_context_set_workspace_limit);

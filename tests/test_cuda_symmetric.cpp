@@ -1,0 +1,345 @@
+// SPEC section 5 on CUDA contexts: NPAIRS_FLAG_SYMMETRIC and
+// grads.temperature (dL/dtau, symmetric or not) for every input kind, in
+// every dtype (16-bit against a looser tolerance), from host and from device
+// memory, dense and under workspace limits that force blocks of rows and
+// tiles of columns: against the float64 reference and the CPU backend,
+// bitwise reproducible for a limit. The bad inputs: a column without a
+// positive row (checked before any output is written, or deferred), 16-bit
+// multi-labels. Skips without a GPU (the kernels also run on the CPU in
+// tests/emulated/test_symmetric_kernels_emulated.cpp).
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "cuda_util.hpp"
+
+namespace {
+
+struct CudaSymCase {
+  std::string name;
+  npt::Spec spec;
+  bool want_similarity = false, want_anchors = false, want_positives = false;
+  bool device_memory = false;
+};
+
+// Symmetric (with dL/dtau) and, not symmetric, dL/dtau alone with weights
+// and every reduction; similarity or embeddings, labels or multi-labels
+// (not 16-bit: UNSUPPORTED), square or rectangular with column targets.
+std::vector<CudaSymCase> make_cases() {
+  std::vector<CudaSymCase> cases;
+  int index = 0;
+  for (bool symmetric : {true, false}) {
+    for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}) {
+      const bool half = dtype == NPAIRS_F16 || dtype == NPAIRS_BF16;
+      for (bool multilabel : {false, true}) {
+        if (multilabel && half) continue;
+        for (bool embeddings : {false, true}) {
+          for (bool rectangular : {false, true}) {
+            CudaSymCase c;
+            npt::Spec& s = c.spec;
+            ++index;
+            s.seed = static_cast<uint64_t>(index) * 7919u;
+            s.symmetric = symmetric;
+            s.dtype = dtype;
+            s.multilabel = multilabel;
+            s.embeddings = embeddings;
+            s.column_targets = rectangular;
+            s.rows = 203 + 2 * (index % 5);
+            s.cols = rectangular ? (index % 2 == 0 ? 157 : 261) : s.rows;
+            s.dim = 7 + index % 5;
+            s.classes = multilabel ? 5 : (rectangular ? 11 : s.rows);
+            s.label_dtype = index % 3 == 0 ? NPAIRS_I32 : NPAIRS_I64;
+            s.reduction = index % 2 == 0 ? NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE : NPAIRS_REDUCTION_SUM;
+            if (!symmetric && index % 4 == 1) s.reduction = NPAIRS_REDUCTION_NONE;
+            s.weights = !symmetric && index % 3 != 0;
+            s.grad_loss = index % 3 != 2;
+            s.temperature = index % 4 == 0 ? 1.0 : 0.07 * (1 + index % 3);
+            s.reg_lambda = embeddings && s.reduction != NPAIRS_REDUCTION_NONE && index % 2 == 0 ? 0.01 : 0.0;
+            c.want_similarity = !embeddings || index % 2 == 0;
+            c.want_anchors = embeddings;
+            c.want_positives = embeddings && index % 3 != 0;
+            c.device_memory = index % 2 == 1;
+            char name[160];
+            std::snprintf(name, sizeof name, "c%02d_%s_%s_%s_%s_%s_R%" PRId64 "x%" PRId64 "_%s", index,
+                          symmetric ? "sym" : "rows", npt::dtype_name(dtype), multilabel ? "multi" : "labels",
+                          embeddings ? "emb" : "sim", npt::reduction_name(s.reduction), s.rows, s.cols,
+                          c.device_memory ? "device" : "host");
+            c.name = name;
+            cases.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+npairs_status workspace_size(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out, std::size_t* bytes) {
+  const npairs_options options = in.options();
+  const npairs_problem problem = in.problem();
+  npairs_gradients grads = out.grads();
+  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
+}
+
+// The smallest workspace limit the call runs under, from the OUT_OF_MEMORY
+// message of a one-byte limit.
+std::size_t smallest_workspace(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out) {
+  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 1));
+  std::size_t bytes = 0;
+  EXPECT_EQ(workspace_size(ctx, in, out, &bytes), NPAIRS_ERROR_OUT_OF_MEMORY);
+  const std::string message = npairs_last_error();
+  const std::size_t at = message.find("smallest workspace this call can use (");
+  EXPECT_NE(at, std::string::npos) << message;
+  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 0));
+  return at == std::string::npos ? 0 : std::stoull(message.substr(at + 38));
+}
+
+// Runs the call with host pointers, or with device copies of every array.
+void run(npairs_context ctx, const CudaSymCase& c, const npt::Inputs& in, npt::Outputs& out) {
+  if (!c.device_memory) {
+    ASSERT_NPAIRS_OK(npt::run_loss(ctx, in, out));
+    return;
+  }
+#ifdef NPAIRS_TEST_HAVE_CUDART
+  npt::run_on_device_copies(ctx, in, out);
+#else
+  (void)ctx;
+  FAIL() << "device-memory case without the CUDA runtime";
+#endif
+}
+
+npt::Outputs outputs_of(const CudaSymCase& c, const npt::Inputs& in) {
+  return npt::Outputs(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
+}
+
+class CudaSymmetric : public ::testing::TestWithParam<CudaSymCase> {};
+
+// Unlimited (dense), then limits that force blocks of rows and tiles of
+// columns (streamed): each against the reference and the CPU backend's
+// result, bitwise reproducible.
+TEST_P(CudaSymmetric, MatchesReferenceAndCpuDenseAndStreamed) {
+  NPT_REQUIRE_CUDA();
+  const CudaSymCase& c = GetParam();
+  if (c.device_memory) NPT_REQUIRE_CUDART();
+  const npt::Inputs in = npt::make_inputs(c.spec);
+  const ref::Result<double> expected = ref::compute<double>(in.reference());
+  ASSERT_TRUE(expected.valid) << expected.error;
+  const double rtol = npt::default_rtol(c.spec.dtype);
+  const bool half = c.spec.dtype == NPAIRS_F16 || c.spec.dtype == NPAIRS_BF16;
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Outputs cpu_out = outputs_of(c, in);
+  if (!half) {
+    npt::Context cpu(NPAIRS_BACKEND_CPU);
+    ASSERT_NPAIRS_OK(cpu.status());
+    ASSERT_NPAIRS_OK(npt::run_loss(cpu.get(), in, cpu_out));
+  }
+
+  npt::Outputs probe = outputs_of(c, in);
+  std::size_t whole = 0;
+  ASSERT_NPAIRS_OK(workspace_size(gpu.get(), in, probe, &whole));
+  const std::size_t smallest = smallest_workspace(gpu.get(), in, probe);
+  ASSERT_GT(smallest, 0u);
+  std::vector<std::size_t> limits = {0};
+  for (double f : {0.4, 0.01}) {  // blocks of whole rows; tiles of columns
+    if (smallest < whole) limits.push_back(smallest + static_cast<std::size_t>(f * double(whole - smallest)));
+  }
+  for (std::size_t limit : limits) {
+    SCOPED_TRACE("limit " + std::to_string(limit) + " of " + std::to_string(whole));
+    ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(gpu.get(), limit));
+    npt::Outputs out = outputs_of(c, in);
+    std::size_t used = 0;
+    ASSERT_NPAIRS_OK(workspace_size(gpu.get(), in, out, &used));
+    if (limit != 0) {
+      EXPECT_LE(used, limit);
+    }
+    run(gpu.get(), c, in, out);
+    if (HasFatalFailure()) return;
+    npt::expect_matches_reference(in, out, expected, rtol);
+    npt::Outputs again = outputs_of(c, in);
+    run(gpu.get(), c, in, again);
+    EXPECT_EQ(out.loss.bytes(), again.loss.bytes());
+    EXPECT_EQ(out.grad_similarity.bytes(), again.grad_similarity.bytes());
+    EXPECT_EQ(out.grad_anchors.bytes(), again.grad_anchors.bytes());
+    EXPECT_EQ(out.grad_positives.bytes(), again.grad_positives.bytes());
+    EXPECT_EQ(out.grad_temperature.bytes(), again.grad_temperature.bytes());
+    if (half) continue;  // the CPU backend computes f32 and f64
+    EXPECT_TRUE(npt::all_close("loss vs CPU", out.loss.values(), cpu_out.loss.values(), rtol));
+    EXPECT_TRUE(npt::all_close("grads.temperature vs CPU", out.grad_temperature.values(),
+                               cpu_out.grad_temperature.values(), rtol));
+    if (c.want_similarity) {
+      EXPECT_TRUE(npt::all_close("grads.similarity vs CPU", out.grad_similarity.values(),
+                                 cpu_out.grad_similarity.values(), rtol));
+    }
+    if (c.want_anchors) {
+      EXPECT_TRUE(
+          npt::all_close("grads.anchors vs CPU", out.grad_anchors.values(), cpu_out.grad_anchors.values(), rtol));
+    }
+  }
+}
+
+// dL/dtau alone (no other gradient): the same values as with everything.
+TEST_P(CudaSymmetric, TemperatureGradientAlone) {
+  NPT_REQUIRE_CUDA();
+  const CudaSymCase& c = GetParam();
+  if (c.device_memory) NPT_REQUIRE_CUDART();
+  const npt::Inputs in = npt::make_inputs(c.spec);
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::Outputs only_tau(in, false, false, false, false, true);
+  run(gpu.get(), c, in, only_tau);
+  if (HasFatalFailure()) return;
+  npt::expect_matches_reference(in, only_tau, ref::compute<double>(in.reference()), npt::default_rtol(c.spec.dtype));
+  EXPECT_TRUE(only_tau.loss.is_poison(0));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaSymmetric, ::testing::ValuesIn(make_cases()),
+                         [](const ::testing::TestParamInfo<CudaSymCase>& param_info) { return param_info.param.name; });
+
+bool mentions(const std::string& message, std::initializer_list<const char*> parts) {
+  for (const char* part : parts) {
+    if (message.find(part) == std::string::npos) return false;
+  }
+  return true;
+}
+
+// A small symmetric problem whose column 4 (and nothing else) has no
+// positive row: a label of no row, or no class; the first seed whose rows
+// all keep a positive.
+npt::Inputs column_without_positive(bool multilabel, npairs_dtype dtype = NPAIRS_F64) {
+  npt::Spec s;
+  s.dtype = dtype;
+  s.symmetric = true;
+  s.multilabel = multilabel;
+  s.column_targets = true;
+  s.rows = 9;
+  s.cols = 11;
+  s.classes = multilabel ? 3 : 4;
+  s.reduction = NPAIRS_REDUCTION_SUM;
+  for (s.seed = 5;; ++s.seed) {
+    npt::Inputs in = npt::make_inputs(s);
+    if (multilabel) {
+      for (int64_t k = 0; k < in.K; ++k) in.column_multilabels.set(std::size_t(4 * in.K + k), 0.0);
+    } else {
+      in.column_labels.set_int(4, 999);
+    }
+    const ref::Result<double> r = ref::compute<double>(in.reference());
+    if (r.first_bad_row < 0 && r.first_bad_column == 4) return in;
+  }
+}
+
+TEST(CudaSymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  for (bool multilabel : {false, true}) {
+    for (bool streamed : {false, true}) {
+      SCOPED_TRACE(std::string(multilabel ? "multi" : "labels") + (streamed ? " streamed" : ""));
+      npt::Inputs in = column_without_positive(multilabel);
+      ASSERT_EQ(ref::compute<double>(in.reference()).first_bad_column, 4);
+      npt::Outputs out(in, true, true, false, false, true);
+      ASSERT_NPAIRS_OK(
+          npairs_context_set_workspace_limit(gpu.get(), streamed ? smallest_workspace(gpu.get(), in, out) : 0));
+      EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, out, NPAIRS_ERROR_INVALID_VALUE));
+      EXPECT_TRUE(mentions(npairs_last_error(), {"column 4", multilabel ? "problem.column_multilabels"
+                                                                         : "problem.column_labels"}))
+          << npairs_last_error();
+      // Not symmetric: the same input is valid (every row has a positive).
+      in.spec.symmetric = false;
+      npt::Outputs fine(in, true, true, false, false, true);
+      ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(gpu.get(), 0));
+      EXPECT_NPAIRS_OK(npt::run_loss(gpu.get(), in, fine));
+    }
+  }
+  // No rows at all: column 0 has no positive row.
+  const npt::Inputs empty = npt::similarity_inputs(NPAIRS_F64, 0, 2, {}, {}, {1, 2});
+  npairs_options o = empty.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  const npairs_problem p = empty.problem();
+  double loss = -1;
+  EXPECT_EQ(npairs_loss(gpu.get(), &o, &p, nullptr, &loss, nullptr), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_TRUE(mentions(npairs_last_error(), {"column 0"})) << npairs_last_error();
+  EXPECT_EQ(loss, -1);
+}
+
+#ifdef NPAIRS_TEST_HAVE_CUDART
+// NPAIRS_FLAG_DEFER_CHECKS with device memory: the call returns OK without
+// waiting, the loss and dL/dtau are NaN, and the next synchronize reports the
+// column (and clears it).
+TEST(CudaSymmetricErrors, DeferredColumnCheckReportsAtSynchronize) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  for (bool multilabel : {false, true}) {
+    SCOPED_TRACE(multilabel ? "multi" : "labels");
+    const npt::Inputs in = column_without_positive(multilabel, NPAIRS_F32);
+    npt::Outputs out(in, true, true, false, false, true);
+    npt::DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
+        column_multilabels(in.column_multilabels), similarity(in.similarity), loss(out.loss),
+        dS(out.grad_similarity), dtau(out.grad_temperature);
+    npairs_problem p = in.problem();
+    p.labels = multilabel ? nullptr : labels.data();
+    p.column_labels = multilabel ? nullptr : column_labels.data();
+    p.multilabels = multilabel ? multilabels.data() : nullptr;
+    p.column_multilabels = multilabel ? column_multilabels.data() : nullptr;
+    p.similarity = similarity.data();
+    npairs_options o = in.options();
+    o.flags |= NPAIRS_FLAG_DEFER_CHECKS;
+    npairs_gradients g;
+    npairs_gradients_init(&g);
+    g.similarity = dS.data();
+    g.temperature = dtau.data();
+    ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, loss.data(), &g));
+    EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
+    EXPECT_TRUE(mentions(npairs_last_error(), {"column 4"})) << npairs_last_error();
+    EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));  // cleared
+    ASSERT_TRUE(loss.download(out.loss) && dtau.download(out.grad_temperature) && dS.download(out.grad_similarity));
+    EXPECT_TRUE(std::isnan(out.loss.values()[0]));
+    EXPECT_TRUE(std::isnan(out.grad_temperature.values()[0]));
+    const std::vector<double> ds = out.grad_similarity.values();
+    for (int64_t i = 0; i < in.R; ++i) EXPECT_TRUE(std::isnan(ds[std::size_t(i * in.M + 4)])) << "row " << i;
+  }
+}
+#endif
+
+TEST(CudaSymmetricErrors, HalfMultilabelsAreUnsupported) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  for (bool symmetric : {true, false}) {
+    npt::Spec s;
+    s.dtype = NPAIRS_F16;
+    s.multilabel = true;
+    s.symmetric = symmetric;
+    s.rows = 13;
+    s.classes = 3;
+    const npt::Inputs in = npt::make_inputs(s);
+    npt::Outputs out(in, true, true, false, false, true);
+    EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, out, NPAIRS_ERROR_UNSUPPORTED));
+    EXPECT_TRUE(mentions(npairs_last_error(), {"grads.temperature", "multi-labels"})) << npairs_last_error();
+  }
+}
+
+// R = 0 without column targets (M = 0): the loss and dL/dtau are 0.
+TEST(CudaSymmetric, NoRowsGivesZeros) {
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  const npt::Inputs in = npt::similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
+  npairs_options o = in.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  npairs_problem p = in.problem();
+  p.column_labels = nullptr;
+  float loss = -1, dtau = -1;
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.temperature = &dtau;
+  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, &loss, &g));
+  EXPECT_EQ(loss, 0.0f);
+  EXPECT_EQ(dtau, 0.0f);
+}
+
+}  // namespace
