@@ -77,26 +77,6 @@ std::vector<CudaSymCase> make_cases() {
   return cases;
 }
 
-npairs_status workspace_size(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out, std::size_t* bytes) {
-  const npairs_options options = in.options();
-  const npairs_problem problem = in.problem();
-  npairs_gradients grads = out.grads();
-  return npairs_workspace_size(ctx, &options, &problem, out.any_grads() ? &grads : nullptr, bytes);
-}
-
-// The smallest workspace limit the call runs under, from the OUT_OF_MEMORY
-// message of a one-byte limit.
-std::size_t smallest_workspace(npairs_context ctx, const npt::Inputs& in, npt::Outputs& out) {
-  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 1));
-  std::size_t bytes = 0;
-  EXPECT_EQ(workspace_size(ctx, in, out, &bytes), NPAIRS_ERROR_OUT_OF_MEMORY);
-  const std::string message = npairs_last_error();
-  const std::size_t at = message.find("smallest workspace this call can use (");
-  EXPECT_NE(at, std::string::npos) << message;
-  EXPECT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 0));
-  return at == std::string::npos ? 0 : std::stoull(message.substr(at + 38));
-}
-
 // Runs the call with host pointers, or with device copies of every array.
 void run(npairs_context ctx, const CudaSymCase& c, const npt::Inputs& in, npt::Outputs& out) {
   if (!c.device_memory) {
@@ -140,8 +120,8 @@ TEST_P(CudaSymmetric, MatchesReferenceAndCpuDenseAndStreamed) {
 
   npt::Outputs probe = outputs_of(c, in);
   std::size_t whole = 0;
-  ASSERT_NPAIRS_OK(workspace_size(gpu.get(), in, probe, &whole));
-  const std::size_t smallest = smallest_workspace(gpu.get(), in, probe);
+  ASSERT_NPAIRS_OK(npt::workspace_size(gpu.get(), in, probe, &whole));
+  const std::size_t smallest = npt::smallest_workspace(gpu.get(), in, probe);
   ASSERT_GT(smallest, 0u);
   std::vector<std::size_t> limits = {0};
   for (double f : {0.4, 0.01}) {  // blocks of whole rows; tiles of columns
@@ -152,7 +132,7 @@ TEST_P(CudaSymmetric, MatchesReferenceAndCpuDenseAndStreamed) {
     ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(gpu.get(), limit));
     npt::Outputs out = outputs_of(c, in);
     std::size_t used = 0;
-    ASSERT_NPAIRS_OK(workspace_size(gpu.get(), in, out, &used));
+    ASSERT_NPAIRS_OK(npt::workspace_size(gpu.get(), in, out, &used));
     if (limit != 0) {
       EXPECT_LE(used, limit);
     }
@@ -242,7 +222,7 @@ TEST(CudaSymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
       ASSERT_EQ(ref::compute<double>(in.reference()).first_bad_column, 4);
       npt::Outputs out(in, true, true, false, false, true);
       ASSERT_NPAIRS_OK(
-          npairs_context_set_workspace_limit(gpu.get(), streamed ? smallest_workspace(gpu.get(), in, out) : 0));
+          npairs_context_set_workspace_limit(gpu.get(), streamed ? npt::smallest_workspace(gpu.get(), in, out) : 0));
       EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, out, NPAIRS_ERROR_INVALID_VALUE));
       EXPECT_TRUE(mentions(npairs_last_error(), {"column 4", multilabel ? "problem.column_multilabels"
                                                                          : "problem.column_labels"}))
