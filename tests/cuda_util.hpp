@@ -116,3 +116,22 @@ inline void run_on_device_copies(npairs_context ctx, const Inputs& in, Outputs& 
 #define NPT_REQUIRE_CUDART() \
   GTEST_SKIP() << "tests built without the CUDA runtime (CUDA toolkit not found): device-pointer path not tested"
 #endif
+
+namespace npt {
+
+// Runs the call with host pointers, or (device_memory) with device copies of
+// every array.
+inline void run_host_or_device(npairs_context ctx, bool device_memory, const Inputs& in, Outputs& out) {
+  if (!device_memory) {
+    ASSERT_NPAIRS_OK(run_loss(ctx, in, out));
+    return;
+  }
+#ifdef NPAIRS_TEST_HAVE_CUDART
+  run_on_device_copies(ctx, in, out);
+#else
+  (void)ctx;
+  FAIL() << "device-memory case without the CUDA runtime";
+#endif
+}
+
+}  // namespace npt

@@ -67,20 +67,6 @@ std::vector<StreamedCase> make_cases() {
   return cases;
 }
 
-// Runs the call with host pointers, or with device copies of every array.
-void run(npairs_context ctx, const StreamedCase& c, const npt::Inputs& in, npt::Outputs& out) {
-  if (!c.device_memory) {
-    ASSERT_NPAIRS_OK(npt::run_loss(ctx, in, out));
-    return;
-  }
-#ifdef NPAIRS_TEST_HAVE_CUDART
-  npt::run_on_device_copies(ctx, in, out);
-#else
-  (void)ctx;
-  FAIL() << "device-memory case without the CUDA runtime";
-#endif
-}
-
 class CudaStreaming : public ::testing::TestWithParam<StreamedCase> {};
 
 TEST_P(CudaStreaming, MatchesReferenceAndCpu) {
@@ -108,11 +94,11 @@ TEST_P(CudaStreaming, MatchesReferenceAndCpu) {
   ASSERT_NPAIRS_OK(npt::workspace_size(gpu.get(), in, out, &used));
   EXPECT_LE(used, limit);
 
-  run(gpu.get(), c, in, out);
+  npt::run_host_or_device(gpu.get(), c.device_memory, in, out);
   if (HasFatalFailure()) return;
   npt::expect_matches_reference(in, out, ref::compute<double>(in.reference()), rtol);
   npt::Outputs again(in, true, c.want_similarity, c.want_anchors, c.want_positives);
-  run(gpu.get(), c, in, again);
+  npt::run_host_or_device(gpu.get(), c.device_memory, in, again);
   EXPECT_EQ(out.loss.bytes(), again.loss.bytes());
   EXPECT_EQ(out.grad_similarity.bytes(), again.grad_similarity.bytes());
   EXPECT_EQ(out.grad_anchors.bytes(), again.grad_anchors.bytes());

@@ -77,20 +77,6 @@ std::vector<CudaSymCase> make_cases() {
   return cases;
 }
 
-// Runs the call with host pointers, or with device copies of every array.
-void run(npairs_context ctx, const CudaSymCase& c, const npt::Inputs& in, npt::Outputs& out) {
-  if (!c.device_memory) {
-    ASSERT_NPAIRS_OK(npt::run_loss(ctx, in, out));
-    return;
-  }
-#ifdef NPAIRS_TEST_HAVE_CUDART
-  npt::run_on_device_copies(ctx, in, out);
-#else
-  (void)ctx;
-  FAIL() << "device-memory case without the CUDA runtime";
-#endif
-}
-
 npt::Outputs outputs_of(const CudaSymCase& c, const npt::Inputs& in) {
   return npt::Outputs(in, true, c.want_similarity, c.want_anchors, c.want_positives, true);
 }
@@ -136,11 +122,11 @@ TEST_P(CudaSymmetric, MatchesReferenceAndCpuDenseAndStreamed) {
     if (limit != 0) {
       EXPECT_LE(used, limit);
     }
-    run(gpu.get(), c, in, out);
+    npt::run_host_or_device(gpu.get(), c.device_memory, in, out);
     if (HasFatalFailure()) return;
     npt::expect_matches_reference(in, out, expected, rtol);
     npt::Outputs again = outputs_of(c, in);
-    run(gpu.get(), c, in, again);
+    npt::run_host_or_device(gpu.get(), c.device_memory, in, again);
     EXPECT_EQ(out.loss.bytes(), again.loss.bytes());
     EXPECT_EQ(out.grad_similarity.bytes(), again.grad_similarity.bytes());
     EXPECT_EQ(out.grad_anchors.bytes(), again.grad_anchors.bytes());
@@ -170,7 +156,7 @@ TEST_P(CudaSymmetric, TemperatureGradientAlone) {
   npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
   ASSERT_NPAIRS_OK(gpu.status());
   npt::Outputs only_tau(in, false, false, false, false, true);
-  run(gpu.get(), c, in, only_tau);
+  npt::run_host_or_device(gpu.get(), c.device_memory, in, only_tau);
   if (HasFatalFailure()) return;
   npt::expect_matches_reference(in, only_tau, ref::compute<double>(in.reference()), npt::default_rtol(c.spec.dtype));
   EXPECT_TRUE(only_tau.loss.is_poison(0));
