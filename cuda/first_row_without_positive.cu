@@ -13,7 +13,9 @@ constexpr int kBlock = 256;
 constexpr int64_t kMaxBlocks = 4096;
 
 // A block per row (grid-stride over rows); each thread stops at its first
-// positive column.
+// positive column. "Positive" is weight > 0, so that a caller's row
+// statistics with a negative or NaN target weight fail as on the CPU
+// (valid targets are never negative).
 template <class Targets>
 __global__ __launch_bounds__(kBlock) void first_row_without_positive_kernel(Targets targets,
                                                                             int64_t rows,
@@ -24,7 +26,7 @@ __global__ __launch_bounds__(kBlock) void first_row_without_positive_kernel(Targ
     const typename Targets::Row row = targets.row(i);
     bool positive = false;
     for (int64_t j = threadIdx.x; j < cols && !positive; j += kBlock)
-      positive = row.weight(j) != T(0);
+      positive = row.weight(j) > T(0);
     // i is the same for the whole block, so every thread reaches the barrier.
     if (!__syncthreads_or(positive) && threadIdx.x == 0)
       atomicMin(first_bad, static_cast<long long>(i));

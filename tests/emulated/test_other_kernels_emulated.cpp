@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -138,7 +139,7 @@ void check_first_row_without_positive(const Targets& targets, const std::vector<
   long long expected = npairs::cuda::kNoBadRow;
   for (int64_t i = rows - 1; i >= 0; --i) {
     double sum = 0;
-    for (int64_t j = 0; j < cols; ++j) sum += q[std::size_t(i * cols + j)] != 0 ? 1 : 0;
+    for (int64_t j = 0; j < cols; ++j) sum += q[std::size_t(i * cols + j)] > 0 ? 1 : 0;
     if (sum == 0) expected = i;
   }
   GuardedArray<long long> slot(1, false);
@@ -188,6 +189,22 @@ void check_gram(int64_t rows, int64_t cols, const std::vector<int64_t>& lonely) 
     for (int64_t j = 0; j < cols; ++j) gram[std::size_t(i * cols + j)] = C(0);
   const std::vector<double> q(gram.begin(), gram.end());
   check_first_row_without_positive(npairs::cuda::GramTargets<C>{gram.data(), cols}, q, rows, cols, false);
+}
+
+// Weights that are not above 0 are no positive: a caller's block row
+// statistics ([2] the target weight, NPAIRS_ROW_STATS_WIDTH apart) with a
+// negative or NaN weight fail like a zero one.
+TEST(EmulatedFirstRowWithoutPositive, NegativeOrNanWeightIsNoPositive) {
+  for (double bad : {-0.5, std::numeric_limits<double>::quiet_NaN(), 0.0}) {
+    SCOPED_TRACE("weight " + std::to_string(bad));
+    const int64_t rows = 5, width = 4;
+    std::vector<float> stats(std::size_t(rows * width), 1.0f);
+    stats[std::size_t(3 * width + 2)] = float(bad);
+    long long slot = npairs::cuda::kNoBadRow;
+    npairs::cuda::launch_first_row_without_positive(npairs::cuda::GramTargets<float>{stats.data() + 2, width}, rows, 1,
+                                                    &slot, nullptr);
+    EXPECT_EQ(slot, 3);
+  }
 }
 
 TEST(EmulatedFirstRowWithoutPositive, MatchesTheReference) {
