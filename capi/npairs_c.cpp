@@ -2,6 +2,7 @@
 // picks the backend, and turns every exception into a status plus a
 // thread-local message. It is the only place that knows every backend.
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -64,11 +65,12 @@ void require_arg(bool condition, const char* message) {
 // appends its new size.
 template <class Struct>
 struct PublishedSizes {
-  static constexpr std::size_t sizes[] = {sizeof(Struct)};
+  static constexpr std::array<std::size_t, 1> sizes{sizeof(Struct)};
 };
 template <>
 struct PublishedSizes<npairs_gradients> {  // 1.1 appended `temperature`
-  static constexpr std::size_t sizes[] = {offsetof(npairs_gradients, temperature), sizeof(npairs_gradients)};
+  static constexpr std::array<std::size_t, 2> sizes{offsetof(npairs_gradients, temperature),
+                                                    sizeof(npairs_gradients)};
 };
 
 template <class Struct>
