@@ -12,6 +12,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 #include "test_util.hpp"
 
 namespace {
@@ -318,6 +322,66 @@ TEST(SymmetricClip, EqualsOpenClipsFormulaWithItsLogitScaleGradient) {
     moved.set(k, img.get(k) - h);
     const double down = clip_of(logit_scale, moved);
     EXPECT_NEAR(dimg.get(k), (up - down) / (2 * h), 1e-8) << "d img element " << k;
+  }
+}
+
+// CLIP's logits at its largest logit scale, 100: unit image and text
+// embeddings with matching pairs, so that most columns lie far below the rows'
+// largest logits and many exp(z - max) are below float's normal range (the
+// row pass flushes those to zero). Against the reference in both dtypes,
+// with the caller's floating-point control word as it was.
+std::vector<double> clip_similarity(int64_t n, int64_t dim, uint64_t seed) {
+  npt::Rng rng(seed);
+  auto unit_rows = [&](std::vector<double> v) {
+    for (int64_t i = 0; i < n; ++i) {
+      double norm = 0;
+      for (int64_t k = 0; k < dim; ++k) norm += v[std::size_t(i * dim + k)] * v[std::size_t(i * dim + k)];
+      for (int64_t k = 0; k < dim; ++k) v[std::size_t(i * dim + k)] /= std::sqrt(norm);
+    }
+    return v;
+  };
+  std::vector<double> img(std::size_t(n * dim)), txt(img.size());
+  for (double& x : img) x = rng.normal();
+  img = unit_rows(img);
+  for (std::size_t k = 0; k < txt.size(); ++k) txt[k] = img[k] + 0.5 * rng.normal();
+  txt = unit_rows(txt);
+  std::vector<double> s(std::size_t(n * n));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double dot = 0;
+      for (int64_t k = 0; k < dim; ++k) dot += img[std::size_t(i * dim + k)] * txt[std::size_t(j * dim + k)];
+      s[std::size_t(i * n + j)] = dot;
+    }
+  }
+  return s;
+}
+
+TEST(SymmetricClip, LogitScale100MatchesReferenceAndKeepsTheCallersFloatMode) {
+  const int64_t n = 301;
+  std::vector<int64_t> labels(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) labels[std::size_t(i)] = i;
+  const std::vector<double> similarity = clip_similarity(n, 16, 7);
+  for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64}) {
+    SCOPED_TRACE(npt::dtype_name(dtype));
+    npt::Inputs in = npt::similarity_inputs(dtype, n, n, similarity, labels, labels);
+    in.spec.symmetric = true;
+    in.spec.temperature = 0.01;
+    const ref::Result<double> expected = ref::compute<double>(in.reference());
+    ASSERT_TRUE(expected.valid) << expected.error;
+    for (int threads : {1, 2}) {
+      npt::Context ctx;
+      ASSERT_NPAIRS_OK(ctx.status());
+      ASSERT_NPAIRS_OK(npairs_context_set_threads(ctx.get(), threads));
+      npt::Outputs out(in, true, true, false, false, true);
+#if defined(__SSE__)
+      const unsigned int mode = _mm_getcsr();
+#endif
+      ASSERT_NPAIRS_OK(npt::run_loss(ctx.get(), in, out));
+#if defined(__SSE__)
+      EXPECT_EQ(_mm_getcsr(), mode);
+#endif
+      npt::expect_matches_reference(in, out, expected, npt::default_rtol(dtype));
+    }
   }
 }
 
