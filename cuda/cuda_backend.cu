@@ -59,10 +59,6 @@ struct StreamDeleter {
 };
 constexpr std::size_t kBadRowBytes = kBadRowSlots * sizeof(long long);
 
-std::size_t bytes(int64_t count, std::size_t element_size) {
-  return static_cast<std::size_t>(count) * element_size;
-}
-
 // Calls f(targets) with the task's targets as the kernels read them.
 template <class T, class F>
 void with_targets(const Task& task, const Buffer& labels, const Buffer& column_labels,
@@ -336,10 +332,8 @@ void CudaBackend::zero_output(void* pointer, std::size_t size, const char* name)
 
 // The arrays of one call: the caller's inputs and outputs (in place when
 // device memory, else staged) and the scratch ones.
-struct CallArrays {
-  Buffer labels, column_labels, multilabels, column_multilabels, similarity, anchors, positives,
-      sample_weight, grad_loss;
-  Buffer loss, grad_similarity, grad_anchors, grad_positives;
+struct CallArrays : CallerArrays {
+  Buffer similarity, grad_similarity;
   Buffer bad_rows, gram, logits, gemm_input, row_losses, l2_partials;
 };
 
@@ -355,30 +349,11 @@ GradientScaling gradient_scaling(const Task& task) {
 template <class T>
 void declare_arrays(const Task& task, CallLayout& layout, CallArrays& a) {
   using C = compute_t<T>;
-  const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
+  const int64_t R = task.rows, M = task.cols;
   const std::size_t value_size = sizeof(T);
   const bool scalar = task.scalar_loss();
   const bool l2 = task.reg_lambda > 0;
-  const std::size_t label_size = dtype_size(task.label_dtype);
-  const int64_t loss_count = scalar ? 1 : R;
-  layout.input(a.labels, task.labels, bytes(R, label_size), "problem.labels");
-  layout.input(a.multilabels, task.multilabels, bytes(R * K, value_size), "problem.multilabels");
-  if (!task.shared_targets) {
-    layout.input(a.column_labels, task.column_labels, bytes(M, label_size), "problem.column_labels");
-    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value_size),
-                 "problem.column_multilabels");
-  }
-  layout.input(a.similarity, task.similarity, bytes(R * M, value_size), "problem.similarity");
-  layout.input(a.anchors, task.anchors, bytes(R * D, value_size), "problem.anchors");
-  layout.input(a.positives, task.positives, bytes(M * D, value_size), "problem.positives");
-  layout.input(a.sample_weight, task.sample_weight, bytes(R, value_size), "problem.sample_weight");
-  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value_size), "grad_loss");
-
-  layout.output(a.loss, task.loss, bytes(loss_count, value_size), "loss");
-  layout.output(a.grad_similarity, task.grad_similarity, bytes(R * M, value_size),
-                "grads.similarity");
-  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value_size), "grads.anchors");
-  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value_size), "grads.positives");
+  declare_caller_arrays(task, value_size, layout, a, &a.similarity, &a.grad_similarity);
 
   // With shared single-label targets every row is its own positive.
   const bool check_targets = task.multilabel() || !task.shared_targets;
@@ -447,10 +422,7 @@ void CudaBackend::run(const Task& task) {
 
   layout.bind(workspace_.reserve(layout.bytes(), work_queued_.get()));
   layout.upload(stream);
-  if (task.shared_targets) {
-    a.column_labels = a.labels;
-    a.column_multilabels = a.multilabels;
-  }
+  share_targets(task, a);
 
   // 1. The data checks: before any output is written, or (deferred) on the
   // device after the row kernel (deferred_check.cuh).

@@ -65,13 +65,9 @@ void launch_deferred_check(const DeferredCheckArgs<T>& args, const Targets& targ
   launch(deferred_check_kernel<T, Targets>, blocks, kBlock, 0, stream, args, targets);
 }
 
-#define NPAIRS_INSTANTIATE(T)                                                                \
-  template void launch_deferred_check(const DeferredCheckArgs<T>&,                          \
-                                      const LabelTargets<compute_t<T>, int32_t>&, cudaStream_t); \
-  template void launch_deferred_check(const DeferredCheckArgs<T>&,                          \
-                                      const LabelTargets<compute_t<T>, int64_t>&, cudaStream_t); \
-  template void launch_deferred_check(const DeferredCheckArgs<T>&, const GramTargets<compute_t<T>>&, \
-                                      cudaStream_t);
-NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
+#define NPAIRS_INSTANTIATE(T, ...) \
+  template void launch_deferred_check(const DeferredCheckArgs<T>&, const __VA_ARGS__&, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE_EACH_TARGETS)
+#undef NPAIRS_INSTANTIATE
 
 }  // namespace npairs::cuda

@@ -2,8 +2,9 @@
 // them, the threads that share a row (a warp or a block) and their merge of
 // row statistics, and the grid that fills the device once.
 //
-// Device code only where a kernel calls it, and no launches or dynamic
-// shared memory of its own, so that tests/emulated runs it as written.
+// Device code only where a kernel calls it, launches only through
+// cuda/launch.cuh, and no dynamic shared memory of its own, so that
+// tests/emulated runs it as written.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -15,6 +16,7 @@
 
 #include "cuda_check.hpp"
 #include "dtype.cuh"
+#include "launch.cuh"
 #include "row_kernel_plan.hpp"
 #include "row_math.hpp"
 
@@ -184,6 +186,19 @@ unsigned grid_size(Kernel kernel, int threads, std::size_t shared_bytes, int64_t
                                                                   threads, shared_bytes));
   const int64_t resident = int64_t(std::max(per_multiprocessor, 1)) * limits.multiprocessors;
   return static_cast<unsigned>(std::min(blocks_wanted, resident));
+}
+
+// Queues the kernel for the threads that `plan` gives a row (block_kernel or
+// warp_kernel: a kernel's BlockGroup and WarpGroup instantiations), on a grid
+// that fills the device once; throws Error when this launch fails.
+template <class BlockKernel, class WarpKernel, class... Args>
+void launch(const StreamedRows& plan, BlockKernel block_kernel, WarpKernel warp_kernel, const DeviceLimits& limits,
+            cudaStream_t stream, const Args&... args) {
+  const auto launch_filling = [&](auto kernel) {
+    launch(kernel, grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0, stream, args...);
+  };
+  if (plan.block_per_row) launch_filling(block_kernel);
+  else launch_filling(warp_kernel);
 }
 
 }  // namespace npairs::cuda

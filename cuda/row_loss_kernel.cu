@@ -191,13 +191,9 @@ void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
   }
 }
 
-#define NPAIRS_INSTANTIATE(T)                                                                   \
-  template void launch_row_loss(const RowLossArgs<T>&, const LabelTargets<compute_t<T>, int32_t>&, \
-                                const DeviceLimits&, cudaStream_t);                             \
-  template void launch_row_loss(const RowLossArgs<T>&, const LabelTargets<compute_t<T>, int64_t>&, \
-                                const DeviceLimits&, cudaStream_t);                             \
-  template void launch_row_loss(const RowLossArgs<T>&, const GramTargets<compute_t<T>>&,         \
-                                const DeviceLimits&, cudaStream_t);
-NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
+#define NPAIRS_INSTANTIATE(T, ...) \
+  template void launch_row_loss(const RowLossArgs<T>&, const __VA_ARGS__&, const DeviceLimits&, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE_EACH_TARGETS)
+#undef NPAIRS_INSTANTIATE
 
 }  // namespace npairs::cuda

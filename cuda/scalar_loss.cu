@@ -1,4 +1,4 @@
-#include "block_sum.cuh"
+#include "block_reduce.cuh"
 #include "dtype.cuh"
 #include "launch.cuh"
 #include "scalar_loss.cuh"

@@ -29,10 +29,6 @@
 namespace npairs::cuda {
 namespace {
 
-std::size_t bytes(int64_t count, std::size_t element_size) {
-  return static_cast<std::size_t>(count) * element_size;
-}
-
 // A similarity input is read, and its dL/dS written, in place when both are
 // device memory; otherwise each piece goes through a tile in scratch (the
 // kernels read and write a tile with one row stride).
@@ -59,10 +55,8 @@ bool needs_logits_tile(const Task& task, const Placement& p) {
 
 // The arrays of a streamed call: the whole ones (staged when host memory) and
 // the scratch of one piece.
-struct StreamedArrays {
-  Buffer labels, column_labels, multilabels, column_multilabels, anchors, positives, sample_weight,
-      grad_loss;
-  Buffer loss, grad_anchors, grad_positives, grad_temperature;
+struct StreamedArrays : CallerArrays {
+  Buffer grad_temperature;
   Buffer bad_rows, check_ones, check_column_sums, check_overlaps;
   Buffer logits, gram, running, row_losses, l2_partials;
   // Symmetric calls: the columns' running statistics, losses and gradient
@@ -78,23 +72,11 @@ template <class T>
 void declare(const Task& task, const Placement& placement, int64_t row_block, int64_t col_tile,
              CallLayout& layout, StreamedArrays& a) {
   using C = compute_t<T>;
-  const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
-  const std::size_t value = sizeof(T), label = dtype_size(task.label_dtype);
+  const int64_t R = task.rows, M = task.cols, K = task.classes;
+  const std::size_t value = sizeof(T);
   const bool scalar = task.scalar_loss();
-  const int64_t loss_count = scalar ? 1 : R;
-  layout.input(a.labels, task.labels, bytes(R, label), "problem.labels");
-  layout.input(a.multilabels, task.multilabels, bytes(R * K, value), "problem.multilabels");
-  if (!task.shared_targets) {
-    layout.input(a.column_labels, task.column_labels, bytes(M, label), "problem.column_labels");
-    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value), "problem.column_multilabels");
-  }
-  layout.input(a.anchors, task.anchors, bytes(R * D, value), "problem.anchors");
-  layout.input(a.positives, task.positives, bytes(M * D, value), "problem.positives");
-  layout.input(a.sample_weight, task.sample_weight, bytes(R, value), "problem.sample_weight");
-  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value), "grad_loss");
-  layout.output(a.loss, task.loss, bytes(loss_count, value), "loss");
-  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value), "grads.anchors");
-  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value), "grads.positives");
+  // The similarity and dL/dS go through tiles (Placement), not as whole arrays.
+  declare_caller_arrays(task, value, layout, a, nullptr, nullptr);
   layout.output(a.grad_temperature, task.grad_temperature, value, "grads.temperature");
 
   const bool check_targets = task.multilabel() || !task.shared_targets || task.row_stats;
@@ -388,34 +370,35 @@ class CudaTiles final : public TileOps {
   }
 
   void embedding_gradients(const Tile& tile) override {
-    const int64_t D = t_.dim;
-    const bool l2 = t_.reg_lambda > 0;
-    // r/tau is in the stored dS or in alpha (call_plan.hpp).
-    const C alpha = static_cast<C>(scaling_.gemm_alpha);
-    const T* ds = a_.logits.as<const T>();
-    if (t_.grad_anchors) {
-      T* out = a_.grad_anchors.as<T>() + tile.row_begin * D;
-      const T* own = a_.anchors.as<const T>() + tile.row_begin * D;
-      const bool first = tile.col_begin == 0;
-      if (first && l2)
-        launch_l2_gradient(own, tile.rows() * D, 0.5 * t_.reg_lambda / double(t_.rows), a_.grad_loss.as<const T>(),
-                           out, ctx_.stream);
-      gemm_row_major<T>(ctx_.cublas, allow_tf32(), false, false, tile.rows(), D, tile.cols(), alpha, ds,
-                        a_.positives.as<const T>() + tile.col_begin * D, first && !l2 ? C(0) : C(1), out);
-    }
-    if (t_.grad_positives) {
-      T* out = a_.grad_positives.as<T>() + tile.col_begin * D;
-      const T* own = a_.positives.as<const T>() + tile.col_begin * D;
-      const bool first = tile.row_begin == 0;
-      if (first && l2)
-        launch_l2_gradient(own, tile.cols() * D, 0.5 * t_.reg_lambda / double(t_.cols), a_.grad_loss.as<const T>(),
-                           out, ctx_.stream);
-      gemm_row_major<T>(ctx_.cublas, allow_tf32(), true, false, tile.cols(), D, tile.rows(), alpha, ds,
-                        a_.anchors.as<const T>() + tile.row_begin * D, first && !l2 ? C(0) : C(1), out);
-    }
+    const Rows rows{tile.row_begin, tile.rows()}, cols{tile.col_begin, tile.cols()};
+    if (t_.grad_anchors) side_gradient(false, a_.grad_anchors, a_.anchors, rows, t_.rows, a_.positives, cols);
+    if (t_.grad_positives) side_gradient(true, a_.grad_positives, a_.positives, cols, t_.cols, a_.anchors, rows);
   }
 
  private:
+  // A range of rows of the anchors or the positives.
+  struct Rows {
+    int64_t begin, count;
+  };
+  // One side's part of the tile's embedding gradients: rows `mine` of `grad`
+  // (of the side's `side_rows`) from the stored dS (`transposed`: dS^T, for
+  // the positives) and rows `other` of the other side. The sweep's first tile
+  // over the other side starts the sum: with the L2 term of `own`, else with
+  // the GEMM's beta 0.
+  void side_gradient(bool transposed, const Buffer& grad, const Buffer& own, Rows mine, int64_t side_rows,
+                     const Buffer& other_side, Rows other) const {
+    const int64_t D = t_.dim;
+    const bool l2 = t_.reg_lambda > 0;
+    const bool first = other.begin == 0;
+    T* out = grad.as<T>() + mine.begin * D;
+    if (first && l2)
+      launch_l2_gradient(own.as<const T>() + mine.begin * D, mine.count * D, 0.5 * t_.reg_lambda / double(side_rows),
+                         a_.grad_loss.as<const T>(), out, ctx_.stream);
+    // r/tau is in the stored dS or in alpha (call_plan.hpp).
+    gemm_row_major<T>(ctx_.cublas, allow_tf32(), transposed, false, mine.count, D, other.count,
+                      static_cast<C>(scaling_.gemm_alpha), a_.logits.as<const T>(),
+                      other_side.as<const T>() + other.begin * D, first && !l2 ? C(0) : C(1), out);
+  }
   template <class U>
   static U* row_offset(U* pointer, int64_t row) {
     return pointer ? pointer + row : nullptr;
@@ -503,6 +486,17 @@ TilePlan plan_typed(const Task& task, std::size_t limit, int device) {
   });
 }
 
+// Lays the call's arrays out in the workspace and queues the uploads of the
+// host inputs; with shared targets the columns' are the rows'.
+template <class T>
+void place_arrays(const Task& task, const Placement& placement, const TilePlan& plan, const StreamedContext& ctx,
+                  CallLayout& layout, StreamedArrays& a) {
+  declare<T>(task, placement, plan.row_block, plan.col_tile, layout, a);
+  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.work_queued));
+  layout.upload(ctx.stream);
+  share_targets(task, a);
+}
+
 template <class T>
 void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ctx) {
   using C = compute_t<T>;
@@ -510,13 +504,7 @@ void run_typed(const Task& task, const TilePlan& plan, const StreamedContext& ct
   const Placement placement = placement_of(task, ctx.device);
   CallLayout layout(ctx.device);
   StreamedArrays a;
-  declare<T>(task, placement, plan.row_block, plan.col_tile, layout, a);
-  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.work_queued));
-  layout.upload(ctx.stream);
-  if (task.shared_targets) {
-    a.column_labels = a.labels;
-    a.column_multilabels = a.multilabels;
-  }
+  place_arrays<T>(task, placement, plan, ctx, layout, a);
   if (task.multilabel() || !task.shared_targets) check_targets<T>(task, a, ctx);
 
   if (R > 0) {
@@ -575,13 +563,7 @@ void run_block_typed(const Task& block, std::size_t limit, bool gradients, const
   const Placement placement = placement_of(task, ctx.device);
   CallLayout layout(ctx.device);
   StreamedArrays a;
-  declare<T>(task, placement, plan.row_block, plan.col_tile, layout, a);
-  layout.bind(ctx.workspace->reserve(layout.bytes(), ctx.work_queued));
-  layout.upload(ctx.stream);
-  if (task.shared_targets) {
-    a.column_labels = a.labels;
-    a.column_multilabels = a.multilabels;
-  }
+  place_arrays<T>(task, placement, plan, ctx, layout, a);
   long long* first_bad = a.bad_rows.as<long long>();
   NPAIRS_CUDA_CHECK(cudaMemsetAsync(first_bad, kNoBadRowByte, kBadRowSlots * sizeof(long long), ctx.stream));
   if (task.multilabel()) {

@@ -40,6 +40,16 @@ struct GramTargets {
 
 }  // namespace npairs::cuda
 
+// Expands NPAIRS_INSTANTIATE(T, Targets), which a launcher's source defines
+// for its explicit instantiations, for every Targets that the kernels of
+// element type T read (of value type compute_t<T>, dtype.cuh); Targets holds
+// a comma, so NPAIRS_INSTANTIATE takes it as `...`. For every element type:
+// NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE_EACH_TARGETS).
+#define NPAIRS_INSTANTIATE_EACH_TARGETS(T)                     \
+  NPAIRS_INSTANTIATE(T, LabelTargets<compute_t<T>, int32_t>) \
+  NPAIRS_INSTANTIATE(T, LabelTargets<compute_t<T>, int64_t>) \
+  NPAIRS_INSTANTIATE(T, GramTargets<compute_t<T>>)
+
 namespace npairs::cuda {
 
 // The data checks report the first bad row with atomicMin into a device

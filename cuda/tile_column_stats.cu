@@ -58,17 +58,10 @@ void launch_tile_column_stats(const TileColumnStatsArgs<T>& args, const Targets&
   launch(kernel, grid_size(kernel, kColumnThreads, 0, groups, limits), kColumnThreads, 0, stream, args, targets);
 }
 
-#define NPAIRS_INSTANTIATE(T)                                                                   \
-  template void launch_tile_column_stats(const TileColumnStatsArgs<T>&,                        \
-                                         const LabelTargets<compute_t<T>, int32_t>&,           \
-                                         const DeviceLimits&, cudaStream_t);                   \
-  template void launch_tile_column_stats(const TileColumnStatsArgs<T>&,                        \
-                                         const LabelTargets<compute_t<T>, int64_t>&,           \
-                                         const DeviceLimits&, cudaStream_t);                   \
-  template void launch_tile_column_stats(const TileColumnStatsArgs<T>&,                        \
-                                         const GramTargets<compute_t<T>>&, const DeviceLimits&, \
-                                         cudaStream_t);
-NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
+#define NPAIRS_INSTANTIATE(T, ...)                                                          \
+  template void launch_tile_column_stats(const TileColumnStatsArgs<T>&, const __VA_ARGS__&, \
+                                         const DeviceLimits&, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE_EACH_TARGETS)
 #undef NPAIRS_INSTANTIATE
 
 }  // namespace npairs::cuda

@@ -73,27 +73,14 @@ void launch_tile_row_gradient(const TileRowGradientArgs<T>& args, const Targets&
   using C = compute_t<T>;
   const RowAccess<T> access{args.cols,
                             rows_vectorized<T>(args.cols, args.ld, args.logits, args.grad)};
-  const StreamedRows plan = streamed_rows(args.rows, args.cols, sizeof(T));
-  if (plan.block_per_row) {
-    const auto kernel = tile_row_gradient_kernel<T, Targets, BlockGroup<C>>;
-    launch(kernel, grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0, stream, args, targets, access);
-  } else {
-    const auto kernel = tile_row_gradient_kernel<T, Targets, WarpGroup>;
-    launch(kernel, grid_size(kernel, plan.threads, 0, plan.blocks_wanted, limits), plan.threads, 0, stream, args, targets, access);
-  }
+  launch(streamed_rows(args.rows, args.cols, sizeof(T)), tile_row_gradient_kernel<T, Targets, BlockGroup<C>>,
+         tile_row_gradient_kernel<T, Targets, WarpGroup>, limits, stream, args, targets, access);
 }
 
-#define NPAIRS_INSTANTIATE(T)                                                                   \
-  template void launch_tile_row_gradient(const TileRowGradientArgs<T>&,                        \
-                                         const LabelTargets<compute_t<T>, int32_t>&,           \
-                                         const DeviceLimits&, cudaStream_t);                   \
-  template void launch_tile_row_gradient(const TileRowGradientArgs<T>&,                        \
-                                         const LabelTargets<compute_t<T>, int64_t>&,           \
-                                         const DeviceLimits&, cudaStream_t);                   \
-  template void launch_tile_row_gradient(const TileRowGradientArgs<T>&,                        \
-                                         const GramTargets<compute_t<T>>&, const DeviceLimits&, \
-                                         cudaStream_t);
-NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE)
+#define NPAIRS_INSTANTIATE(T, ...)                                                          \
+  template void launch_tile_row_gradient(const TileRowGradientArgs<T>&, const __VA_ARGS__&, \
+                                         const DeviceLimits&, cudaStream_t);
+NPAIRS_FOR_EACH_DTYPE(NPAIRS_INSTANTIATE_EACH_TARGETS)
 #undef NPAIRS_INSTANTIATE
 
 }  // namespace npairs::cuda

@@ -7,19 +7,15 @@
 #include <cstdint>
 
 #include "dtype.cuh"
+#include "logit_tile.cuh"
 #include "row_kernel_plan.hpp"
 #include "row_math.hpp"
 
 namespace npairs::cuda {
 
 template <class T>
-struct TileRowGradientArgs {
+struct TileRowGradientArgs : LogitTileArgs<T> {
   using C = compute_t<T>;
-  const T* logits;            // [rows, cols], rows `ld` apart
-  int64_t ld;
-  LogitScale<C> logit_scale;  // z_ij = (logits[i * ld + j] * hi) * lo
-  int64_t rows;
-  int64_t cols;
   const RowStats<C>* running;  // [rows]: the statistics of the whole rows
   const T* sample_weight;      // [rows], or nullptr for ones
   const T* grad_loss;          // [rows] or [1], or nullptr for ones

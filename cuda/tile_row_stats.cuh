@@ -8,19 +8,15 @@
 #include <cstdint>
 
 #include "dtype.cuh"
+#include "logit_tile.cuh"
 #include "row_kernel_plan.hpp"
 #include "row_math.hpp"
 
 namespace npairs::cuda {
 
 template <class T>
-struct TileRowStatsArgs {
+struct TileRowStatsArgs : LogitTileArgs<T> {
   using C = compute_t<T>;
-  const T* logits;            // [rows, cols], rows `ld` apart
-  int64_t ld;
-  LogitScale<C> logit_scale;  // z_ij = (logits[i * ld + j] * hi) * lo
-  int64_t rows;
-  int64_t cols;
   bool first;                 // the block's first tile: running starts from row_stats_empty
   RowStats<C>* running;       // [rows], in and out
 };

@@ -95,4 +95,34 @@ bool CallLayout::uses_host_memory() const {
   return false;
 }
 
+void declare_caller_arrays(const Task& task, std::size_t value_size, CallLayout& layout, CallerArrays& a,
+                           Buffer* similarity, Buffer* grad_similarity) {
+  const int64_t R = task.rows, M = task.cols, D = task.dim, K = task.classes;
+  const std::size_t label_size = dtype_size(task.label_dtype);
+  const int64_t loss_count = task.scalar_loss() ? 1 : R;
+  layout.input(a.labels, task.labels, bytes(R, label_size), "problem.labels");
+  layout.input(a.multilabels, task.multilabels, bytes(R * K, value_size), "problem.multilabels");
+  if (!task.shared_targets) {
+    layout.input(a.column_labels, task.column_labels, bytes(M, label_size), "problem.column_labels");
+    layout.input(a.column_multilabels, task.column_multilabels, bytes(M * K, value_size),
+                 "problem.column_multilabels");
+  }
+  if (similarity) layout.input(*similarity, task.similarity, bytes(R * M, value_size), "problem.similarity");
+  layout.input(a.anchors, task.anchors, bytes(R * D, value_size), "problem.anchors");
+  layout.input(a.positives, task.positives, bytes(M * D, value_size), "problem.positives");
+  layout.input(a.sample_weight, task.sample_weight, bytes(R, value_size), "problem.sample_weight");
+  layout.input(a.grad_loss, task.grad_loss, bytes(loss_count, value_size), "grad_loss");
+  layout.output(a.loss, task.loss, bytes(loss_count, value_size), "loss");
+  if (grad_similarity)
+    layout.output(*grad_similarity, task.grad_similarity, bytes(R * M, value_size), "grads.similarity");
+  layout.output(a.grad_anchors, task.grad_anchors, bytes(R * D, value_size), "grads.anchors");
+  layout.output(a.grad_positives, task.grad_positives, bytes(M * D, value_size), "grads.positives");
+}
+
+void share_targets(const Task& task, CallerArrays& a) {
+  if (!task.shared_targets) return;
+  a.column_labels = a.labels;
+  a.column_multilabels = a.multilabels;
+}
+
 }  // namespace npairs::cuda

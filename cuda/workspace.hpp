@@ -5,8 +5,11 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "task.hpp"
 
 namespace npairs::cuda {
 
@@ -106,5 +109,26 @@ class CallLayout {
   std::size_t size_ = 0;
   bool uses_managed_memory_ = false;
 };
+
+// The bytes of `count` elements of `element_size` bytes.
+inline std::size_t bytes(int64_t count, std::size_t element_size) {
+  return static_cast<std::size_t>(count) * element_size;
+}
+
+// The caller's arrays that both CUDA paths (the whole call and the streamed
+// one) take.
+struct CallerArrays {
+  Buffer labels, column_labels, multilabels, column_multilabels, anchors, positives, sample_weight, grad_loss;
+  Buffer loss, grad_anchors, grad_positives;
+};
+
+// Declares the caller's arrays of `task` (values of `value_size` bytes) in
+// argument order, which decides the argument a bad pointer's message names:
+// `similarity` and `grad_similarity` in their places, unless nullptr (the
+// streamed path tiles them). Shared targets declare no column arrays.
+void declare_caller_arrays(const Task& task, std::size_t value_size, CallLayout& layout, CallerArrays& a,
+                           Buffer* similarity, Buffer* grad_similarity);
+// After bind(): with shared targets, the columns' target arrays are the rows'.
+void share_targets(const Task& task, CallerArrays& a);
 
 }  // namespace npairs::cuda
