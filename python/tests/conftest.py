@@ -66,21 +66,37 @@ def library_calls(monkeypatch):
     return calls
 
 
-@pytest.fixture
-def thread_settings(monkeypatch):
-    """Every thread count handed to npairs_context_set_threads during the test (on fresh contexts)."""
+def _context_settings(monkeypatch, setter):
+    """Every value handed to the library's npairs_context_set_* function setter(ctx, value) during the test.
+
+    The context cache is emptied before and after, so each value is set on a
+    fresh context (starting at the library's default, 0) and no context keeps
+    one the spy saw set.
+    """
     import npairs
     from npairs import _lib
 
     lib = _lib.load()
-    real = lib.npairs_context_set_threads
+    real = getattr(lib, setter)
     settings = []
 
-    def spy(ctx, threads):
-        settings.append(threads)
-        return real(ctx, threads)
+    def spy(ctx, value):
+        settings.append(value)
+        return real(ctx, value)
 
-    monkeypatch.setattr(lib, "npairs_context_set_threads", spy)
-    npairs.empty_cache()  # fresh contexts: each starts at the library's default, 0
+    monkeypatch.setattr(lib, setter, spy)
+    npairs.empty_cache()
     yield settings
-    npairs.empty_cache()  # no context keeps a thread count the spy saw set
+    npairs.empty_cache()
+
+
+@pytest.fixture
+def thread_settings(monkeypatch):
+    """Every thread count handed to npairs_context_set_threads during the test (on fresh contexts)."""
+    yield from _context_settings(monkeypatch, "npairs_context_set_threads")
+
+
+@pytest.fixture
+def limit_settings(monkeypatch):
+    """Every limit handed to npairs_context_set_workspace_limit during the test (on fresh contexts)."""
+    yield from _context_settings(monkeypatch, "npairs_context_set_workspace_limit")

@@ -29,23 +29,6 @@ COLUMN_TILE_LIMIT = 6 * 1024
 ROW_BLOCK_LIMIT = 256 * 1024  # about a hundred whole rows of the torch cases
 
 
-@pytest.fixture
-def limit_settings(monkeypatch):
-    """Every limit handed to npairs_context_set_workspace_limit during the test (on fresh contexts)."""
-    lib = _lib.load()
-    real = lib.npairs_context_set_workspace_limit
-    settings = []
-
-    def spy(ctx, limit):
-        settings.append(limit)
-        return real(ctx, limit)
-
-    monkeypatch.setattr(lib, "npairs_context_set_workspace_limit", spy)
-    npairs.empty_cache()  # fresh contexts: each starts at the library's default, 0
-    yield settings
-    npairs.empty_cache()  # no context keeps a limit the spy saw set
-
-
 def workspace_of(call, limit=None):
     """The workspace npairs_workspace_size reports for a recorded npairs_loss call with backend='cpu':
     on this thread's cached CPU context, the one that ran it, under its limit as the call left it (limit
