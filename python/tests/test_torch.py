@@ -14,15 +14,19 @@ from npairs_reference import assert_matches  # noqa: E402
 REDUCTIONS = ("none", "sum", "sum_over_batch_size")
 
 
+def label_matches(labels, column_labels, multilabel, dtype):
+    """G_ij = [l_i == c_j], or Y Y'^T of multi-hot rows (not normalised); the columns' labels default to the rows'."""
+    cols = labels if column_labels is None else column_labels
+    if multilabel:
+        return labels.to(dtype) @ cols.to(dtype).T
+    return (labels.reshape(-1, 1) == cols.reshape(1, -1)).to(dtype)
+
+
 def eager(labels, a, b, *, tau=1.0, weight=None, reduction="sum_over_batch_size", reg_lambda=0.0,
           column_labels=None, multilabel=False):
     """logits = a @ b.T / tau; soft-target cross-entropy against the row-normalised label-equality matrix."""
     logits = a @ b.T / tau
-    cols = labels if column_labels is None else column_labels
-    if multilabel:
-        T = labels.to(logits.dtype) @ cols.to(logits.dtype).T
-    else:
-        T = (labels.reshape(-1, 1) == cols.reshape(1, -1)).to(logits.dtype)
+    T = label_matches(labels, column_labels, multilabel, logits.dtype)
     T = T / T.sum(1, keepdim=True)
     rows = F.cross_entropy(logits, T, reduction="none")
     if weight is not None:

@@ -14,7 +14,7 @@ F = torch.nn.functional
 
 import npairs  # noqa: E402
 import npairs.torch as nt  # noqa: E402
-from test_torch import make, match  # noqa: E402
+from test_torch import label_matches, make, match  # noqa: E402
 
 needs_custom_op = pytest.mark.skipif(
     nt._torch_ops is None,
@@ -32,11 +32,7 @@ def open_clip_loss(image, text, logit_scale, labels=None):
 def symmetric_eager(labels, a, b, *, tau, reduction="sum_over_batch_size", multilabel=False, column_labels=None):
     """Rows' and columns' soft-target cross-entropies of a @ b.T / tau, averaged (SPEC section 5), plain PyTorch."""
     logits = a @ b.T / tau
-    cols = labels if column_labels is None else column_labels
-    if multilabel:
-        G = labels.to(logits.dtype) @ cols.to(logits.dtype).T
-    else:
-        G = (labels.reshape(-1, 1) == cols.reshape(1, -1)).to(logits.dtype)
+    G = label_matches(labels, column_labels, multilabel, logits.dtype)
     rows = F.cross_entropy(logits, G / G.sum(1, keepdim=True), reduction="none")
     columns = F.cross_entropy(logits.T, (G / G.sum(0, keepdim=True)).T, reduction="none")
     if reduction == "sum":
