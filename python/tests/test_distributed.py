@@ -587,6 +587,17 @@ def run_ddp(rank, world, case):
     return dict(params=[p.detach().numpy() for p in model.parameters()], losses=losses)
 
 
+def check_ranks_trained_as_one_process(cases, results, losses, model):
+    """On both ranks of every case, the losses and the trained parameters are the one-process run's (float64)."""
+    for i, case in enumerate(cases):
+        for rank in range(2):
+            status, got = results[rank][i][0], results[rank][i][1]
+            assert status == "ok", (case, results[rank][i])
+            np.testing.assert_allclose(got["losses"], losses, rtol=1e-12, err_msg=str(case))
+            for p, q in zip(got["params"], model.parameters()):
+                np.testing.assert_allclose(p, q.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=str(case))
+
+
 DDP_CASES = register(2, "run_ddp", [dict(strategy=s, steps=4, batch=8) for s in STRATEGIES])
 
 
@@ -606,13 +617,7 @@ def test_ddp_two_ranks_train_as_one_process_on_the_global_batch():
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    for i, case in enumerate(cases):
-        for rank in range(2):
-            status, got = results[rank][i][0], results[rank][i][1]
-            assert status == "ok", (case, results[rank][i])
-            np.testing.assert_allclose(got["losses"], losses, rtol=1e-12, err_msg=str(case))
-            for p, q in zip(got["params"], model.parameters()):
-                np.testing.assert_allclose(p, q.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=str(case))
+    check_ranks_trained_as_one_process(cases, results, losses, model)
 
 
 class _ClipModel(torch.nn.Module):
@@ -671,13 +676,7 @@ def test_ddp_clip_with_a_learnable_logit_scale_trains_as_one_process():
         optimizer.step()
         losses.append(float(loss.detach()))
     assert abs(float(model.logit_scale.detach()) - np.log(1 / 0.07)) > 1e-3  # the scale did train
-    for i, case in enumerate(CLIP_DDP_CASES):
-        for rank in range(2):
-            status, got = results[rank][i][0], results[rank][i][1]
-            assert status == "ok", (case, results[rank][i])
-            np.testing.assert_allclose(got["losses"], losses, rtol=1e-12, err_msg=str(case))
-            for p, q in zip(got["params"], model.parameters()):
-                np.testing.assert_allclose(p, q.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=str(case))
+    check_ranks_trained_as_one_process(CLIP_DDP_CASES, results, losses, model)
 
 
 # ---------------------------------------------------------------------------
