@@ -17,15 +17,7 @@ assert BACKEND == os.environ.get("KERAS_BACKEND", BACKEND)
 
 import npairs  # noqa: E402
 import npairs.keras as nk  # noqa: E402
-from npairs_reference import (  # noqa: E402
-    assert_matches,
-    loss_and_grads,
-    random_labels,
-    random_multilabels,
-    seed,
-    targets_from_labels,
-    targets_from_multilabels,
-)
+import npairs_reference as ref  # noqa: E402
 
 if BACKEND == "jax":
     import jax
@@ -100,45 +92,45 @@ def test_sparse_multilabels():
 @pytest.mark.parametrize("reduction", ["none", "sum", "sum_over_batch_size"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_labels_value_and_gradient(dtype, reduction, weighted):
-    rng = np.random.default_rng(seed("keras-labels", reduction, weighted, dtype))
+    rng = np.random.default_rng(ref.seed("keras-labels", reduction, weighted, dtype))
     R = 13
-    labels = random_labels(rng, R, 4)
+    labels = ref.random_labels(rng, R, 4)
     S = rng.standard_normal((R, R)).astype(dtype)
     w = rng.random(R).astype(dtype) if weighted else None
     g = rng.standard_normal(R if reduction == "none" else ()).astype(dtype)
-    loss, dS, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=0.7, weights=w,
-                                    reduction=reduction, grad_loss=g)
+    loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S, temperature=0.7, weights=w,
+                                        reduction=reduction, grad_loss=g)
     fn = nk.NpairsLoss(reduction=reduction, temperature=0.7, dtype=np.dtype(dtype).name)
     got, grad = value_and_vjp(lambda s: fn(labels, s, w), S, g)
     assert got.dtype == dtype and grad.dtype == dtype
-    assert_matches(got, loss, dtype)
-    assert_matches(grad, dS, dtype)
+    ref.assert_matches(got, loss, dtype)
+    ref.assert_matches(grad, dS, dtype)
 
 
 def test_multilabel_value_and_gradient():
-    rng = np.random.default_rng(seed("keras-multilabel"))
-    Y = random_multilabels(rng, 11, 5)
+    rng = np.random.default_rng(ref.seed("keras-multilabel"))
+    Y = ref.random_multilabels(rng, 11, 5)
     S = rng.standard_normal((11, 11)).astype(np.float32)
-    loss, dS, _, _ = loss_and_grads(targets_from_multilabels(Y), S=S)
+    loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_multilabels(Y), S=S)
     got, grad = value_and_vjp(lambda s: nk.NpairsMultilabelLoss()(Y, s), S, np.float32(1))
-    assert_matches(got, loss, np.float32)
-    assert_matches(grad, dS, np.float32)
+    ref.assert_matches(got, loss, np.float32)
+    ref.assert_matches(grad, dS, np.float32)
 
 
 def test_call_gives_unweighted_rows():
-    rng = np.random.default_rng(seed("keras-call"))
-    labels = random_labels(rng, 9, 3)
+    rng = np.random.default_rng(ref.seed("keras-call"))
+    labels = ref.random_labels(rng, 9, 3)
     S = rng.standard_normal((9, 9)).astype(np.float32)
     rows = keras.ops.convert_to_numpy(nk.NpairsLoss(reduction="sum").call(labels, S))
-    assert_matches(rows, loss_and_grads(targets_from_labels(labels), S=S, reduction="none")[0], np.float32)
+    ref.assert_matches(rows, ref.loss_and_grads(ref.targets_from_labels(labels), S=S, reduction="none")[0], np.float32)
 
 
 def test_labels_compare_as_exact_integers():
     """2**24 and 2**24 + 1 are one float32 value: a float cast of the labels would merge their classes."""
     labels = np.array([2**24, 2**24 + 1, 2**24, 2**24 + 1], np.int32)
-    S = np.random.default_rng(seed("exact")).standard_normal((4, 4)).astype(np.float32)
-    expected = loss_and_grads(targets_from_labels(labels), S=S)[0]
-    assert_matches(keras.ops.convert_to_numpy(nk.NpairsLoss()(labels, S)), expected, np.float32)
+    S = np.random.default_rng(ref.seed("exact")).standard_normal((4, 4)).astype(np.float32)
+    expected = ref.loss_and_grads(ref.targets_from_labels(labels), S=S)[0]
+    ref.assert_matches(keras.ops.convert_to_numpy(nk.NpairsLoss()(labels, S)), expected, np.float32)
 
 
 def tensorflow_devices():
@@ -174,22 +166,22 @@ def test_eager_tensors_reach_the_library_in_place(library_calls, device, reducti
     the gradient TensorFlow returns is the array the library wrote (R x R float32 of 1 MiB and more)."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed("keras-dlpack", reduction))
+    rng = np.random.default_rng(ref.seed("keras-dlpack", reduction))
     R = 523
-    labels = random_labels(rng, R, 40)
+    labels = ref.random_labels(rng, R, 40)
     S = rng.standard_normal((R, R)).astype(np.float32)
     w = rng.random(R).astype(np.float32)
     g = rng.standard_normal(R if reduction == "none" else ()).astype(np.float32)
-    loss, dS, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=0.7, weights=w,
-                                    reduction=reduction, grad_loss=g)
+    loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S, temperature=0.7, weights=w,
+                                        reduction=reduction, grad_loss=g)
     with tf.device(device):
         y, s, weight, up = (tf.constant(x) for x in (labels, S, w, g))
         with tf.GradientTape() as tape:
             tape.watch(s)
             got = nk.NpairsLoss(reduction=reduction, temperature=0.7)(y, s, weight)
         grad = tape.gradient(got, s, output_gradients=up)
-    assert_matches(got.numpy(), loss, np.float32)
-    assert_matches(grad.numpy(), dS, np.float32)
+    ref.assert_matches(got.numpy(), loss, np.float32)
+    ref.assert_matches(grad.numpy(), dS, np.float32)
     assert grad.device == s.device and got.device == s.device
     forward, backward = library_calls
     for call in (forward, backward):
@@ -218,10 +210,10 @@ def test_tensorflow_outputs(device):
 def test_eager_sparse_multilabels_value_and_gradient(device):
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed("keras-sparse-gradient"))
-    Y = random_multilabels(rng, 12, 5)
+    rng = np.random.default_rng(ref.seed("keras-sparse-gradient"))
+    Y = ref.random_multilabels(rng, 12, 5)
     S = rng.standard_normal((12, 12)).astype(np.float64)
-    loss, dS, _, _ = loss_and_grads(targets_from_multilabels(Y), S=S, temperature=1.5)
+    loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_multilabels(Y), S=S, temperature=1.5)
     with tf.device(device):
         sparse = tf.sparse.from_dense(tf.constant(Y, tf.int64))
         s = tf.constant(S)
@@ -229,8 +221,8 @@ def test_eager_sparse_multilabels_value_and_gradient(device):
             tape.watch(s)
             got = nk.NpairsMultilabelLoss(temperature=1.5, dtype="float64")(sparse, s)
         grad = tape.gradient(got, s)
-    assert_matches(got.numpy(), loss, np.float64)
-    assert_matches(grad.numpy(), dS, np.float64)
+    ref.assert_matches(got.numpy(), loss, np.float64)
+    ref.assert_matches(grad.numpy(), dS, np.float64)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function is TensorFlow's")
@@ -238,11 +230,11 @@ def test_tf_function_with_static_shapes(library_calls):
     """Inside tf.function (tf.numpy_function): one library call forward, one backward, when the graph runs."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed("keras-graph"))
-    labels = random_labels(rng, 9, 3)
+    rng = np.random.default_rng(ref.seed("keras-graph"))
+    labels = ref.random_labels(rng, 9, 3)
     S = rng.standard_normal((9, 9)).astype(np.float32)
     w = rng.random(9).astype(np.float32)
-    loss, dS, _, _ = loss_and_grads(targets_from_labels(labels), S=S, weights=w)
+    loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S, weights=w)
 
     @tf.function
     def step(y, s, w):
@@ -252,8 +244,8 @@ def test_tf_function_with_static_shapes(library_calls):
         return loss, tape.gradient(loss, s)
 
     got, grad = step(tf.constant(labels), tf.constant(S), tf.constant(w))
-    assert_matches(got.numpy(), loss, np.float32)
-    assert_matches(grad.numpy(), dS, np.float32)
+    ref.assert_matches(got.numpy(), loss, np.float32)
+    ref.assert_matches(grad.numpy(), dS, np.float32)
     assert len(library_calls) == 2
 
 
@@ -270,14 +262,14 @@ def test_tf_function_with_unknown_batch_size():
             loss = loss_fn(labels, s)
         return loss, tape.gradient(loss, s)
 
-    rng = np.random.default_rng(seed("tf.function"))
+    rng = np.random.default_rng(ref.seed("tf.function"))
     for R in (5, 12):
-        labels = random_labels(rng, R, 3)
+        labels = ref.random_labels(rng, R, 3)
         S = rng.standard_normal((R, R)).astype(np.float32)
-        loss, dS, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=0.5)
+        loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S, temperature=0.5)
         got, grad = step(tf.constant(labels), tf.constant(S))
-        assert_matches(got.numpy(), loss, np.float32)
-        assert_matches(grad.numpy(), dS, np.float32)
+        ref.assert_matches(got.numpy(), loss, np.float32)
+        ref.assert_matches(grad.numpy(), dS, np.float32)
     # Unknown shapes are checked when the graph runs, by the same checks.
     with pytest.raises(tf.errors.OpError, match="y_true has 4 labels but y_pred has 5 rows"):
         step(tf.constant([0, 1, 0, 1], tf.int64), tf.zeros([5, 5]))
@@ -318,7 +310,7 @@ def small_model():
 
 def test_fit_trains_then_saves_and_loads(tmp_path):
     keras.utils.set_random_seed(0)
-    x, y = clustered_data(np.random.default_rng(seed("fit")), 96, 4, 6)
+    x, y = clustered_data(np.random.default_rng(ref.seed("fit")), 96, 4, 6)
     model = small_model()
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=nk.NpairsLoss(temperature=0.5))
     before = model.evaluate(x, y, batch_size=16, verbose=0)
@@ -339,7 +331,7 @@ def test_fit_trains_then_saves_and_loads(tmp_path):
 def test_fit_run_eagerly():
     """model.fit without the backend's compilation (TensorFlow: the DLPack path) trains too."""
     keras.utils.set_random_seed(2)
-    x, y = clustered_data(np.random.default_rng(seed("fit-eager")), 64, 4, 6)
+    x, y = clustered_data(np.random.default_rng(ref.seed("fit-eager")), 64, 4, 6)
     model = small_model()
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=nk.NpairsLoss(temperature=0.5), run_eagerly=True)
     before = model.evaluate(x, y, batch_size=16, verbose=0)
@@ -349,7 +341,7 @@ def test_fit_run_eagerly():
 
 def test_fit_multilabel():
     keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(seed("fit-multilabel"))
+    rng = np.random.default_rng(ref.seed("fit-multilabel"))
     x, y = clustered_data(rng, 64, 4, 6)
     Y = np.eye(4, dtype=np.float32)[y]
     Y[rng.random(64) < 0.2, 0] = 1.0

@@ -9,15 +9,7 @@ from jax.test_util import check_grads  # noqa: E402
 
 import npairs  # noqa: E402
 import npairs.jax as nj  # noqa: E402
-from npairs_reference import (  # noqa: E402
-    assert_matches,
-    loss_and_grads,
-    random_labels,
-    random_multilabels,
-    seed,
-    targets_from_labels,
-    targets_from_multilabels,
-)
+import npairs_reference as ref  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not nj.available(), reason=f"npairs.jax's FFI handlers are not built "
                                 f"({nj.ffi_library_path()} is missing: configure with jax importable, "
@@ -56,67 +48,67 @@ def test_tfa_vectors():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_labels_value_and_grad(dtype, reduction, weighted):
-    rng = np.random.default_rng(seed("labels", reduction, weighted, dtype))
+    rng = np.random.default_rng(ref.seed("labels", reduction, weighted, dtype))
     R, M = 13, 17
-    labels = random_labels(rng, R, 4)
-    column_labels = np.concatenate([labels, random_labels(rng, M - R, 4)])
+    labels = ref.random_labels(rng, R, 4)
+    column_labels = np.concatenate([labels, ref.random_labels(rng, M - R, 4)])
     S = rng.standard_normal((R, M)).astype(dtype)
     w = rng.random(R).astype(dtype) if weighted else None
     g = rng.standard_normal(R if reduction == "none" else ()).astype(dtype)
-    T = targets_from_labels(labels, column_labels)
-    loss, dS, _, _ = loss_and_grads(T, S=S, temperature=0.7, weights=w, reduction=reduction, grad_loss=g)
+    T = ref.targets_from_labels(labels, column_labels)
+    loss, dS, _, _ = ref.loss_and_grads(T, S=S, temperature=0.7, weights=w, reduction=reduction, grad_loss=g)
 
     def f(s):
         return nj.npairs_loss(labels, s, w, reduction=reduction, temperature=0.7, column_labels=column_labels)
 
     got, vjp = jax.vjp(jax.jit(f), jnp.asarray(S))
     assert got.dtype == dtype
-    assert_matches(got, loss, dtype)
+    ref.assert_matches(got, loss, dtype)
     (grad,) = vjp(jnp.asarray(g))
     assert grad.dtype == dtype
-    assert_matches(grad, dS, dtype)
+    ref.assert_matches(grad, dS, dtype)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_multilabel_value_and_grad(dtype, reduction):
-    rng = np.random.default_rng(seed("multilabel", reduction, dtype))
+    rng = np.random.default_rng(ref.seed("multilabel", reduction, dtype))
     R = 11
-    Y = random_multilabels(rng, R, 5)
+    Y = ref.random_multilabels(rng, R, 5)
     S = rng.standard_normal((R, R)).astype(dtype)
-    loss, dS, _, _ = loss_and_grads(targets_from_multilabels(Y), S=S, reduction=reduction)
+    loss, dS, _, _ = ref.loss_and_grads(ref.targets_from_multilabels(Y), S=S, reduction=reduction)
     got = nj.npairs_multilabel_loss(Y, S, reduction=reduction)
-    assert_matches(got, loss, dtype)
+    ref.assert_matches(got, loss, dtype)
     grad = jax.grad(lambda s: jnp.sum(nj.npairs_multilabel_loss(Y, s, reduction=reduction)))(jnp.asarray(S))
-    assert_matches(grad, dS, dtype)
+    ref.assert_matches(grad, dS, dtype)
 
 
 @pytest.mark.parametrize("multilabel", [False, True])
 def test_embeddings_value_and_grad(dtype, multilabel):
-    rng = np.random.default_rng(seed("embeddings", multilabel, dtype))
+    rng = np.random.default_rng(ref.seed("embeddings", multilabel, dtype))
     R, M, D = 9, 12, 5
-    labels = random_multilabels(rng, R, 4) if multilabel else random_labels(rng, R, 3)
-    column_labels = (np.concatenate([labels, random_multilabels(rng, M - R, 4)]) if multilabel
-                     else np.concatenate([labels, random_labels(rng, M - R, 3)]))
+    labels = ref.random_multilabels(rng, R, 4) if multilabel else ref.random_labels(rng, R, 3)
+    column_labels = (np.concatenate([labels, ref.random_multilabels(rng, M - R, 4)]) if multilabel
+                     else np.concatenate([labels, ref.random_labels(rng, M - R, 3)]))
     A = rng.standard_normal((R, D)).astype(dtype)
     P = rng.standard_normal((M, D)).astype(dtype)
-    T = targets_from_multilabels(labels, column_labels) if multilabel else targets_from_labels(labels, column_labels)
-    loss, _, dA, dP = loss_and_grads(T, A=A, P=P, temperature=1.3, reg_lambda=0.002)
+    T = (ref.targets_from_multilabels if multilabel else ref.targets_from_labels)(labels, column_labels)
+    loss, _, dA, dP = ref.loss_and_grads(T, A=A, P=P, temperature=1.3, reg_lambda=0.002)
 
     def f(a, p):
         return nj.npairs_embeddings_loss(labels, a, p, reg_lambda=0.002, temperature=1.3, column_labels=column_labels)
 
     got, (gA, gP) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(A, P)
-    assert_matches(got, loss, dtype)
-    assert_matches(gA, dA, dtype)
-    assert_matches(gP, dP, dtype)
+    ref.assert_matches(got, loss, dtype)
+    ref.assert_matches(gA, dA, dtype)
+    ref.assert_matches(gP, dP, dtype)
 
 
 def test_check_grads_finite_differences():
     """jax.test_util.check_grads in float64: reverse mode against finite differences."""
     jax.config.update("jax_enable_x64", True)
     try:
-        rng = np.random.default_rng(seed("check_grads"))
-        labels = random_labels(rng, 7, 3)
+        rng = np.random.default_rng(ref.seed("check_grads"))
+        labels = ref.random_labels(rng, 7, 3)
         S = rng.standard_normal((7, 7))
         A, P = rng.standard_normal((7, 4)), rng.standard_normal((7, 4))
         w = rng.random(7)
@@ -132,17 +124,17 @@ def test_check_grads_finite_differences():
 
 
 def test_vmap_is_one_problem_at_a_time():
-    rng = np.random.default_rng(seed("vmap"))
-    labels = random_labels(rng, 6, 3)
+    rng = np.random.default_rng(ref.seed("vmap"))
+    labels = ref.random_labels(rng, 6, 3)
     S = rng.standard_normal((4, 6, 6)).astype(np.float32)
     got = jax.jit(jax.vmap(lambda s: nj.npairs_loss(labels, s)))(S)
     for b in range(4):
-        assert_matches(got[b], loss_and_grads(targets_from_labels(labels), S=S[b])[0], np.float32)
+        ref.assert_matches(got[b], ref.loss_and_grads(ref.targets_from_labels(labels), S=S[b])[0], np.float32)
 
 
 def test_labels_and_weights_shapes():
-    rng = np.random.default_rng(seed("shapes"))
-    labels = random_labels(rng, 8, 3)
+    rng = np.random.default_rng(ref.seed("shapes"))
+    labels = ref.random_labels(rng, 8, 3)
     S = rng.standard_normal((8, 8)).astype(np.float32)
     expected = nj.npairs_loss(labels, S, 0.5)
     np.testing.assert_array_equal(nj.npairs_loss(labels.reshape(8, 1), S, np.full((8, 1), 0.5)), expected)
@@ -188,13 +180,13 @@ def test_data_errors_are_xla_errors_with_the_library_message():
 
 
 def test_threads_follow_the_package_setting():
-    rng = np.random.default_rng(seed("threads"))
-    labels = random_labels(rng, 40, 5)
+    rng = np.random.default_rng(ref.seed("threads"))
+    labels = ref.random_labels(rng, 40, 5)
     S = rng.standard_normal((40, 40)).astype(np.float32)
-    expected = loss_and_grads(targets_from_labels(labels), S=S)[0]
+    expected = ref.loss_and_grads(ref.targets_from_labels(labels), S=S)[0]
     previous = npairs.get_num_threads()
     npairs.set_num_threads(1)
     try:
-        assert_matches(jax.jit(lambda s: nj.npairs_loss(labels, s))(S), expected, np.float32)
+        ref.assert_matches(jax.jit(lambda s: nj.npairs_loss(labels, s))(S), expected, np.float32)
     finally:
         npairs.set_num_threads(previous)

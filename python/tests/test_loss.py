@@ -6,16 +6,7 @@ import numpy as np
 import pytest
 
 import npairs
-from npairs_reference import (
-    REDUCTIONS,
-    assert_matches,
-    loss_and_grads,
-    random_labels,
-    random_multilabels,
-    seed,
-    targets_from_labels,
-    targets_from_multilabels,
-)
+import npairs_reference as ref
 
 CHECK_A = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], dtype=np.float64)
 CHECK_LABELS = np.array([0, 0, 1, 1])
@@ -43,7 +34,7 @@ def test_check_value_embeddings():
 
 
 def test_check_value_reference():
-    loss, *_ = loss_and_grads(targets_from_labels(CHECK_LABELS), A=CHECK_A, P=CHECK_A)
+    loss, *_ = ref.loss_and_grads(ref.targets_from_labels(CHECK_LABELS), A=CHECK_A, P=CHECK_A)
     assert abs(loss - CHECK_VALUE) <= 1e-15
 
 
@@ -61,47 +52,47 @@ def test_embeddings_default_has_no_l2_term_and_0002_is_tf_contrib():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ref.REDUCTIONS)
 @pytest.mark.parametrize("weights", ["none", "scalar", "vector"])
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
 def test_labels_similarity(dtype, reduction, weights, label_dtype):
-    rng = np.random.default_rng(seed(np.dtype(dtype).name, reduction, weights, np.dtype(label_dtype).name))
+    rng = np.random.default_rng(ref.seed(np.dtype(dtype).name, reduction, weights, np.dtype(label_dtype).name))
     R = 13
-    labels = random_labels(rng, R, 5).astype(label_dtype)
+    labels = ref.random_labels(rng, R, 5).astype(label_dtype)
     S = (rng.standard_normal((R, R)) * 3).astype(dtype)
     w = weights_for(weights, rng, R)
     tau = 0.7
     loss, grad = npairs.npairs_loss(labels, S, w, reduction=reduction, temperature=tau, return_grad=True)
-    ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=tau, weights=w,
-                                              reduction=reduction)
+    ref_loss, ref_grad, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S, temperature=tau, weights=w,
+                                                  reduction=reduction)
     assert np.asarray(loss).dtype == dtype and grad.dtype == dtype
     assert np.shape(loss) == ((R,) if reduction == "none" else ())
     assert grad.shape == (R, R)
-    assert_matches(loss, ref_loss, dtype)
-    assert_matches(grad, ref_grad, dtype)
+    ref.assert_matches(loss, ref_loss, dtype)
+    ref.assert_matches(grad, ref_grad, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ref.REDUCTIONS)
 def test_column_labels_and_grad_loss(dtype, reduction):
     rng = np.random.default_rng(7)
     R, M = 7, 11
-    col = random_labels(rng, M, 4)
+    col = ref.random_labels(rng, M, 4)
     labels = col[rng.integers(0, M, size=R)]  # every row has a positive column
     S = rng.standard_normal((R, M)).astype(dtype)
     g = rng.standard_normal(R) if reduction == "none" else 1.7
     w = rng.random(R)
     loss, grad = npairs.npairs_loss(labels, S, w, column_labels=col, reduction=reduction, grad_loss=g,
                                     return_grad=True)
-    ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_labels(labels, col), S=S, weights=w, reduction=reduction,
-                                              grad_loss=g)
-    assert_matches(loss, ref_loss, dtype)
-    assert_matches(grad, ref_grad, dtype)
+    ref_loss, ref_grad, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels, col), S=S, weights=w,
+                                                  reduction=reduction, grad_loss=g)
+    ref.assert_matches(loss, ref_loss, dtype)
+    ref.assert_matches(grad, ref_grad, dtype)
 
 
 def test_label_forms_are_equivalent():
     rng = np.random.default_rng(3)
-    labels = random_labels(rng, 9, 3)
+    labels = ref.random_labels(rng, 9, 3)
     S = rng.standard_normal((9, 9))
     expected = npairs.npairs_loss(labels, S)
     for form in (labels.astype(np.int32), labels.reshape(-1, 1), labels.astype(np.float32), labels.astype(np.uint8),
@@ -114,13 +105,13 @@ def test_labels_compare_as_exact_integers():
     # 2**53 and 2**53 + 1 are equal as float64 but are different labels.
     labels = np.array([2**53, 2**53 + 1, 2**53, 2**53 + 1], dtype=np.int64)
     S = np.arange(16.0).reshape(4, 4) / 10
-    ref, *_ = loss_and_grads(targets_from_labels(labels), S=S)
-    assert_matches(npairs.npairs_loss(labels, S), ref, np.float64)
+    expected, *_ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S)
+    ref.assert_matches(npairs.npairs_loss(labels, S), expected, np.float64)
 
 
 def test_non_contiguous_inputs_are_copied():
     rng = np.random.default_rng(4)
-    labels = random_labels(rng, 6, 2)
+    labels = ref.random_labels(rng, 6, 2)
     big = rng.standard_normal((12, 12))
     S = big[::2, ::2]
     assert not S.flags.c_contiguous
@@ -129,7 +120,7 @@ def test_non_contiguous_inputs_are_copied():
                                rtol=0)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ref.REDUCTIONS)
 def test_zero_rows(reduction):
     loss, grad = npairs.npairs_loss(np.zeros(0, np.int64), np.zeros((0, 0)), reduction=reduction, return_grad=True)
     if reduction == "none":
@@ -152,34 +143,34 @@ def test_large_logits_stay_finite_float32():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ref.REDUCTIONS)
 @pytest.mark.parametrize("weights", ["none", "vector"])
 def test_multilabels_similarity(dtype, reduction, weights):
     rng = np.random.default_rng(11)
     R, K = 9, 6
-    Y = random_multilabels(rng, R, K)
+    Y = ref.random_multilabels(rng, R, K)
     Y[0] *= 2.5  # non-binary non-negative targets are allowed
     S = (rng.standard_normal((R, R)) * 2).astype(dtype)
     w = weights_for(weights, rng, R)
     loss, grad = npairs.npairs_multilabel_loss(Y, S, w, reduction=reduction, temperature=1.3, return_grad=True)
-    ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_multilabels(Y), S=S, temperature=1.3, weights=w,
-                                              reduction=reduction)
+    ref_loss, ref_grad, _, _ = ref.loss_and_grads(ref.targets_from_multilabels(Y), S=S, temperature=1.3, weights=w,
+                                                  reduction=reduction)
     assert grad.dtype == dtype
-    assert_matches(loss, ref_loss, dtype)
-    assert_matches(grad, ref_grad, dtype)
+    ref.assert_matches(loss, ref_loss, dtype)
+    ref.assert_matches(grad, ref_grad, dtype)
 
 
 def test_multilabels_with_columns():
     rng = np.random.default_rng(12)
     R, M, K = 5, 8, 4
-    Yc = random_multilabels(rng, M, K)
+    Yc = ref.random_multilabels(rng, M, K)
     Y = Yc[rng.integers(0, M, size=R)]
     S = rng.standard_normal((R, M))
     loss, grad = npairs.npairs_multilabel_loss(Y.astype(bool), S, column_labels=Yc.astype(np.int32),
                                                return_grad=True)
-    ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_multilabels(Y, Yc), S=S)
-    assert_matches(loss, ref_loss, np.float64)
-    assert_matches(grad, ref_grad, np.float64)
+    ref_loss, ref_grad, _, _ = ref.loss_and_grads(ref.targets_from_multilabels(Y, Yc), S=S)
+    ref.assert_matches(loss, ref_loss, np.float64)
+    ref.assert_matches(grad, ref_grad, np.float64)
 
 
 def test_multilabels_from_sparse_tensor_like():
@@ -190,16 +181,16 @@ def test_multilabels_from_sparse_tensor_like():
             self.dense_shape = np.array(dense.shape)
 
     rng = np.random.default_rng(13)
-    Y = random_multilabels(rng, 6, 5)
+    Y = ref.random_multilabels(rng, 6, 5)
     S = rng.standard_normal((6, 6))
     assert npairs.npairs_multilabel_loss(SparseLike(Y), S) == npairs.npairs_multilabel_loss(Y, S)
 
 
 def test_one_hot_multilabels_equal_labels():
     rng = np.random.default_rng(14)
-    labels = random_labels(rng, 10, 4)
+    labels = ref.random_labels(rng, 10, 4)
     S = rng.standard_normal((10, 10))
-    assert_matches(npairs.npairs_multilabel_loss(np.eye(4)[labels], S), npairs.npairs_loss(labels, S), np.float64)
+    ref.assert_matches(npairs.npairs_multilabel_loss(np.eye(4)[labels], S), npairs.npairs_loss(labels, S), np.float64)
 
 
 # ---------------------------------------------------------------------------
@@ -207,40 +198,40 @@ def test_one_hot_multilabels_equal_labels():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ref.REDUCTIONS)
 @pytest.mark.parametrize("multilabel", [False, True])
 def test_embeddings(dtype, reduction, multilabel):
     rng = np.random.default_rng(21)
     R, D = 11, 5
-    targets = random_multilabels(rng, R, 4) if multilabel else random_labels(rng, R, 4)
-    T = targets_from_multilabels(targets) if multilabel else targets_from_labels(targets)
+    targets = ref.random_multilabels(rng, R, 4) if multilabel else ref.random_labels(rng, R, 4)
+    T = ref.targets_from_multilabels(targets) if multilabel else ref.targets_from_labels(targets)
     A = rng.standard_normal((R, D)).astype(dtype)
     P = rng.standard_normal((R, D)).astype(dtype)
     reg = 0.0 if reduction == "none" else 0.05
     w = rng.random(R) + 0.5
     loss, (dA, dP) = npairs.npairs_embeddings_loss(targets, A, P, reg_lambda=reg, temperature=0.5,
                                                    reduction=reduction, sample_weight=w, return_grads=True)
-    ref_loss, _, ref_dA, ref_dP = loss_and_grads(T, A=A, P=P, temperature=0.5, weights=w, reduction=reduction,
-                                                 reg_lambda=reg)
+    ref_loss, _, ref_dA, ref_dP = ref.loss_and_grads(T, A=A, P=P, temperature=0.5, weights=w, reduction=reduction,
+                                                     reg_lambda=reg)
     assert dA.dtype == dtype and dP.dtype == dtype and dA.shape == (R, D) and dP.shape == (R, D)
-    assert_matches(loss, ref_loss, dtype)
-    assert_matches(dA, ref_dA, dtype)
-    assert_matches(dP, ref_dP, dtype)
+    ref.assert_matches(loss, ref_loss, dtype)
+    ref.assert_matches(dA, ref_dA, dtype)
+    ref.assert_matches(dP, ref_dP, dtype)
 
 
 def test_embeddings_with_columns_and_grad_loss():
     rng = np.random.default_rng(22)
     R, M, D = 6, 9, 3
-    col = random_labels(rng, M, 3)
+    col = ref.random_labels(rng, M, 3)
     labels = col[rng.integers(0, M, size=R)]
     A, P = rng.standard_normal((R, D)), rng.standard_normal((M, D))
     loss, (dA, dP) = npairs.npairs_embeddings_loss(labels, A, P, column_labels=col, reg_lambda=0.1, reduction="sum",
                                                    grad_loss=-0.5, return_grads=True)
-    ref_loss, _, ref_dA, ref_dP = loss_and_grads(targets_from_labels(labels, col), A=A, P=P, reduction="sum",
-                                                 reg_lambda=0.1, grad_loss=-0.5)
-    assert_matches(loss, ref_loss, np.float64)
-    assert_matches(dA, ref_dA, np.float64)
-    assert_matches(dP, ref_dP, np.float64)
+    ref_loss, _, ref_dA, ref_dP = ref.loss_and_grads(ref.targets_from_labels(labels, col), A=A, P=P, reduction="sum",
+                                                     reg_lambda=0.1, grad_loss=-0.5)
+    ref.assert_matches(loss, ref_loss, np.float64)
+    ref.assert_matches(dA, ref_dA, np.float64)
+    ref.assert_matches(dP, ref_dP, np.float64)
 
 
 def test_mixed_float_dtypes_promote():
@@ -270,7 +261,7 @@ def _numeric_grad(f, x, h=1e-6):
 @pytest.mark.parametrize("reduction", ["sum", "sum_over_batch_size"])
 def test_similarity_gradient_finite_differences(reduction):
     rng = np.random.default_rng(31)
-    labels = random_labels(rng, 5, 2)
+    labels = ref.random_labels(rng, 5, 2)
     S = rng.standard_normal((5, 5))
     w = rng.random(5)
     _, grad = npairs.npairs_loss(labels, S, w, reduction=reduction, temperature=0.8, return_grad=True)
@@ -280,7 +271,7 @@ def test_similarity_gradient_finite_differences(reduction):
 
 def test_none_reduction_gradient_finite_differences():
     rng = np.random.default_rng(32)
-    labels = random_labels(rng, 4, 2)
+    labels = ref.random_labels(rng, 4, 2)
     S = rng.standard_normal((4, 4))
     g = rng.standard_normal(4)
     _, grad = npairs.npairs_loss(labels, S, reduction="none", grad_loss=g, return_grad=True)
@@ -290,7 +281,7 @@ def test_none_reduction_gradient_finite_differences():
 
 def test_embeddings_gradient_finite_differences():
     rng = np.random.default_rng(33)
-    labels = random_multilabels(rng, 5, 3)
+    labels = ref.random_multilabels(rng, 5, 3)
     A, P = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
     kw = dict(reg_lambda=0.3, temperature=1.5)
     _, (dA, dP) = npairs.npairs_embeddings_loss(labels, A, P, return_grads=True, **kw)
@@ -306,9 +297,9 @@ def test_embeddings_gradient_finite_differences():
 
 def _backend_case():
     rng = np.random.default_rng(41)
-    labels = random_labels(rng, 8, 3)
+    labels = ref.random_labels(rng, 8, 3)
     S = rng.standard_normal((8, 8))
-    ref_loss, ref_grad, _, _ = loss_and_grads(targets_from_labels(labels), S=S, temperature=0.9)
+    ref_loss, ref_grad, _, _ = ref.loss_and_grads(ref.targets_from_labels(labels), S=S, temperature=0.9)
     return labels, S, ref_loss, ref_grad
 
 
@@ -317,8 +308,8 @@ def test_backend_matches_reference(backend):
     # NumPy arrays make 'auto' the CPU backend: each is held to the float64 reference, not to the other.
     labels, S, ref_loss, ref_grad = _backend_case()
     loss, grad = npairs.npairs_loss(labels, S, temperature=0.9, backend=backend, return_grad=True)
-    assert_matches(loss, ref_loss, np.float64)
-    assert_matches(grad, ref_grad, np.float64)
+    ref.assert_matches(loss, ref_loss, np.float64)
+    ref.assert_matches(grad, ref_grad, np.float64)
 
 
 @pytest.mark.skipif(not npairs.backend_available("cuda"),
@@ -326,8 +317,8 @@ def test_backend_matches_reference(backend):
 def test_cuda_backend_on_host_arrays_matches_reference():
     labels, S, ref_loss, ref_grad = _backend_case()
     loss, grad = npairs.npairs_loss(labels, S, temperature=0.9, backend="cuda", return_grad=True)
-    assert_matches(loss, ref_loss, np.float64)
-    assert_matches(grad, ref_grad, np.float64)
+    ref.assert_matches(loss, ref_loss, np.float64)
+    ref.assert_matches(grad, ref_grad, np.float64)
 
 
 def test_contexts_are_cached_per_thread_and_reproducible():
@@ -338,7 +329,7 @@ def test_contexts_are_cached_per_thread_and_reproducible():
     c1 = _core.context(_lib.BACKEND_CPU, 0)
     assert _core.context(_lib.BACKEND_CPU, 0) is c1
     rng = np.random.default_rng(42)
-    labels = random_labels(rng, 31, 4)
+    labels = ref.random_labels(rng, 31, 4)
     S = rng.standard_normal((31, 31))
     expected = npairs.npairs_loss(labels, S, return_grad=True)
     results, others = [], []
@@ -409,7 +400,7 @@ def test_empty_cache_destroys_every_threads_contexts(monkeypatch):
     done.set()
     t.join()
     assert handles <= set(destroyed)  # the workspace of both threads' contexts is freed
-    assert_matches(npairs.npairs_loss(labels, S, temperature=0.9), ref_loss, np.float64)  # a fresh context works
+    ref.assert_matches(npairs.npairs_loss(labels, S, temperature=0.9), ref_loss, np.float64)  # a fresh context works
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc")

@@ -8,15 +8,7 @@ import pytest
 
 import npairs
 from npairs import _core, _lib
-from npairs_reference import (
-    assert_matches,
-    loss_and_grads,
-    random_labels,
-    random_multilabels,
-    seed,
-    targets_from_labels,
-    targets_from_multilabels,
-)
+import npairs_reference as ref
 
 DTYPES = (np.float32, np.float64)
 R, M, D, CLASSES = 301, 277, 12, 23
@@ -49,12 +41,12 @@ def case(kind, dtype, *, columns):
     """(targets, column targets or None, anchors, positives, weights) in dtype, and the reference's
     target matrix T. kind: 'labels' or 'multilabels' (the embeddings form), 'multilabels-similarity'
     (the similarity form, S = anchors @ positives.T). columns: M != R, with column targets."""
-    rng = np.random.default_rng(seed("workspace", kind, columns))
+    rng = np.random.default_rng(ref.seed("workspace", kind, columns))
     cols = M if columns else R
     multilabel = kind.startswith("multilabels")
 
     def draw(n):
-        return random_multilabels(rng, n, CLASSES, 0.15) if multilabel else random_labels(rng, n, CLASSES)
+        return ref.random_multilabels(rng, n, CLASSES, 0.15) if multilabel else ref.random_labels(rng, n, CLASSES)
 
     targets = draw(R)
     column_targets = None
@@ -65,7 +57,7 @@ def case(kind, dtype, *, columns):
     A = (rng.standard_normal((R, D)) * 0.7).astype(dtype)
     P = (rng.standard_normal((cols, D)) * 0.7).astype(dtype)
     weights = (rng.random(R) + 0.5).astype(dtype)
-    T = (targets_from_multilabels if multilabel else targets_from_labels)(targets, column_targets)
+    T = (ref.targets_from_multilabels if multilabel else ref.targets_from_labels)(targets, column_targets)
     return targets, column_targets, A, P, weights, T
 
 
@@ -84,14 +76,14 @@ def test_streamed_matches_reference(library_calls, dtype, kind, reduction, colum
     similarity = kind.endswith("similarity")
     if similarity:
         S = (A.astype(np.float64) @ P.astype(np.float64).T).astype(dtype)
-        expected_loss, expected_dS, _, _ = loss_and_grads(T, S=S, temperature=tau, weights=weights,
-                                                          reduction=reduction)
+        expected_loss, expected_dS, _, _ = ref.loss_and_grads(T, S=S, temperature=tau, weights=weights,
+                                                              reduction=reduction)
         unlimited = npairs.npairs_multilabel_loss(targets, S, weights, reduction=reduction, temperature=tau,
                                                   column_labels=column_targets, backend="cpu", return_grad=True)
     else:
         reg = 0.0 if reduction == "none" else 0.02
-        expected_loss, _, expected_dA, expected_dP = loss_and_grads(T, A=A, P=P, temperature=tau, weights=weights,
-                                                                    reduction=reduction, reg_lambda=reg)
+        expected_loss, _, expected_dA, expected_dP = ref.loss_and_grads(T, A=A, P=P, temperature=tau, weights=weights,
+                                                                        reduction=reduction, reg_lambda=reg)
         unlimited = npairs.npairs_embeddings_loss(targets, A, P, reg_lambda=reg, temperature=tau,
                                                   reduction=reduction, column_labels=column_targets,
                                                   sample_weight=weights, backend="cpu", return_grads=True)
@@ -112,10 +104,10 @@ def test_streamed_matches_reference(library_calls, dtype, kind, reduction, colum
     assert 0 < workspace_of(library_calls[-1]) <= limit  # the call ran under the limit
     for g, e in zip(got, expected):
         assert np.asarray(g).dtype == dtype
-        assert_matches(g, e, dtype)
+        ref.assert_matches(g, e, dtype)
     # The same results as the unlimited call, to rounding.
     for g, u in zip(got, [unlimited[0], unlimited[1]] if similarity else [unlimited[0], *unlimited[1]]):
-        assert_matches(g, u, dtype)
+        ref.assert_matches(g, u, dtype)
 
 
 def test_same_limit_is_bitwise_reproducible():
@@ -203,8 +195,8 @@ def test_class_call_streams_with_its_limit(library_calls):
     loss = npairs.NpairsEmbeddingsLoss(temperature=0.5, backend="cpu", workspace_limit=COLUMN_TILE_LIMIT)(
         targets, A, P, weights)
     assert workspace_of(library_calls[-1]) <= COLUMN_TILE_LIMIT < workspace_of(library_calls[-1], 0)
-    expected, _, _, _ = loss_and_grads(T, A=A, P=P, temperature=0.5, weights=weights)
-    assert_matches(loss, expected, np.float64)
+    expected, _, _, _ = ref.loss_and_grads(T, A=A, P=P, temperature=0.5, weights=weights)
+    ref.assert_matches(loss, expected, np.float64)
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +234,7 @@ def test_torch_embeddings_module_with_limit(library_calls, dtype, reduction, wei
     for streamed in results[1:]:
         assert len(streamed) == len(results[0])
         for got, expected in zip(streamed, results[0]):
-            assert_matches(got, expected, getattr(np, dtype))
+            ref.assert_matches(got, expected, getattr(np, dtype))
 
 
 def test_torch_similarity_modules_and_functions_with_limit(limit_settings):
@@ -258,8 +250,8 @@ def test_torch_similarity_modules_and_functions_with_limit(limit_settings):
         loss.backward()
         results.append((loss.detach().numpy(), s.grad.numpy()))
     for got, expected in zip(results[1], results[0]):
-        assert_matches(got, expected, np.float64)
-    labels = torch.as_tensor(random_labels(np.random.default_rng(3), R, CLASSES))
+        ref.assert_matches(got, expected, np.float64)
+    labels = torch.as_tensor(ref.random_labels(np.random.default_rng(3), R, CLASSES))
     s = torch.tensor(A @ P.T, requires_grad=True)
     nt.npairs_loss(labels, s, workspace_limit=32768).backward()
     nt.NpairsLoss(workspace_limit=16384)(labels, s)
