@@ -98,6 +98,15 @@ class Rng {
   std::mt19937_64 gen_;
 };
 
+// splitmix64's finaliser: a well-mixed 64-bit hash of x, for choices that
+// depend on a case's index only.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 // A host array of one npairs dtype (F32, F64, I32, I64) with `guard` extra
 // elements on each side. poison() fills everything (guards too) with a NaN
 // with a distinctive payload (integers: 0x5A bytes), so a test can tell which
