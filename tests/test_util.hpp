@@ -214,6 +214,28 @@ Inputs similarity_inputs(npairs_dtype dtype, int64_t rows, int64_t cols, const s
 // (column labels, weights, grad_loss, temperature, L2).
 Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed);
 
+// SPEC section 5's sweep of cases: every input kind (similarity or
+// embeddings, labels or multi-labels, square or rectangular with column
+// targets) in each of `dtypes` (no multi-labels in a 16-bit dtype:
+// UNSUPPORTED), both scalar reductions; symmetric, and (not symmetric)
+// dL/dtau alone with weights and NONE too. The options cycle with the case's
+// index (from 1), the sizes as `SymmetricSizes` says.
+struct SymmetricSizes {
+  uint64_t seed_step;                               // seed = index * seed_step
+  int64_t rows;                                     // rows + 2 (index % 5)
+  int64_t even_cols, odd_cols;                      // rectangular, by the index's parity
+  int64_t dim, dim_cycle;                           // dim + index % dim_cycle
+  int64_t multilabel_classes, rectangular_classes;  // a square labels case has a class a row
+  bool big_labels;  // labels near the integer type's extremes in every fourth labels case
+};
+struct SymmetricCase {
+  int index = 0;
+  std::string name;
+  Spec spec;
+  bool want_similarity = false, want_anchors = false, want_positives = false;
+};
+std::vector<SymmetricCase> symmetric_sweep(std::initializer_list<npairs_dtype> dtypes, const SymmetricSizes& sizes);
+
 // Output buffers (each poisoned on creation) for the outputs wanted; the
 // loss is always allocated, a gradient only when wanted (empty otherwise), so
 // that a large problem need not hold an R x M dS it does not ask for.
