@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "guarded_array.hpp"
+#include "targets.cuh"
 
 // Counts, while a launch runs, the writes to each element of the arrays the
 // test watches, and the reads of an element of a watched array after it was
@@ -206,6 +207,11 @@ std::vector<emu::Launch> run_under_every_schedule(Launch&& launch_once, Outputs&
 enum class Dtype { f32, f64, f16, bf16 };
 enum class Targets { labels_i32, labels_i64, gram };
 
+// The kernels' targets in compute type C: Gram targets (kGram) or labels of
+// type Label.
+template <class C, class Label, bool kGram>
+using TargetsOf = std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+
 template <class T>
 struct TypeTag {
   using type = T;
@@ -252,6 +258,18 @@ void with_case_types(Dtype dtype, bool tracked, Targets targets, Run&& run) {
     detail::with_types<true>(dtype, targets, run);
   else
     detail::with_types<false>(dtype, targets, run);
+}
+
+// The float64 statistics of a row (or column) over some of its elements.
+struct RefStats {
+  double max, lse, pos, mean;  // mean: sum q z / pos (0 without positives)
+  double scale;                // 1 + the largest finite |z|: what errors are relative to
+};
+
+// |got - ref| <= tolerance, or both the same infinity.
+inline bool near(double got, double ref, double tolerance) {
+  if (std::isinf(ref)) return got == ref;
+  return std::fabs(got - ref) <= tolerance;
 }
 
 // The name GoogleTest gives a case of INSTANTIATE_TEST_SUITE_P: its own.

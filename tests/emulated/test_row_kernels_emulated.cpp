@@ -259,8 +259,7 @@ void (*planned_kernel(RowKernel kernel))() {
 template <class T, class Label, bool kGram>
 void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGram>) {
   using C = compute_t<T>;
-  using TargetsT =
-      std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+  using TargetsT = TargetsOf<C, Label, kGram>;
   constexpr bool kTracked = !std::is_same_v<T, typename Stored<T>::type>;
   const std::size_t rows = std::size_t(c.rows), cols = std::size_t(c.cols), n = rows * cols;
   std::mt19937_64 rng(fnv1a(c.name));

@@ -127,21 +127,10 @@ std::vector<Case> make_cases() {
   return cases;
 }
 
-struct RefStats {
-  double max, lse, pos, mean;  // mean: sum q z / pos
-  double scale;                // 1 + the largest finite |z|
-};
-
-bool near(double got, double ref, double tolerance) {
-  if (std::isinf(ref)) return got == ref;
-  return std::fabs(got - ref) <= tolerance;
-}
-
 template <class T, class Label, bool kGram>
 void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGram>) {
   using C = compute_t<T>;
-  using TargetsT =
-      std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+  using TargetsT = TargetsOf<C, Label, kGram>;
   std::vector<int64_t> row_begins(c.blocks.size() + 1, 0), col_begins(c.tiles.size() + 1, 0);
   std::partial_sum(c.blocks.begin(), c.blocks.end(), row_begins.begin() + 1);
   std::partial_sum(c.tiles.begin(), c.tiles.end(), col_begins.begin() + 1);

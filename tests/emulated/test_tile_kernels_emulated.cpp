@@ -204,22 +204,10 @@ std::vector<Case> make_cases() {
   return cases;
 }
 
-// The float64 statistics of row i over columns [0, end).
-struct RefStats {
-  double max, lse, pos, mean;  // mean: sum_j q_ij z_ij / pos (0 without positives)
-  double scale;                // 1 + the largest finite |z|: what errors are relative to
-};
-
-bool near(double got, double ref, double tolerance) {
-  if (std::isinf(ref)) return got == ref;
-  return std::fabs(got - ref) <= tolerance;
-}
-
 template <class T, class Label, bool kGram>
 void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGram>) {
   using C = compute_t<T>;
-  using TargetsT =
-      std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+  using TargetsT = TargetsOf<C, Label, kGram>;
   constexpr bool kTracked = !std::is_same_v<T, typename Stored<T>::type>;
   const std::size_t rows = std::size_t(c.rows);
   std::vector<int64_t> begins(c.tiles.size() + 1, 0);
@@ -280,6 +268,7 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
   // dL/dS_ij = grad_factor g_i w_i (softmax(z_i)_j - T_ij).
   const double z_scale = double(logit_scale.hi) * double(logit_scale.lo);
   auto z = [&](std::size_t i, std::size_t j) { return to_double(matrix.data()[i * cols + j]) * z_scale; };
+  // The statistics of row i over columns [0, end).
   auto reference_stats = [&](std::size_t i, std::size_t end) {
     RefStats r{-INFINITY, 0, 0, 0, 1};
     for (std::size_t j = 0; j < end; ++j) {
