@@ -253,18 +253,7 @@ TEST(CudaSymmetric, NoRowsGivesZeros) {
   NPT_REQUIRE_CUDA();
   npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
   ASSERT_NPAIRS_OK(gpu.status());
-  const npt::Inputs in = npt::similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
-  npairs_options o = in.options();
-  o.flags = NPAIRS_FLAG_SYMMETRIC;
-  npairs_problem p = in.problem();
-  p.column_labels = nullptr;
-  float loss = -1, dtau = -1;
-  npairs_gradients g;
-  npairs_gradients_init(&g);
-  g.temperature = &dtau;
-  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, &loss, &g));
-  EXPECT_EQ(loss, 0.0f);
-  EXPECT_EQ(dtau, 0.0f);
+  npt::expect_symmetric_no_rows_gives_zeros(gpu.get());
 }
 
 }  // namespace

@@ -442,6 +442,21 @@ std::vector<SymmetricCase> symmetric_sweep(std::initializer_list<npairs_dtype> d
   return cases;
 }
 
+void expect_symmetric_no_rows_gives_zeros(npairs_context ctx) {
+  const Inputs in = similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
+  npairs_options o = in.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  npairs_problem p = in.problem();
+  p.column_labels = nullptr;
+  float loss = -1, dtau = -1;
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.temperature = &dtau;
+  ASSERT_NPAIRS_OK(npairs_loss(ctx, &o, &p, nullptr, &loss, &g));
+  EXPECT_EQ(loss, 0.0f);
+  EXPECT_EQ(dtau, 0.0f);
+}
+
 Inputs make_inputs(const Spec& spec) {
   Inputs in;
   in.spec = spec;

@@ -236,6 +236,10 @@ struct SymmetricCase {
 };
 std::vector<SymmetricCase> symmetric_sweep(std::initializer_list<npairs_dtype> dtypes, const SymmetricSizes& sizes);
 
+// SPEC section 5 at R = 0 without column targets (M = 0): a symmetric call
+// on `ctx` gives a loss and dL/dtau of 0.
+void expect_symmetric_no_rows_gives_zeros(npairs_context ctx);
+
 // Output buffers (each poisoned on creation) for the outputs wanted; the
 // loss is always allocated, a gradient only when wanted (empty otherwise), so
 // that a large problem need not hold an R x M dS it does not ask for.
