@@ -25,15 +25,9 @@ struct CudaCase {
   std::string name;
 };
 
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 int pick(int index, int axis, int n) {
-  return static_cast<int>(mix(static_cast<uint64_t>(index) * 2000003u + static_cast<uint64_t>(axis) * 104729u) %
-                          static_cast<uint64_t>(n));
+  const uint64_t h = npt::splitmix64(static_cast<uint64_t>(index) * 2000003u + static_cast<uint64_t>(axis) * 104729u);
+  return static_cast<int>(h % static_cast<uint64_t>(n));
 }
 
 // Feature combinations on small odd shapes.

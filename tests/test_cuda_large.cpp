@@ -15,18 +15,12 @@ namespace {
 constexpr int64_t kR = 46341;  // kR * kR = 2147488281 > 2^31
 constexpr int64_t kClasses = 1000;
 
-uint64_t mix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 // S_ij, a deterministic function of (i, j): uniform in [-6, 6).
 float similarity(int64_t i, int64_t j) {
-  const uint64_t h = mix(static_cast<uint64_t>(i * kR + j));
+  const uint64_t h = npt::splitmix64(static_cast<uint64_t>(i * kR + j));
   return static_cast<float>(static_cast<double>(h >> 40) / double(1ull << 24) * 12.0 - 6.0);
 }
-int32_t label(int64_t i) { return static_cast<int32_t>(mix(~static_cast<uint64_t>(i)) % kClasses); }
+int32_t label(int64_t i) { return static_cast<int32_t>(npt::splitmix64(~static_cast<uint64_t>(i)) % kClasses); }
 
 // The reference of row i alone: 1 x M against all column labels, SUM with
 // g = w = 1, so r = 1 and dS is that row's dS in the full problem too.

@@ -7,9 +7,7 @@
 // positive row (checked before any output is written, or deferred), 16-bit
 // multi-labels. Skips without a GPU (the kernels also run on the CPU in
 // tests/emulated/test_symmetric_kernels_emulated.cpp).
-#include <cinttypes>
 #include <cmath>
-#include <cstdio>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -18,61 +16,22 @@
 
 namespace {
 
-struct CudaSymCase {
-  std::string name;
-  npt::Spec spec;
-  bool want_similarity = false, want_anchors = false, want_positives = false;
+struct CudaSymCase : npt::SymmetricCase {
   bool device_memory = false;
 };
 
-// Symmetric (with dL/dtau) and, not symmetric, dL/dtau alone with weights
-// and every reduction; similarity or embeddings, labels or multi-labels
-// (not 16-bit: UNSUPPORTED), square or rectangular with column targets.
+// npt::symmetric_sweep in every dtype (16-bit against a looser tolerance),
+// from host memory and (odd index) from device memory.
 std::vector<CudaSymCase> make_cases() {
+  const npt::SymmetricSizes sizes{/*seed_step=*/7919, /*rows=*/203, /*even_cols=*/157, /*odd_cols=*/261,
+                                  /*dim=*/7, /*dim_cycle=*/5, /*multilabel_classes=*/5,
+                                  /*rectangular_classes=*/11, /*big_labels=*/false};
   std::vector<CudaSymCase> cases;
-  int index = 0;
-  for (bool symmetric : {true, false}) {
-    for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}) {
-      const bool half = dtype == NPAIRS_F16 || dtype == NPAIRS_BF16;
-      for (bool multilabel : {false, true}) {
-        if (multilabel && half) continue;
-        for (bool embeddings : {false, true}) {
-          for (bool rectangular : {false, true}) {
-            CudaSymCase c;
-            npt::Spec& s = c.spec;
-            ++index;
-            s.seed = static_cast<uint64_t>(index) * 7919u;
-            s.symmetric = symmetric;
-            s.dtype = dtype;
-            s.multilabel = multilabel;
-            s.embeddings = embeddings;
-            s.column_targets = rectangular;
-            s.rows = 203 + 2 * (index % 5);
-            s.cols = rectangular ? (index % 2 == 0 ? 157 : 261) : s.rows;
-            s.dim = 7 + index % 5;
-            s.classes = multilabel ? 5 : (rectangular ? 11 : s.rows);
-            s.label_dtype = index % 3 == 0 ? NPAIRS_I32 : NPAIRS_I64;
-            s.reduction = index % 2 == 0 ? NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE : NPAIRS_REDUCTION_SUM;
-            if (!symmetric && index % 4 == 1) s.reduction = NPAIRS_REDUCTION_NONE;
-            s.weights = !symmetric && index % 3 != 0;
-            s.grad_loss = index % 3 != 2;
-            s.temperature = index % 4 == 0 ? 1.0 : 0.07 * (1 + index % 3);
-            s.reg_lambda = embeddings && s.reduction != NPAIRS_REDUCTION_NONE && index % 2 == 0 ? 0.01 : 0.0;
-            c.want_similarity = !embeddings || index % 2 == 0;
-            c.want_anchors = embeddings;
-            c.want_positives = embeddings && index % 3 != 0;
-            c.device_memory = index % 2 == 1;
-            char name[160];
-            std::snprintf(name, sizeof name, "c%02d_%s_%s_%s_%s_%s_R%" PRId64 "x%" PRId64 "_%s", index,
-                          symmetric ? "sym" : "rows", npt::dtype_name(dtype), multilabel ? "multi" : "labels",
-                          embeddings ? "emb" : "sim", npt::reduction_name(s.reduction), s.rows, s.cols,
-                          c.device_memory ? "device" : "host");
-            c.name = name;
-            cases.push_back(c);
-          }
-        }
-      }
-    }
+  for (const npt::SymmetricCase& sweep :
+       npt::symmetric_sweep({NPAIRS_F32, NPAIRS_F64, NPAIRS_F16, NPAIRS_BF16}, sizes)) {
+    CudaSymCase c{sweep, sweep.index % 2 == 1};
+    c.name += c.device_memory ? "_device" : "_host";
+    cases.push_back(c);
   }
   return cases;
 }
@@ -294,18 +253,7 @@ TEST(CudaSymmetric, NoRowsGivesZeros) {
   NPT_REQUIRE_CUDA();
   npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
   ASSERT_NPAIRS_OK(gpu.status());
-  const npt::Inputs in = npt::similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
-  npairs_options o = in.options();
-  o.flags = NPAIRS_FLAG_SYMMETRIC;
-  npairs_problem p = in.problem();
-  p.column_labels = nullptr;
-  float loss = -1, dtau = -1;
-  npairs_gradients g;
-  npairs_gradients_init(&g);
-  g.temperature = &dtau;
-  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, &loss, &g));
-  EXPECT_EQ(loss, 0.0f);
-  EXPECT_EQ(dtau, 0.0f);
+  npt::expect_symmetric_no_rows_gives_zeros(gpu.get());
 }
 
 }  // namespace

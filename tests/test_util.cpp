@@ -1,8 +1,10 @@
 #include "test_util.hpp"
 
 #include <algorithm>
+#include <cinttypes>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -390,6 +392,69 @@ Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed) {
   s.reg_lambda = 0.1;
   s.seed = seed;
   return s;
+}
+
+std::vector<SymmetricCase> symmetric_sweep(std::initializer_list<npairs_dtype> dtypes, const SymmetricSizes& sizes) {
+  std::vector<SymmetricCase> cases;
+  int index = 0;
+  for (bool symmetric : {true, false}) {
+    for (npairs_dtype dtype : dtypes) {
+      const bool half = dtype == NPAIRS_F16 || dtype == NPAIRS_BF16;
+      for (bool multilabel : {false, true}) {
+        if (multilabel && half) continue;
+        for (bool embeddings : {false, true}) {
+          for (bool rectangular : {false, true}) {
+            SymmetricCase c;
+            Spec& s = c.spec;
+            c.index = ++index;
+            s.seed = static_cast<uint64_t>(index) * sizes.seed_step;
+            s.symmetric = symmetric;
+            s.dtype = dtype;
+            s.multilabel = multilabel;
+            s.embeddings = embeddings;
+            s.column_targets = rectangular;
+            s.rows = sizes.rows + 2 * (index % 5);
+            s.cols = rectangular ? (index % 2 == 0 ? sizes.even_cols : sizes.odd_cols) : s.rows;
+            s.dim = sizes.dim + index % sizes.dim_cycle;
+            s.classes = multilabel ? sizes.multilabel_classes : (rectangular ? sizes.rectangular_classes : s.rows);
+            s.label_dtype = index % 3 == 0 ? NPAIRS_I32 : NPAIRS_I64;
+            s.big_labels = sizes.big_labels && !multilabel && index % 4 == 3;
+            s.reduction = index % 2 == 0 ? NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE : NPAIRS_REDUCTION_SUM;
+            if (!symmetric && index % 4 == 1) s.reduction = NPAIRS_REDUCTION_NONE;
+            s.weights = !symmetric && index % 3 != 0;
+            s.grad_loss = index % 3 != 2;
+            s.temperature = index % 4 == 0 ? 1.0 : 0.07 * (1 + index % 3);
+            s.reg_lambda = embeddings && s.reduction != NPAIRS_REDUCTION_NONE && index % 2 == 0 ? 0.01 : 0.0;
+            c.want_similarity = !embeddings || index % 2 == 0;
+            c.want_anchors = embeddings;
+            c.want_positives = embeddings && index % 3 != 0;
+            char name[160];
+            std::snprintf(name, sizeof name, "c%02d_%s_%s_%s_%s_%s_R%" PRId64 "x%" PRId64, index,
+                          symmetric ? "sym" : "rows", dtype_name(dtype), multilabel ? "multi" : "labels",
+                          embeddings ? "emb" : "sim", reduction_name(s.reduction), s.rows, s.cols);
+            c.name = name;
+            cases.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+void expect_symmetric_no_rows_gives_zeros(npairs_context ctx) {
+  const Inputs in = similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
+  npairs_options o = in.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  npairs_problem p = in.problem();
+  p.column_labels = nullptr;
+  float loss = -1, dtau = -1;
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.temperature = &dtau;
+  ASSERT_NPAIRS_OK(npairs_loss(ctx, &o, &p, nullptr, &loss, &g));
+  EXPECT_EQ(loss, 0.0f);
+  EXPECT_EQ(dtau, 0.0f);
 }
 
 Inputs make_inputs(const Spec& spec) {

@@ -98,6 +98,15 @@ class Rng {
   std::mt19937_64 gen_;
 };
 
+// splitmix64's finaliser: a well-mixed 64-bit hash of x, for choices that
+// depend on a case's index only.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 // A host array of one npairs dtype (F32, F64, I32, I64) with `guard` extra
 // elements on each side. poison() fills everything (guards too) with a NaN
 // with a distinctive payload (integers: 0x5A bytes), so a test can tell which
@@ -204,6 +213,32 @@ Inputs similarity_inputs(npairs_dtype dtype, int64_t rows, int64_t cols, const s
 // A few-hundred-row rectangular embeddings problem with every option on
 // (column labels, weights, grad_loss, temperature, L2).
 Spec all_features_spec(npairs_dtype dtype, int64_t classes, uint64_t seed);
+
+// SPEC section 5's sweep of cases: every input kind (similarity or
+// embeddings, labels or multi-labels, square or rectangular with column
+// targets) in each of `dtypes` (no multi-labels in a 16-bit dtype:
+// UNSUPPORTED), both scalar reductions; symmetric, and (not symmetric)
+// dL/dtau alone with weights and NONE too. The options cycle with the case's
+// index (from 1), the sizes as `SymmetricSizes` says.
+struct SymmetricSizes {
+  uint64_t seed_step;                               // seed = index * seed_step
+  int64_t rows;                                     // rows + 2 (index % 5)
+  int64_t even_cols, odd_cols;                      // rectangular, by the index's parity
+  int64_t dim, dim_cycle;                           // dim + index % dim_cycle
+  int64_t multilabel_classes, rectangular_classes;  // a square labels case has a class a row
+  bool big_labels;  // labels near the integer type's extremes in every fourth labels case
+};
+struct SymmetricCase {
+  int index = 0;
+  std::string name;
+  Spec spec;
+  bool want_similarity = false, want_anchors = false, want_positives = false;
+};
+std::vector<SymmetricCase> symmetric_sweep(std::initializer_list<npairs_dtype> dtypes, const SymmetricSizes& sizes);
+
+// SPEC section 5 at R = 0 without column targets (M = 0): a symmetric call
+// on `ctx` gives a loss and dL/dtau of 0.
+void expect_symmetric_no_rows_gives_zeros(npairs_context ctx);
 
 // Output buffers (each poisoned on creation) for the outputs wanted; the
 // loss is always allocated, a gradient only when wanted (empty otherwise), so

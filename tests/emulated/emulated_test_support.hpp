@@ -1,6 +1,8 @@
 // What the emulated kernel tests share: element types that report every
 // read and write (Tracked), arrays between guard zones, the tolerances of
-// each stored type, and a log that shows the first few of many failures.
+// each stored type, a log that shows the first few of many failures, the
+// thread orders every case runs under, and the dispatch of a case to the
+// element, label and target types it names.
 // Include after cuda_shim.hpp and dtype.cuh, before the kernel source.
 #pragma once
 
@@ -10,12 +12,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "guarded_array.hpp"
+#include "targets.cuh"
 
 // Counts, while a launch runs, the writes to each element of the arrays the
 // test watches, and the reads of an element of a watched array after it was
@@ -159,6 +163,121 @@ class FailureLog {
   static constexpr int kShown = 5;
   std::string what_;
   int count_ = 0;
+};
+
+constexpr emu::Schedule kSchedules[] = {emu::Schedule::in_order, emu::Schedule::reversed,
+                                        emu::Schedule::warp_by_warp};
+
+// Keeps the outputs of the first schedule in `first` and expects those of
+// every later schedule to be the same bytes (a race between threads would
+// make them differ).
+inline void expect_same_as_first_schedule(emu::Schedule schedule, const std::vector<unsigned char>& outputs,
+                                          std::vector<unsigned char>& first) {
+  if (schedule == kSchedules[0])
+    first = outputs;
+  else
+    EXPECT_TRUE(outputs == first) << "outputs differ from schedule 0's";
+}
+
+// Runs `launch_once` (which resets its outputs and launches) under every
+// schedule, with an unrelated error pending that no launcher may report or
+// clear (issue 10, item 2), and returns the launches of the last run.
+// `outputs` returns the bytes that must not depend on the schedule.
+template <class Launch, class Outputs>
+std::vector<emu::Launch> run_under_every_schedule(Launch&& launch_once, Outputs&& outputs) {
+  std::vector<unsigned char> first;
+  for (emu::Schedule schedule : kSchedules) {
+    SCOPED_TRACE("schedule " + std::to_string(int(schedule)));
+    emu::schedule = schedule;
+    emu::launches.clear();
+    emu::errors.clear();
+    emu::pending_error = cudaErrorMemoryAllocation;  // the caller's, not the launch's
+    try {
+      launch_once();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the launcher threw: " << e.what();
+    }
+    emu::pending_error = cudaSuccess;
+    for (const std::string& e : emu::errors) ADD_FAILURE() << "emulator: " << e;
+    expect_same_as_first_schedule(schedule, outputs(), first);
+  }
+  return emu::launches;
+}
+
+enum class Dtype { f32, f64, f16, bf16 };
+enum class Targets { labels_i32, labels_i64, gram };
+
+// The kernels' targets in compute type C: Gram targets (kGram) or labels of
+// type Label.
+template <class C, class Label, bool kGram>
+using TargetsOf = std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+namespace detail {
+
+template <class T, class Run>
+void with_targets(Targets targets, Run& run) {
+  switch (targets) {
+    case Targets::labels_i32: run(TypeTag<T>{}, TypeTag<int32_t>{}, std::false_type{}); break;
+    case Targets::labels_i64: run(TypeTag<T>{}, TypeTag<int64_t>{}, std::false_type{}); break;
+    case Targets::gram: run(TypeTag<T>{}, TypeTag<int32_t>{}, std::true_type{}); break;
+  }
+}
+
+template <bool kTracked, class Run>
+void with_types(Dtype dtype, Targets targets, Run& run) {
+  auto element = [&](auto stored) {
+    using S = typename decltype(stored)::type;
+    with_targets<std::conditional_t<kTracked, Tracked<S>, S>>(targets, run);
+  };
+  switch (dtype) {
+    case Dtype::f32: element(TypeTag<float>{}); break;
+    case Dtype::f64: element(TypeTag<double>{}); break;
+    case Dtype::f16: element(TypeTag<__half>{}); break;
+    case Dtype::bf16: element(TypeTag<__nv_bfloat16>{}); break;
+  }
+}
+
+}  // namespace detail
+
+// Calls run(TypeTag<T>{}, TypeTag<Label>{}, std::bool_constant<kGram>{})
+// with T the element type of `dtype` and Label that of the labels of
+// `targets` (int32_t for Gram targets, kGram, where the labels go unused).
+template <class Run>
+void with_case_types(Dtype dtype, Targets targets, Run&& run) {
+  detail::with_types<false>(dtype, targets, run);
+}
+// The same, with T = Tracked<S> of the stored type S where `tracked`.
+template <class Run>
+void with_case_types(Dtype dtype, bool tracked, Targets targets, Run&& run) {
+  if (tracked)
+    detail::with_types<true>(dtype, targets, run);
+  else
+    detail::with_types<false>(dtype, targets, run);
+}
+
+// The float64 statistics of a row (or column) over some of its elements.
+struct RefStats {
+  double max, lse, pos, mean;  // mean: sum q z / pos (0 without positives)
+  double scale;                // 1 + the largest finite |z|: what errors are relative to
+};
+
+// |got - ref| <= tolerance, or both the same infinity.
+inline bool near(double got, double ref, double tolerance) {
+  if (std::isinf(ref)) return got == ref;
+  return std::fabs(got - ref) <= tolerance;
+}
+
+// The name GoogleTest gives a case of INSTANTIATE_TEST_SUITE_P: its own.
+struct CaseName {
+  template <class Case>
+  std::string operator()(const ::testing::TestParamInfo<Case>& info) const {
+    return info.param.name;
+  }
 };
 
 }  // namespace emulated

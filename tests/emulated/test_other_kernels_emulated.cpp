@@ -23,9 +23,9 @@
 #include "cuda_shim.hpp"
 #include "deferred_check.cuh"
 #include "dtype.cuh"
+#include "emulated_test_support.hpp"
 #include "first_row_with_negative.cuh"
 #include "first_row_without_positive.cuh"
-#include "guarded_array.hpp"
 #include "l2_gradient.cuh"
 #include "scalar_loss.cuh"
 #include "sum_squares.cuh"
@@ -34,38 +34,8 @@
 namespace {
 
 using emu::GuardedArray;
+using emulated::run_under_every_schedule;
 using npairs::cuda::compute_t;
-
-constexpr emu::Schedule kSchedules[] = {emu::Schedule::in_order, emu::Schedule::reversed,
-                                        emu::Schedule::warp_by_warp};
-
-// Runs `launch_once` (which resets its outputs and launches) under every
-// schedule, with an error pending, and returns the launches of the last run.
-// `outputs` returns the bytes that must not depend on the schedule.
-template <class Launch, class Outputs>
-std::vector<emu::Launch> run_under_every_schedule(Launch&& launch_once, Outputs&& outputs) {
-  std::vector<unsigned char> first;
-  for (emu::Schedule schedule : kSchedules) {
-    SCOPED_TRACE("schedule " + std::to_string(int(schedule)));
-    emu::schedule = schedule;
-    emu::launches.clear();
-    emu::errors.clear();
-    emu::pending_error = cudaErrorMemoryAllocation;  // the caller's, not the launch's
-    try {
-      launch_once();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "the launcher threw: " << e.what();
-    }
-    emu::pending_error = cudaSuccess;
-    for (const std::string& e : emu::errors) ADD_FAILURE() << "emulator: " << e;
-    const std::vector<unsigned char> bytes = outputs();
-    if (schedule == kSchedules[0])
-      first = bytes;
-    else
-      EXPECT_TRUE(bytes == first) << "outputs differ from schedule 0's";
-  }
-  return emu::launches;
-}
 
 template <class T>
 T from_double(double x) {

@@ -41,83 +41,17 @@
 // First: the CUDA keywords, launches and barriers the kernel source needs.
 #include "cuda_shim.hpp"
 #include "dtype.cuh"
-#include "guarded_array.hpp"
-
-// Counts, while a launch runs, the writes to each element of the outputs the
-// test watches, and the reads of a dS element after it was written (with dS
-// in place of the logits, a logit read after it was overwritten).
-namespace tracking {
-
-struct WatchedArray {
-  std::uintptr_t begin = 0;
-  std::size_t element_bytes = 1;
-  std::vector<int> writes;  // per element; empty when not watched
-
-  void watch(const void* data, std::size_t elements, std::size_t bytes_per_element) {
-    begin = reinterpret_cast<std::uintptr_t>(data);
-    element_bytes = bytes_per_element;
-    writes.assign(elements, 0);
-  }
-  // The element at p, or -1 when p is not in the array.
-  std::ptrdiff_t index(const void* p) const {
-    const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
-    if (a < begin || a >= begin + writes.size() * element_bytes) return -1;
-    return std::ptrdiff_t((a - begin) / element_bytes);
-  }
-};
-
-inline WatchedArray grad, row_losses;
-inline int64_t reads_after_write = 0;
-
-inline void on_read(const void* p) {
-  const std::ptrdiff_t k = grad.index(p);
-  if (k >= 0 && grad.writes[std::size_t(k)] > 0) ++reads_after_write;
-}
-inline void on_write(const void* p) {
-  for (WatchedArray* array : {&grad, &row_losses}) {
-    const std::ptrdiff_t k = array->index(p);
-    if (k >= 0) ++array->writes[std::size_t(k)];
-  }
-}
-
-}  // namespace tracking
-
-// S with every copy and assignment reported to `tracking`. Same size and
-// values as S, so the kernels compute exactly what they compute for S.
-template <class S>
-struct Tracked {
-  using Compute = npairs::cuda::compute_t<S>;
-  S value;
-
-  Tracked() = default;
-  explicit Tracked(Compute x) : value(npairs::cuda::from_compute<S>(x)) {}
-  Tracked(const Tracked& other) : value(other.value) { tracking::on_read(&other); }
-  Tracked& operator=(const Tracked& other) {
-    tracking::on_read(&other);
-    tracking::on_write(this);
-    value = other.value;
-    return *this;
-  }
-  explicit operator Compute() const { return npairs::cuda::to_compute(value); }
-};
-
-namespace npairs::cuda {
-template <class S>
-struct DtypeTraits<Tracked<S>> : DtypeTraits<S> {};
-}  // namespace npairs::cuda
+#include "emulated_test_support.hpp"
 
 #include "row_loss_kernel_emulated.inc"
 
 namespace {
 
-using emu::GuardedArray;
-using npairs::cuda::compute_t;
+using namespace emulated;
 using npairs::cuda::DeviceLimits;
 using npairs::cuda::RowKernel;
 using npairs::cuda::RowKernelPlan;
 
-enum class Dtype { f32, f64, f16, bf16 };
-enum class Targets { labels_i32, labels_i64, gram };
 enum class Values { normal, minus_infinity, huge, tiny_temperature };  // huge: |z| ~ 1e30; tiny: tau = 1e-40
 enum class Upstream { ones, scalar, per_row };        // grad_loss
 
@@ -307,57 +241,6 @@ std::vector<Case> make_cases() {
   return cases;
 }
 
-// The element type a test type stores.
-template <class T>
-struct Stored {
-  using type = T;
-};
-template <class S>
-struct Stored<Tracked<S>> {
-  using type = S;
-};
-
-template <class T>
-double to_double(const T& x) {
-  return double(npairs::cuda::to_compute<T>(x));
-}
-template <class T>
-T from_double(double x) {
-  return npairs::cuda::from_compute<T>(compute_t<T>(x));
-}
-
-// The relative error of rounding to the stored type (0: outputs in the
-// compute type), and half the smallest subnormal (the error of a tiny value).
-template <class T>
-double unit_roundoff() {
-  using S = typename Stored<T>::type;
-  if constexpr (std::is_same_v<S, __half>) return std::ldexp(1.0, -11);
-  if constexpr (std::is_same_v<S, __nv_bfloat16>) return std::ldexp(1.0, -8);
-  return 0;
-}
-template <class T>
-double subnormal_floor() {
-  using S = typename Stored<T>::type;
-  if constexpr (std::is_same_v<S, __half>) return std::ldexp(1.0, -25);
-  if constexpr (std::is_same_v<S, __nv_bfloat16>) return std::ldexp(1.0, -134);
-  return 0;
-}
-// The error of the kernels' float or double arithmetic, relative to the
-// row's scale.
-template <class T>
-double compute_tolerance() {
-  return std::is_same_v<compute_t<T>, double> ? 1e-12 : 1e-5;
-}
-
-// Unwritten outputs read as NaN in every floating type.
-constexpr unsigned char kPoisonByte = 0xFF;
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 14695981039346656037ull;
-  for (char ch : s) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-  return h;
-}
-
 template <class T, class TargetsT>
 void (*planned_kernel(RowKernel kernel))() {
   switch (kernel) {
@@ -371,30 +254,12 @@ void (*planned_kernel(RowKernel kernel))() {
   return nullptr;
 }
 
-// Reports the first few of many failures of one kind, then their count.
-class FailureLog {
- public:
-  explicit FailureLog(std::string what) : what_(std::move(what)) {}
-  ~FailureLog() {
-    if (count_ > kShown) ADD_FAILURE() << count_ << " " << what_ << " in all";
-  }
-  void add(const std::string& message) {
-    if (++count_ <= kShown) ADD_FAILURE() << what_ << ": " << message;
-  }
-
- private:
-  static constexpr int kShown = 5;
-  std::string what_;
-  int count_ = 0;
-};
-
 // Label is the label type, also for Gram targets (kGram), where the labels
 // go unused.
 template <class T, class Label, bool kGram>
-void run_case(const Case& c) {
+void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGram>) {
   using C = compute_t<T>;
-  using TargetsT =
-      std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+  using TargetsT = TargetsOf<C, Label, kGram>;
   constexpr bool kTracked = !std::is_same_v<T, typename Stored<T>::type>;
   const std::size_t rows = std::size_t(c.rows), cols = std::size_t(c.cols), n = rows * cols;
   std::mt19937_64 rng(fnv1a(c.name));
@@ -486,10 +351,8 @@ void run_case(const Case& c) {
   const int64_t blocks_wanted = (c.rows + plan.rows_per_block - 1) / plan.rows_per_block;
   const std::vector<unsigned char> untouched_row_losses(rows * sizeof(T), kPoisonByte);
   const std::vector<unsigned char> untouched_losses_to_sum(rows * sizeof(C), kPoisonByte);
-  const emu::Schedule schedules[] = {emu::Schedule::in_order, emu::Schedule::reversed,
-                                     emu::Schedule::warp_by_warp};
-  std::vector<unsigned char> first_outputs;  // under schedules[0]
-  for (emu::Schedule schedule : schedules) {
+  std::vector<unsigned char> first_outputs;  // under kSchedules[0]
+  for (emu::Schedule schedule : kSchedules) {
     SCOPED_TRACE("schedule " + std::to_string(int(schedule)));
     logits.assign_bytes(logits_bytes);
     separate_grad.fill_bytes(kPoisonByte);
@@ -501,10 +364,10 @@ void run_case(const Case& c) {
     emu::errors.clear();
     emu::rows_finished = 0;
     emu::max_dynamic_shared_attribute = 0;
+    tracking::clear();
     if constexpr (kTracked) {
-      if (grad) tracking::grad.watch(grad, n, sizeof(T));
-      if (c.want_row_losses) tracking::row_losses.watch(row_losses.data(), rows, sizeof(T));
-      tracking::reads_after_write = 0;
+      if (grad) tracking::watched[0].watch(grad, n, sizeof(T));
+      if (c.want_row_losses) tracking::watched[1].watch(row_losses.data(), rows, sizeof(T));
     }
 
     try {
@@ -530,17 +393,17 @@ void run_case(const Case& c) {
     EXPECT_EQ(emu::rows_finished, c.rows) << "rows a group finished (each row once)";
 
     if constexpr (kTracked) {
+      const std::vector<int>& grad_writes = tracking::watched[0].writes;
+      const std::vector<int>& row_loss_writes = tracking::watched[1].writes;
       FailureLog wrong_count("dS elements not written exactly once");
-      for (std::size_t k = 0; k < tracking::grad.writes.size(); ++k)
-        if (tracking::grad.writes[k] != 1)
-          wrong_count.add("element " + std::to_string(k) + " written " +
-                          std::to_string(tracking::grad.writes[k]) + " times");
-      for (std::size_t k = 0; k < tracking::row_losses.writes.size(); ++k)
-        EXPECT_EQ(tracking::row_losses.writes[k], 1) << "row_losses[" << k << "] writes";
-      EXPECT_EQ(tracking::reads_after_write, 0) << "reads of dS elements after they were written";
-      tracking::grad = {};
-      tracking::row_losses = {};
+      for (std::size_t k = 0; k < grad_writes.size(); ++k)
+        if (grad_writes[k] != 1)
+          wrong_count.add("element " + std::to_string(k) + " written " + std::to_string(grad_writes[k]) + " times");
+      for (std::size_t k = 0; k < row_loss_writes.size(); ++k)
+        EXPECT_EQ(row_loss_writes[k], 1) << "row_losses[" << k << "] writes";
+      EXPECT_EQ(tracking::reads_after_write, 0) << "reads of dS or row_losses elements after they were written";
     }
+    tracking::clear();
     EXPECT_TRUE(logits.guards_intact()) << "write next to the logits";
     EXPECT_TRUE(separate_grad.guards_intact()) << "write next to dS";
     EXPECT_TRUE(row_losses.guards_intact()) << "write next to row_losses";
@@ -591,29 +454,8 @@ void run_case(const Case& c) {
       const auto* grad_bytes = reinterpret_cast<const unsigned char*>(grad);
       outputs.insert(outputs.end(), grad_bytes, grad_bytes + n * sizeof(T));
     }
-    if (schedule == schedules[0]) {
-      first_outputs = outputs;
-    } else {
-      EXPECT_TRUE(outputs == first_outputs) << "outputs differ from schedule 0's";
-    }
+    expect_same_as_first_schedule(schedule, outputs, first_outputs);
   }
-}
-
-template <class T>
-void run_case(const Case& c) {
-  switch (c.targets) {
-    case Targets::labels_i32: run_case<T, int32_t, false>(c); break;
-    case Targets::labels_i64: run_case<T, int64_t, false>(c); break;
-    case Targets::gram: run_case<T, int32_t, true>(c); break;
-  }
-}
-
-template <class S>
-void run_case_stored(const Case& c) {
-  if (c.tracked)
-    run_case<Tracked<S>>(c);
-  else
-    run_case<S>(c);
 }
 
 // What GoogleTest prints for a failing case.
@@ -623,15 +465,9 @@ class EmulatedRowKernels : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmulatedRowKernels, MatchTheReference) {
   const Case& c = GetParam();
-  switch (c.dtype) {
-    case Dtype::f32: run_case_stored<float>(c); break;
-    case Dtype::f64: run_case_stored<double>(c); break;
-    case Dtype::f16: run_case_stored<__half>(c); break;
-    case Dtype::bf16: run_case_stored<__nv_bfloat16>(c); break;
-  }
+  with_case_types(c.dtype, c.tracked, c.targets, [&c](auto... types) { run_case(c, types...); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, EmulatedRowKernels, ::testing::ValuesIn(make_cases()),
-                         [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedRowKernels, ::testing::ValuesIn(make_cases()), CaseName());
 
 }  // namespace

@@ -50,8 +50,6 @@ using npairs::RowGradCoeffs;
 using npairs::RowStats;
 using npairs::cuda::DeviceLimits;
 
-enum class Dtype { f32, f64, f16, bf16 };
-enum class Targets { labels_i32, labels_i64, gram };
 
 struct Case {
   std::string name;
@@ -129,21 +127,10 @@ std::vector<Case> make_cases() {
   return cases;
 }
 
-struct RefStats {
-  double max, lse, pos, mean;  // mean: sum q z / pos
-  double scale;                // 1 + the largest finite |z|
-};
-
-bool near(double got, double ref, double tolerance) {
-  if (std::isinf(ref)) return got == ref;
-  return std::fabs(got - ref) <= tolerance;
-}
-
 template <class T, class Label, bool kGram>
-void run_case(const Case& c) {
+void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGram>) {
   using C = compute_t<T>;
-  using TargetsT =
-      std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+  using TargetsT = TargetsOf<C, Label, kGram>;
   std::vector<int64_t> row_begins(c.blocks.size() + 1, 0), col_begins(c.tiles.size() + 1, 0);
   std::partial_sum(c.blocks.begin(), c.blocks.end(), row_begins.begin() + 1);
   std::partial_sum(c.tiles.begin(), c.tiles.end(), col_begins.begin() + 1);
@@ -236,10 +223,8 @@ void run_case(const Case& c) {
 
   const DeviceLimits limits{c.multiprocessors, 48 * 1024};
   const double tolerance = compute_tolerance<T>(), u = unit_roundoff<T>();
-  const emu::Schedule schedules[] = {emu::Schedule::in_order, emu::Schedule::reversed,
-                                     emu::Schedule::warp_by_warp};
   std::vector<unsigned char> first_outputs;
-  for (emu::Schedule schedule : schedules) {
+  for (emu::Schedule schedule : kSchedules) {
     SCOPED_TRACE("schedule " + std::to_string(int(schedule)));
     emu::schedule = schedule;
     matrix.assign_bytes(logits_bytes);
@@ -261,7 +246,7 @@ void run_case(const Case& c) {
                   coeffs.guards_intact() && moments.guards_intact())
           << "a write next to an array";
     };
-    // Tile (b, t): its logits, dS and targets (the tile's overlaps copied out).
+    // Tile (b, t)'s targets (the tile's overlaps copied out).
     auto tile_targets = [&](std::size_t b, std::size_t t) {
       const std::size_t r0 = std::size_t(row_begins[b]), c0 = std::size_t(col_begins[t]);
       const std::size_t height = std::size_t(c.blocks[b]), width = std::size_t(c.tiles[t]);
@@ -273,8 +258,14 @@ void run_case(const Case& c) {
         return TargetsT{labels.data() + r0, column_labels.data() + c0};
       }
     };
-    auto logits_of = [&](std::size_t b, std::size_t t) {
-      return matrix.data() + std::size_t(row_begins[b]) * cols + std::size_t(col_begins[t]);
+    // `args` of a tile kernel with tile (b, t)'s logits, shape and scale set.
+    auto tile_args = [&](auto args, std::size_t b, std::size_t t) {
+      args.logits = matrix.data() + std::size_t(row_begins[b]) * cols + std::size_t(col_begins[t]);
+      args.ld = int64_t(cols);
+      args.logit_scale = logit_scale;
+      args.rows = c.blocks[b];
+      args.cols = c.tiles[t];
+      return args;
     };
 
     // The statistics sweep: each block's tiles, rows and (symmetric) columns.
@@ -282,24 +273,14 @@ void run_case(const Case& c) {
       for (std::size_t t = 0; t < c.tiles.size(); ++t) {
         SCOPED_TRACE("statistics of block " + std::to_string(b) + " tile " + std::to_string(t));
         const TargetsT targets = tile_targets(b, t);
-        npairs::cuda::TileRowStatsArgs<T> row_args{};
-        row_args.logits = logits_of(b, t);
-        row_args.ld = int64_t(cols);
-        row_args.logit_scale = logit_scale;
-        row_args.rows = c.blocks[b];
-        row_args.cols = c.tiles[t];
+        auto row_args = tile_args(npairs::cuda::TileRowStatsArgs<T>{}, b, t);
         row_args.first = t == 0;
         row_args.running = running.data() + row_begins[b];
         emu::launches.clear();
         npairs::cuda::launch_tile_row_stats<T>(row_args, targets, limits, nullptr);
         launched("tile_row_stats");
         if (!c.symmetric) continue;
-        npairs::cuda::TileColumnStatsArgs<T> args{};
-        args.logits = logits_of(b, t);
-        args.ld = int64_t(cols);
-        args.logit_scale = logit_scale;
-        args.rows = c.blocks[b];
-        args.cols = c.tiles[t];
+        auto args = tile_args(npairs::cuda::TileColumnStatsArgs<T>{}, b, t);
         args.first = b == 0;
         args.columns = columns.data() + col_begins[t];
         emu::launches.clear();
@@ -380,12 +361,7 @@ void run_case(const Case& c) {
         SCOPED_TRACE("gradient of block " + std::to_string(b) + " tile " + std::to_string(t));
         const TargetsT targets = tile_targets(b, t);
         const std::size_t offset = std::size_t(row_begins[b]) * cols + std::size_t(col_begins[t]);
-        npairs::cuda::TileRowGradientArgs<T> args{};
-        args.logits = logits_of(b, t);
-        args.ld = int64_t(cols);
-        args.logit_scale = logit_scale;
-        args.rows = c.blocks[b];
-        args.cols = c.tiles[t];
+        auto args = tile_args(npairs::cuda::TileRowGradientArgs<T>{}, b, t);
         args.running = running.data() + row_begins[b];
         args.grad_loss = c.upstream ? upstream.data() : nullptr;
         args.grad_factor = grad_factor;
@@ -438,17 +414,7 @@ void run_case(const Case& c) {
       const std::vector<unsigned char> m = moments.copy_bytes();
       outputs.insert(outputs.end(), m.begin(), m.end());
     }
-    if (schedule == schedules[0]) first_outputs = outputs;
-    else EXPECT_TRUE(outputs == first_outputs) << "outputs differ from schedule 0's";
-  }
-}
-
-template <class T>
-void run_case(const Case& c) {
-  switch (c.targets) {
-    case Targets::labels_i32: run_case<T, int32_t, false>(c); break;
-    case Targets::labels_i64: run_case<T, int64_t, false>(c); break;
-    case Targets::gram: run_case<T, int32_t, true>(c); break;
+    expect_same_as_first_schedule(schedule, outputs, first_outputs);
   }
 }
 
@@ -458,15 +424,9 @@ class EmulatedSymmetricKernels : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmulatedSymmetricKernels, MatchTheReference) {
   const Case& c = GetParam();
-  switch (c.dtype) {
-    case Dtype::f32: run_case<float>(c); break;
-    case Dtype::f64: run_case<double>(c); break;
-    case Dtype::f16: run_case<__half>(c); break;
-    case Dtype::bf16: run_case<__nv_bfloat16>(c); break;
-  }
+  with_case_types(c.dtype, c.targets, [&c](auto... types) { run_case(c, types...); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, EmulatedSymmetricKernels, ::testing::ValuesIn(make_cases()),
-                         [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedSymmetricKernels, ::testing::ValuesIn(make_cases()), CaseName());
 
 }  // namespace

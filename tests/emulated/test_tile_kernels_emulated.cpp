@@ -53,8 +53,6 @@ using npairs::RowStats;
 using npairs::cuda::DeviceLimits;
 using npairs::cuda::StreamedRows;
 
-enum class Dtype { f32, f64, f16, bf16 };
-enum class Targets { labels_i32, labels_i64, gram };
 enum class Values { normal, minus_infinity, huge };  // huge: |z| ~ 1e30
 enum class Upstream { ones, scalar, per_row };       // grad_loss
 // Where a tile's logits are (src/cpu_backend.cpp's logits_of and grad_of):
@@ -206,22 +204,10 @@ std::vector<Case> make_cases() {
   return cases;
 }
 
-// The float64 statistics of row i over columns [0, end).
-struct RefStats {
-  double max, lse, pos, mean;  // mean: sum_j q_ij z_ij / pos (0 without positives)
-  double scale;                // 1 + the largest finite |z|: what errors are relative to
-};
-
-bool near(double got, double ref, double tolerance) {
-  if (std::isinf(ref)) return got == ref;
-  return std::fabs(got - ref) <= tolerance;
-}
-
 template <class T, class Label, bool kGram>
-void run_case(const Case& c) {
+void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGram>) {
   using C = compute_t<T>;
-  using TargetsT =
-      std::conditional_t<kGram, npairs::cuda::GramTargets<C>, npairs::cuda::LabelTargets<C, Label>>;
+  using TargetsT = TargetsOf<C, Label, kGram>;
   constexpr bool kTracked = !std::is_same_v<T, typename Stored<T>::type>;
   const std::size_t rows = std::size_t(c.rows);
   std::vector<int64_t> begins(c.tiles.size() + 1, 0);
@@ -282,6 +268,7 @@ void run_case(const Case& c) {
   // dL/dS_ij = grad_factor g_i w_i (softmax(z_i)_j - T_ij).
   const double z_scale = double(logit_scale.hi) * double(logit_scale.lo);
   auto z = [&](std::size_t i, std::size_t j) { return to_double(matrix.data()[i * cols + j]) * z_scale; };
+  // The statistics of row i over columns [0, end).
   auto reference_stats = [&](std::size_t i, std::size_t end) {
     RefStats r{-INFINITY, 0, 0, 0, 1};
     for (std::size_t j = 0; j < end; ++j) {
@@ -316,10 +303,8 @@ void run_case(const Case& c) {
 
   const DeviceLimits limits{c.multiprocessors, 48 * 1024};
   const double tolerance = compute_tolerance<T>(), u = unit_roundoff<T>();
-  const emu::Schedule schedules[] = {emu::Schedule::in_order, emu::Schedule::reversed,
-                                     emu::Schedule::warp_by_warp};
   std::vector<unsigned char> first_outputs;
-  for (emu::Schedule schedule : schedules) {
+  for (emu::Schedule schedule : kSchedules) {
     SCOPED_TRACE("schedule " + std::to_string(int(schedule)));
     emu::schedule = schedule;
     matrix.assign_bytes(logits_bytes);
@@ -571,29 +556,8 @@ void run_case(const Case& c) {
       EXPECT_GT(stats_strided, 0) << "no statistics launch went round its grid";
       EXPECT_GT(gradient_strided, 0) << "no gradient launch went round its grid";
     }
-    if (schedule == schedules[0]) {
-      first_outputs = outputs;
-    } else {
-      EXPECT_TRUE(outputs == first_outputs) << "outputs differ from schedule 0's";
-    }
+    expect_same_as_first_schedule(schedule, outputs, first_outputs);
   }
-}
-
-template <class T>
-void run_case(const Case& c) {
-  switch (c.targets) {
-    case Targets::labels_i32: run_case<T, int32_t, false>(c); break;
-    case Targets::labels_i64: run_case<T, int64_t, false>(c); break;
-    case Targets::gram: run_case<T, int32_t, true>(c); break;
-  }
-}
-
-template <class S>
-void run_case_stored(const Case& c) {
-  if (c.tracked)
-    run_case<Tracked<S>>(c);
-  else
-    run_case<S>(c);
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
@@ -602,15 +566,9 @@ class EmulatedTileKernels : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EmulatedTileKernels, MatchTheReference) {
   const Case& c = GetParam();
-  switch (c.dtype) {
-    case Dtype::f32: run_case_stored<float>(c); break;
-    case Dtype::f64: run_case_stored<double>(c); break;
-    case Dtype::f16: run_case_stored<__half>(c); break;
-    case Dtype::bf16: run_case_stored<__nv_bfloat16>(c); break;
-  }
+  with_case_types(c.dtype, c.tracked, c.targets, [&c](auto... types) { run_case(c, types...); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, EmulatedTileKernels, ::testing::ValuesIn(make_cases()),
-                         [](const ::testing::TestParamInfo<Case>& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedTileKernels, ::testing::ValuesIn(make_cases()), CaseName());
 
 }  // namespace
