@@ -20,10 +20,7 @@
 
 namespace {
 
-struct SymCase {
-  std::string name;
-  npt::Spec spec;
-  bool want_similarity = false, want_anchors = false, want_positives = false;
+struct SymCase : npt::SymmetricCase {
   bool wide_logits = false;  // similarity spread far apart: see widen()
 };
 
@@ -49,53 +46,16 @@ void widen(npt::Inputs& in) {
   }
 }
 
-// Every input kind: similarity or embeddings, labels or multi-labels, square
-// or rectangular with column targets, f32 and f64, both scalar reductions;
-// symmetric, and (non-symmetric) dL/dtau with weights and NONE too.
+// Every input kind (npt::symmetric_sweep): odd sizes above the smallest
+// block of whole rows (64), so that limits give one block, several, and
+// tiles of columns.
 std::vector<SymCase> make_cases() {
   std::vector<SymCase> cases;
-  int index = 0;
-  for (bool symmetric : {true, false}) {
-    for (npairs_dtype dtype : {NPAIRS_F32, NPAIRS_F64}) {
-      for (bool multilabel : {false, true}) {
-        for (bool embeddings : {false, true}) {
-          for (bool rectangular : {false, true}) {
-            SymCase c;
-            npt::Spec& s = c.spec;
-            ++index;
-            s.seed = static_cast<uint64_t>(index) * 104729u;
-            s.symmetric = symmetric;
-            s.dtype = dtype;
-            s.multilabel = multilabel;
-            s.embeddings = embeddings;
-            s.column_targets = rectangular;
-            // Odd sizes above the smallest block of whole rows (64), so that
-            // limits give one block, several, and tiles of columns.
-            s.rows = 131 + 2 * (index % 5);
-            s.cols = rectangular ? (index % 2 == 0 ? 97 : 173) : s.rows;
-            s.dim = 5 + index % 4;
-            s.classes = multilabel ? 4 : (rectangular ? 9 : s.rows);
-            s.label_dtype = index % 3 == 0 ? NPAIRS_I32 : NPAIRS_I64;
-            s.big_labels = !multilabel && index % 4 == 3;
-            s.reduction = index % 2 == 0 ? NPAIRS_REDUCTION_SUM_OVER_BATCH_SIZE : NPAIRS_REDUCTION_SUM;
-            if (!symmetric && index % 4 == 1) s.reduction = NPAIRS_REDUCTION_NONE;
-            s.weights = !symmetric && index % 3 != 0;
-            s.grad_loss = index % 3 != 2;
-            s.temperature = index % 4 == 0 ? 1.0 : 0.07 * (1 + index % 3);
-            s.reg_lambda = embeddings && s.reduction != NPAIRS_REDUCTION_NONE && index % 2 == 0 ? 0.01 : 0.0;
-            c.want_similarity = !embeddings || index % 2 == 0;
-            c.want_anchors = embeddings;
-            c.want_positives = embeddings && index % 3 != 0;
-            char name[160];
-            std::snprintf(name, sizeof name, "c%02d_%s_%s_%s_%s_%s_R%" PRId64 "x%" PRId64, index,
-                          symmetric ? "sym" : "rows", npt::dtype_name(dtype), multilabel ? "multi" : "labels",
-                          embeddings ? "emb" : "sim", npt::reduction_name(s.reduction), s.rows, s.cols);
-            c.name = name;
-            cases.push_back(c);
-          }
-        }
-      }
-    }
+  for (const npt::SymmetricCase& swept :
+       npt::symmetric_sweep({NPAIRS_F32, NPAIRS_F64}, npt::SymmetricSizes{104729, 131, 97, 173, 5, 4, 4, 9, true})) {
+    SymCase c;
+    static_cast<npt::SymmetricCase&>(c) = swept;
+    cases.push_back(c);
   }
   // Far-apart logits, similarity inputs, both dtypes and target kinds.
   for (const SymCase& base : std::vector<SymCase>(cases)) {
@@ -517,18 +477,7 @@ TEST(SymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
 TEST(Symmetric, NoRowsGivesZeros) {
   npt::Context ctx;
   ASSERT_NPAIRS_OK(ctx.status());
-  const npt::Inputs in = npt::similarity_inputs(NPAIRS_F32, 0, 0, {}, {}, {});
-  npairs_options o = in.options();
-  o.flags = NPAIRS_FLAG_SYMMETRIC;
-  npairs_problem p = in.problem();
-  p.column_labels = nullptr;
-  float loss = -1, dtau = -1;
-  npairs_gradients g;
-  npairs_gradients_init(&g);
-  g.temperature = &dtau;
-  ASSERT_NPAIRS_OK(npairs_loss(ctx.get(), &o, &p, nullptr, &loss, &g));
-  EXPECT_EQ(loss, 0.0f);
-  EXPECT_EQ(dtau, 0.0f);
+  npt::expect_symmetric_no_rows_gives_zeros(ctx.get());
 }
 
 }  // namespace
