@@ -13,12 +13,10 @@ Usage:
 Prints one line per scale: the medians of both calls and their ratio.
 """
 import argparse
-import statistics
-import time
-
 import numpy as np
 
 import npairs
+from keras_jax import median_seconds  # bench/: the same timing
 
 
 def clip_logits(rows, dim, seed=0):
@@ -28,17 +26,6 @@ def clip_logits(rows, dim, seed=0):
     texts = images + 0.5 * rng.standard_normal((rows, dim))
     texts /= np.linalg.norm(texts, axis=1, keepdims=True)
     return (images @ texts.T).astype(np.float32)
-
-
-def median_ms(call, repeats, warmup=3):
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main():
@@ -58,8 +45,8 @@ def main():
             return lambda: npairs.npairs_loss(labels, similarity, temperature=1.0 / scale, symmetric=symmetric,
                                               return_grad=True, return_temperature_grad=True, grad_out=grad,
                                               threads=args.threads)
-        rows_only = median_ms(call(False), args.repeats)
-        both = median_ms(call(True), args.repeats)
+        rows_only = 1e3 * median_seconds(call(False), 3, args.repeats)
+        both = 1e3 * median_seconds(call(True), 3, args.repeats)
         print(f"R={args.rows} scale={scale:g}: symmetric {both:.1f} ms, non-symmetric {rows_only:.1f} ms, "
               f"ratio {both / rows_only:.2f}", flush=True)
 
