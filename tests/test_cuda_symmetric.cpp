@@ -124,70 +124,11 @@ TEST_P(CudaSymmetric, TemperatureGradientAlone) {
 INSTANTIATE_TEST_SUITE_P(Cases, CudaSymmetric, ::testing::ValuesIn(make_cases()),
                          [](const ::testing::TestParamInfo<CudaSymCase>& param_info) { return param_info.param.name; });
 
-bool mentions(const std::string& message, std::initializer_list<const char*> parts) {
-  for (const char* part : parts) {
-    if (message.find(part) == std::string::npos) return false;
-  }
-  return true;
-}
-
-// A small symmetric problem whose column 4 (and nothing else) has no
-// positive row: a label of no row, or no class; the first seed whose rows
-// all keep a positive.
-npt::Inputs column_without_positive(bool multilabel, npairs_dtype dtype = NPAIRS_F64) {
-  npt::Spec s;
-  s.dtype = dtype;
-  s.symmetric = true;
-  s.multilabel = multilabel;
-  s.column_targets = true;
-  s.rows = 9;
-  s.cols = 11;
-  s.classes = multilabel ? 3 : 4;
-  s.reduction = NPAIRS_REDUCTION_SUM;
-  for (s.seed = 5;; ++s.seed) {
-    npt::Inputs in = npt::make_inputs(s);
-    if (multilabel) {
-      for (int64_t k = 0; k < in.K; ++k) in.column_multilabels.set(std::size_t(4 * in.K + k), 0.0);
-    } else {
-      in.column_labels.set_int(4, 999);
-    }
-    const ref::Result<double> r = ref::compute<double>(in.reference());
-    if (r.first_bad_row < 0 && r.first_bad_column == 4) return in;
-  }
-}
-
 TEST(CudaSymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
   NPT_REQUIRE_CUDA();
   npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
   ASSERT_NPAIRS_OK(gpu.status());
-  for (bool multilabel : {false, true}) {
-    for (bool streamed : {false, true}) {
-      SCOPED_TRACE(std::string(multilabel ? "multi" : "labels") + (streamed ? " streamed" : ""));
-      npt::Inputs in = column_without_positive(multilabel);
-      ASSERT_EQ(ref::compute<double>(in.reference()).first_bad_column, 4);
-      npt::Outputs out(in, true, true, false, false, true);
-      ASSERT_NPAIRS_OK(
-          npairs_context_set_workspace_limit(gpu.get(), streamed ? npt::smallest_workspace(gpu.get(), in, out) : 0));
-      EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, out, NPAIRS_ERROR_INVALID_VALUE));
-      EXPECT_TRUE(mentions(npairs_last_error(), {"column 4", multilabel ? "problem.column_multilabels"
-                                                                         : "problem.column_labels"}))
-          << npairs_last_error();
-      // Not symmetric: the same input is valid (every row has a positive).
-      in.spec.symmetric = false;
-      npt::Outputs fine(in, true, true, false, false, true);
-      ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(gpu.get(), 0));
-      EXPECT_NPAIRS_OK(npt::run_loss(gpu.get(), in, fine));
-    }
-  }
-  // No rows at all: column 0 has no positive row.
-  const npt::Inputs empty = npt::similarity_inputs(NPAIRS_F64, 0, 2, {}, {}, {1, 2});
-  npairs_options o = empty.options();
-  o.flags = NPAIRS_FLAG_SYMMETRIC;
-  const npairs_problem p = empty.problem();
-  double loss = -1;
-  EXPECT_EQ(npairs_loss(gpu.get(), &o, &p, nullptr, &loss, nullptr), NPAIRS_ERROR_INVALID_VALUE);
-  EXPECT_TRUE(mentions(npairs_last_error(), {"column 0"})) << npairs_last_error();
-  EXPECT_EQ(loss, -1);
+  npt::expect_symmetric_column_without_positive_fails(gpu.get());
 }
 
 #ifdef NPAIRS_TEST_HAVE_CUDART
@@ -200,7 +141,7 @@ TEST(CudaSymmetricErrors, DeferredColumnCheckReportsAtSynchronize) {
   ASSERT_NPAIRS_OK(gpu.status());
   for (bool multilabel : {false, true}) {
     SCOPED_TRACE(multilabel ? "multi" : "labels");
-    const npt::Inputs in = column_without_positive(multilabel, NPAIRS_F32);
+    const npt::Inputs in = npt::symmetric_column_without_positive(multilabel, NPAIRS_F32);
     npt::Outputs out(in, true, true, false, false, true);
     npt::DeviceArray labels(in.labels), column_labels(in.column_labels), multilabels(in.multilabels),
         column_multilabels(in.column_multilabels), similarity(in.similarity), loss(out.loss),
@@ -219,7 +160,7 @@ TEST(CudaSymmetricErrors, DeferredColumnCheckReportsAtSynchronize) {
     g.temperature = dtau.data();
     ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &p, nullptr, loss.data(), &g));
     EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
-    EXPECT_TRUE(mentions(npairs_last_error(), {"column 4"})) << npairs_last_error();
+    EXPECT_TRUE(npt::mentions(npairs_last_error(), {"column 4"})) << npairs_last_error();
     EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));  // cleared
     ASSERT_TRUE(loss.download(out.loss) && dtau.download(out.grad_temperature) && dS.download(out.grad_similarity));
     EXPECT_TRUE(std::isnan(out.loss.values()[0]));
@@ -244,7 +185,7 @@ TEST(CudaSymmetricErrors, HalfMultilabelsAreUnsupported) {
     const npt::Inputs in = npt::make_inputs(s);
     npt::Outputs out(in, true, true, false, false, true);
     EXPECT_TRUE(npt::fails_leaving_outputs_untouched(gpu.get(), in, out, NPAIRS_ERROR_UNSUPPORTED));
-    EXPECT_TRUE(mentions(npairs_last_error(), {"grads.temperature", "multi-labels"})) << npairs_last_error();
+    EXPECT_TRUE(npt::mentions(npairs_last_error(), {"grads.temperature", "multi-labels"})) << npairs_last_error();
   }
 }
 

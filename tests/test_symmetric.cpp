@@ -399,13 +399,6 @@ TEST(SymmetricAbi, GradientsInitWritesTheCallersSize) {
   for (unsigned char b : bytes) EXPECT_EQ(b, 0xAB);
 }
 
-bool mentions(const std::string& message, std::initializer_list<const char*> words) {
-  for (const char* w : words) {
-    if (message.find(w) == std::string::npos) return false;
-  }
-  return true;
-}
-
 TEST(SymmetricErrors, NoneReductionOrSampleWeightIsInvalidArgument) {
   npt::Context ctx;
   ASSERT_NPAIRS_OK(ctx.status());
@@ -415,14 +408,14 @@ TEST(SymmetricErrors, NoneReductionOrSampleWeightIsInvalidArgument) {
     const npt::Inputs in = npt::make_inputs(s);
     npt::Outputs out(in, true, true, false, false, true);
     EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_ARGUMENT));
-    EXPECT_TRUE(mentions(npairs_last_error(), {"NPAIRS_FLAG_SYMMETRIC", "options.reduction"})) << npairs_last_error();
+    EXPECT_TRUE(npt::mentions(npairs_last_error(), {"NPAIRS_FLAG_SYMMETRIC", "options.reduction"})) << npairs_last_error();
   }
   s.reduction = NPAIRS_REDUCTION_SUM;
   s.weights = true;
   const npt::Inputs in = npt::make_inputs(s);
   npt::Outputs out(in, true, true, false, false, true);
   EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_ARGUMENT));
-  EXPECT_TRUE(mentions(npairs_last_error(), {"NPAIRS_FLAG_SYMMETRIC", "problem.sample_weight"})) << npairs_last_error();
+  EXPECT_TRUE(npt::mentions(npairs_last_error(), {"NPAIRS_FLAG_SYMMETRIC", "problem.sample_weight"})) << npairs_last_error();
   // npairs_workspace_size checks the same rules.
   const npairs_options o = in.options();
   const npairs_problem p = in.problem();
@@ -434,43 +427,7 @@ TEST(SymmetricErrors, NoneReductionOrSampleWeightIsInvalidArgument) {
 TEST(SymmetricErrors, ColumnWithoutPositiveRowIsInvalidValueNamingIt) {
   npt::Context ctx;
   ASSERT_NPAIRS_OK(ctx.status());
-  for (bool multilabel : {false, true}) {
-    for (bool streamed : {false, true}) {
-      SCOPED_TRACE(std::string(multilabel ? "multi" : "labels") + (streamed ? " streamed" : ""));
-      npt::Spec s = small_spec(true, multilabel, true, NPAIRS_REDUCTION_SUM);
-      npt::Inputs in = npt::make_inputs(s);
-      // Column 4 gets targets no row has: a label of no row, or no class.
-      if (multilabel) {
-        for (int64_t k = 0; k < in.K; ++k) in.column_multilabels.set(std::size_t(4 * in.K + k), 0.0);
-      } else {
-        in.column_labels.set_int(4, 999);
-      }
-      ASSERT_FALSE(ref::compute<double>(in.reference()).valid);
-      EXPECT_EQ(ref::compute<double>(in.reference()).first_bad_column, 4);
-      npt::Outputs out(in, true, true, false, false, true);
-      ASSERT_NPAIRS_OK(
-          npairs_context_set_workspace_limit(ctx.get(), streamed ? npt::smallest_workspace(ctx.get(), in, out) : 0));
-      EXPECT_TRUE(npt::fails_leaving_outputs_untouched(ctx.get(), in, out, NPAIRS_ERROR_INVALID_VALUE));
-      EXPECT_TRUE(mentions(npairs_last_error(), {"column 4", multilabel ? "problem.column_multilabels"
-                                                                         : "problem.column_labels"}))
-          << npairs_last_error();
-      // Not symmetric: the same input is valid (every row has a positive).
-      in.spec.symmetric = false;
-      npt::Outputs fine(in, true, true, false, false, true);
-      ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx.get(), 0));
-      EXPECT_NPAIRS_OK(npt::run_loss(ctx.get(), in, fine));
-    }
-  }
-  // No rows at all: column 0 has no positive row.
-  std::vector<int64_t> column_labels = {1, 2};
-  const npt::Inputs empty = npt::similarity_inputs(NPAIRS_F64, 0, 2, {}, {}, column_labels);
-  npairs_options o = empty.options();
-  o.flags = NPAIRS_FLAG_SYMMETRIC;
-  const npairs_problem p = empty.problem();
-  double loss = -1;
-  EXPECT_EQ(npairs_loss(ctx.get(), &o, &p, nullptr, &loss, nullptr), NPAIRS_ERROR_INVALID_VALUE);
-  EXPECT_TRUE(mentions(npairs_last_error(), {"column 0"})) << npairs_last_error();
-  EXPECT_EQ(loss, -1);
+  npt::expect_symmetric_column_without_positive_fails(ctx.get());
 }
 
 // R = 0 without column targets (M = 0): the loss and dL/dtau are 0.

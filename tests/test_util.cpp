@@ -457,6 +457,67 @@ void expect_symmetric_no_rows_gives_zeros(npairs_context ctx) {
   EXPECT_EQ(dtau, 0.0f);
 }
 
+bool mentions(const std::string& message, std::initializer_list<const char*> parts) {
+  for (const char* part : parts) {
+    if (message.find(part) == std::string::npos) return false;
+  }
+  return true;
+}
+
+Inputs symmetric_column_without_positive(bool multilabel, npairs_dtype dtype) {
+  Spec s;
+  s.dtype = dtype;
+  s.symmetric = true;
+  s.multilabel = multilabel;
+  s.column_targets = true;
+  s.rows = 9;
+  s.cols = 11;
+  s.classes = multilabel ? 3 : 4;
+  s.reduction = NPAIRS_REDUCTION_SUM;
+  for (s.seed = 5;; ++s.seed) {
+    Inputs in = make_inputs(s);
+    if (multilabel) {
+      for (int64_t k = 0; k < in.K; ++k) in.column_multilabels.set(std::size_t(4 * in.K + k), 0.0);
+    } else {
+      in.column_labels.set_int(4, 999);
+    }
+    const ref::Result<double> r = ref::compute<double>(in.reference());
+    if (r.first_bad_row < 0 && r.first_bad_column == 4) return in;
+  }
+}
+
+void expect_symmetric_column_without_positive_fails(npairs_context ctx) {
+  for (bool multilabel : {false, true}) {
+    for (bool streamed : {false, true}) {
+      SCOPED_TRACE(std::string(multilabel ? "multi" : "labels") + (streamed ? " streamed" : ""));
+      Inputs in = symmetric_column_without_positive(multilabel);
+      const ref::Result<double> expected = ref::compute<double>(in.reference());
+      ASSERT_FALSE(expected.valid);
+      ASSERT_EQ(expected.first_bad_column, 4);
+      Outputs out(in, true, true, false, false, true);
+      ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, streamed ? smallest_workspace(ctx, in, out) : 0));
+      EXPECT_TRUE(fails_leaving_outputs_untouched(ctx, in, out, NPAIRS_ERROR_INVALID_VALUE));
+      EXPECT_TRUE(mentions(npairs_last_error(),
+                           {"column 4", multilabel ? "problem.column_multilabels" : "problem.column_labels"}))
+          << npairs_last_error();
+      // Not symmetric: the same input is valid (every row has a positive).
+      in.spec.symmetric = false;
+      Outputs fine(in, true, true, false, false, true);
+      ASSERT_NPAIRS_OK(npairs_context_set_workspace_limit(ctx, 0));
+      EXPECT_NPAIRS_OK(run_loss(ctx, in, fine));
+    }
+  }
+  // No rows at all: column 0 has no positive row.
+  const Inputs empty = similarity_inputs(NPAIRS_F64, 0, 2, {}, {}, {1, 2});
+  npairs_options o = empty.options();
+  o.flags = NPAIRS_FLAG_SYMMETRIC;
+  const npairs_problem p = empty.problem();
+  double loss = -1;
+  EXPECT_EQ(npairs_loss(ctx, &o, &p, nullptr, &loss, nullptr), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_TRUE(mentions(npairs_last_error(), {"column 0"})) << npairs_last_error();
+  EXPECT_EQ(loss, -1);
+}
+
 Inputs make_inputs(const Spec& spec) {
   Inputs in;
   in.spec = spec;

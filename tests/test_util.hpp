@@ -240,6 +240,20 @@ std::vector<SymmetricCase> symmetric_sweep(std::initializer_list<npairs_dtype> d
 // on `ctx` gives a loss and dL/dtau of 0.
 void expect_symmetric_no_rows_gives_zeros(npairs_context ctx);
 
+// Whether `message` contains every one of `parts`.
+bool mentions(const std::string& message, std::initializer_list<const char*> parts);
+
+// A small symmetric problem whose column 4 (and nothing else) has no
+// positive row: a label of no row, or no class; the first seed whose rows
+// all keep a positive.
+Inputs symmetric_column_without_positive(bool multilabel, npairs_dtype dtype = NPAIRS_F64);
+
+// SPEC section 5's bad input on `ctx`, dense and streamed, labels and
+// multi-labels: a column without a positive row is INVALID_VALUE naming the
+// column and its argument, outputs untouched (the same input is valid
+// without the flag); without rows, column 0 is named.
+void expect_symmetric_column_without_positive_fails(npairs_context ctx);
+
 // Output buffers (each poisoned on creation) for the outputs wanted; the
 // loss is always allocated, a gradient only when wanted (empty otherwise), so
 // that a large problem need not hold an R x M dS it does not ask for.
