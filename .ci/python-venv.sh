@@ -6,7 +6,15 @@
 # configuring finds jax in it to build npairs.jax's FFI handlers (jax-ffi/).
 # Idempotent: a venv made for the same requirements whose packages import is
 # kept as it is (a few seconds); otherwise it is made anew (a few minutes on
-# a 2-core machine, about 7 GB: PyPI's torch wheel brings its CUDA libraries).
+# a 2-core machine, about 6 GB: PyPI's torch wheel brings its CUDA libraries).
+#
+# Disk is what a CI machine runs short of (one ran out of space inside a
+# single `pip install` of everything: 3.5 GB of wheels held in pip's cache
+# and its temporary folder while 7 GB were unpacked). So pip keeps no cache,
+# and installs in three steps, each of whose downloads is deleted before the
+# next: torch alone, then torch's own requirements but Triton (1.3 GB, used
+# only by torch.compile on GPUs; the CPU's inductor compiles C++ without it),
+# then the rest.
 #
 # Usage: bash .ci/python-venv.sh [VENV]
 set -euo pipefail
@@ -38,7 +46,20 @@ start=${SECONDS}
 echo "python-venv: creating ${venv} with ${requirements[*]} (PyPI)"
 rm -rf "${venv}"
 "${python}" -m venv "${venv}"
-"${venv}/bin/python" -m pip install -q --disable-pip-version-check "${requirements[@]}"
+pip=("${venv}/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir --no-warn-conflicts)
+# torch's requirements, as its metadata lists them: markers are left for pip
+# to evaluate; extras (`; extra == ...`) and triton are left out.
+torch_requirements='import importlib.metadata as md
+for r in md.requires("torch") or []:
+    if "extra ==" not in r and not r.lower().startswith("triton"):
+        print(r)'
+if ! { "${pip[@]}" --no-deps "${requirements[0]}" &&
+       mapfile -t torch_deps < <("${venv}/bin/python" -c "${torch_requirements}") &&
+       "${pip[@]}" "${torch_deps[@]}" &&
+       "${pip[@]}" "${requirements[@]:1}"; }; then
+  echo "python-venv: pip failed; free disk under ${venv}: $(df -h --output=avail "${venv}" | tail -n1)" >&2
+  exit 1
+fi
 versions=$("${venv}/bin/python" -c "${check}")
 echo "${requirements[*]}" >"${stamp}"
 echo "python-venv: ${venv} ready in $((SECONDS - start)) s (${versions})"
