@@ -23,6 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 venv=${1:-build/venv}
 python=/usr/bin/python3
 [[ -x "${python}" ]] || python="$(command -v python3)"
+# torch first: it is installed on its own (below).
 requirements=("torch>=2.4" numpy pytest "keras>=3" "tensorflow-cpu>=2.16" "jax[cpu]")
 stamp="${venv}/npairs-requirements.txt"
 # Keras and TensorFlow are checked by their metadata: importing them takes
