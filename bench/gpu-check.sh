@@ -19,7 +19,8 @@
 #  - symmetric (issue #15, CLIP's loss), similarity R = M in 4096 and 16384,
 #    device memory, loss + dS + dL/dtau: at most 1.3x the same non-symmetric
 #    call in the same run; and streamed, embeddings R = M = 16384 under a
-#    256 MiB limit (time only), and the CUDA symmetric tests under memcheck.
+#    256 MiB limit (time only), and the CUDA symmetric tests under memcheck
+#    and racecheck.
 # Steps run in that order of importance; each has a time limit, and the whole
 # stays under 9 minutes (steps that would start past the deadline are skipped
 # and say so). Logs and JSON go to $OUT (the device tool's folder) or
@@ -179,6 +180,10 @@ step build 180 cmake --build build/gpu -j "$(nproc)" &&
     # Its CUDA tests, device-memory cases (dense and streamed) and the bad inputs, under memcheck.
     step sym-memcheck 60 "$sanitizer" --tool memcheck --error-exitcode 1 ./build/gpu/tests/test_cuda_symmetric \
       '--gtest_filter=*CudaSymmetric.*device*:CudaSymmetricErrors.*'
+    # The statistics kernel's merge of the warps' columns through shared
+    # memory (tile_symmetric_stats.cu), float32 device cases.
+    step sym-racecheck 45 "$sanitizer" --tool racecheck --error-exitcode 1 ./build/gpu/tests/test_cuda_symmetric \
+      '--gtest_filter=*CudaSymmetric.*_sym_f32_*device*'
   fi
   # The streaming targets (issue #9), bfloat16, D = 512: R = M = 65536 under a
   # 1 GiB limit beside its three GEMMs run whole in the same run (8 GiB of

@@ -1,4 +1,4 @@
-// The tile of logits that the tile kernels (tile_row_stats, tile_column_stats,
+// The tile of logits that the tile kernels (tile_row_stats, tile_symmetric_stats,
 // tile_row_gradient) read: the arguments their own ones start with.
 #pragma once
 

@@ -21,10 +21,10 @@
 #include "sum_squares.cuh"
 #include "target_checks.hpp"
 #include "targets.cuh"
-#include "tile_column_stats.cuh"
 #include "tile_row_gradient.cuh"
 #include "tile_row_losses.cuh"
 #include "tile_row_stats.cuh"
+#include "tile_symmetric_stats.cuh"
 
 namespace npairs::cuda {
 namespace {
@@ -60,8 +60,9 @@ struct StreamedArrays : CallerArrays {
   Buffer bad_rows, check_ones, check_column_sums, check_overlaps;
   Buffer logits, gram, running, row_losses, l2_partials;
   // Symmetric calls: the columns' running statistics, losses and gradient
-  // coefficients [M]; dL/dtau: each row's moment [R].
-  Buffer column_running, column_losses, column_coeffs, moments;
+  // coefficients [M], and a tile's partial statistics of both directions;
+  // dL/dtau: each row's moment [R].
+  Buffer column_running, column_losses, column_coeffs, stats_partials, moments;
 };
 
 // Whether a symmetric call checks that every column has a positive row: with
@@ -98,6 +99,7 @@ void declare(const Task& task, const Placement& placement, int64_t row_block, in
   else if (col_tile < M || task.grad_temperature) layout.scratch(a.running, bytes(row_block, sizeof(RowStats<C>)));
   if (task.symmetric()) {
     layout.scratch(a.column_running, bytes(M, sizeof(RowStats<C>)));
+    layout.scratch(a.stats_partials, bytes(tile_symmetric_stats_partials(row_block, col_tile), sizeof(RowStats<C>)));
     if (task.loss) layout.scratch(a.column_losses, bytes(M, sizeof(C)));
     if (task.wants_gradient_pass()) layout.scratch(a.column_coeffs, bytes(M, sizeof(RowGradCoeffs<C>)));
   }
@@ -277,27 +279,31 @@ class CudaTiles final : public TileOps {
   }
 
   void tile_stats(const Tile& tile) override {
-    const auto [logits, ld] = logits_of(tile);
-    TileRowStatsArgs<T> args{};
-    args.logits = logits;
-    args.ld = ld;
-    args.logit_scale = logit_scale<C>(t_.temperature);
-    args.rows = tile.rows();
-    args.cols = tile.cols();
-    args.running = running_of(tile);
-    args.first = tile.col_begin == 0 && !t_.row_stats;  // column blocks merge into the earlier blocks'
+    const std::pair<const T*, int64_t> logits = logits_of(tile);
+    const bool first_rows = tile.col_begin == 0 && !t_.row_stats;  // column blocks merge into the earlier blocks'
     with_tile_targets<C>(t_, a_, tile, [&](const auto& targets) {
-      launch_tile_row_stats(args, targets, ctx_.limits, ctx_.stream);
-      if (!t_.symmetric()) return;
-      TileColumnStatsArgs<T> columns{};
-      columns.logits = args.logits;
-      columns.ld = args.ld;
-      columns.logit_scale = args.logit_scale;
-      columns.rows = tile.rows();
-      columns.cols = tile.cols();
-      columns.first = tile.row_begin == 0;
-      columns.columns = a_.column_running.as<RowStats<C>>() + tile.col_begin;
-      launch_tile_column_stats(columns, targets, ctx_.limits, ctx_.stream);
+      auto set_tile = [&](auto& args) {
+        args.logits = logits.first;
+        args.ld = logits.second;
+        args.logit_scale = logit_scale<C>(t_.temperature);
+        args.rows = tile.rows();
+        args.cols = tile.cols();
+        args.running = running_of(tile);
+      };
+      if (t_.symmetric()) {  // both directions from one read of the tile
+        TileSymmetricStatsArgs<T> args{};
+        set_tile(args);
+        args.first_rows = first_rows;
+        args.first_columns = tile.row_begin == 0;
+        args.column_running = a_.column_running.as<RowStats<C>>() + tile.col_begin;
+        args.partials = a_.stats_partials.as<RowStats<C>>();
+        launch_tile_symmetric_stats(args, targets, ctx_.limits, ctx_.stream);
+      } else {
+        TileRowStatsArgs<T> args{};
+        set_tile(args);
+        args.first = first_rows;
+        launch_tile_row_stats(args, targets, ctx_.limits, ctx_.stream);
+      }
     });
   }
 

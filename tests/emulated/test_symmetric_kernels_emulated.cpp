@@ -1,24 +1,27 @@
 // The CUDA kernels of a symmetric call and of dL/dtau (SPEC section 5), as
 // they are now, run on the CPU by the emulator of cuda_shim.hpp the way
 // src/tiled_loss.cpp drives them through cuda/streamed_loss.cu: every tile's
-// row statistics (tile_row_stats.cu) and column statistics
-// (tile_column_stats.cu) merged, row block after row block; the columns'
-// losses and gradient coefficients (column_losses.cu); then every tile's dS
-// of both directions and each row's moment sum_j dS_ij z_ij
+// row and column statistics from one read (tile_symmetric_stats.cu; the row
+// direction alone, tile_row_stats.cu) merged, row block after row block; the
+// columns' losses and gradient coefficients (column_losses.cu); then every
+// tile's dS of both directions and each row's moment sum_j dS_ij z_ij
 // (tile_row_gradient.cu). Against a float64 reference written from SPEC
 // section 5 with simple loops on the stored inputs, under the three thread
 // orders of emu::Schedule, each case checks:
-// - the columns' final statistics (max, log-sum-exp, target weight and
-//   target mean), the column losses and coefficients;
+// - the rows' and the columns' final statistics (max, log-sum-exp, target
+//   weight and target mean), the column losses and coefficients;
 // - every dS element (row term + column term) and every row's moment;
 //   without column coefficients (dL/dtau of a non-symmetric call) the row
 //   term alone;
 // - every output bitwise the same under every order;
-// - guard zones around every array, inputs left alone, the column kernel's
-//   grid-stride loop going round where the case says so.
+// - guard zones around every array, inputs left alone, the statistics
+//   kernel's grid-stride loop over sub-tiles going round where the case says
+//   so.
 // Cases: all four dtypes, labels (int32, int64) and Gram targets, square and
-// rectangular, odd row blocks and column tiles, one-column tiles, a tile wide
-// enough for a block per row (the block's moment sum), -inf logits.
+// rectangular, odd row blocks and column tiles, one-column tiles, tiles of
+// several sub-tiles (kSymmetricSubRows x kSymmetricSubCols) with ragged
+// edges, read in 16-byte vectors or element by element, a tile wide enough
+// for a block per row (the block's moment sum), -inf logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -38,9 +41,9 @@
 #include "dtype.cuh"
 #include "emulated_test_support.hpp"
 #include "column_losses_emulated.inc"
-#include "tile_column_stats_emulated.inc"
 #include "tile_row_gradient_emulated.inc"
 #include "tile_row_stats_emulated.inc"
+#include "tile_symmetric_stats_emulated.inc"
 
 namespace {
 
@@ -62,7 +65,7 @@ struct Case {
   bool minus_infinity = false;  // some logits without a target weight are -inf
   bool upstream = false;        // a scalar grad_loss g
   int multiprocessors = 2;
-  bool columns_stride = false;  // a column statistics launch goes round its grid
+  bool sub_tiles_stride = false;  // a statistics launch goes round its grid
 };
 
 int64_t vector_width(Dtype d) { return npairs::cuda::kVectorBytes / (d == Dtype::f64 ? 8 : d == Dtype::f32 ? 4 : 2); }
@@ -94,7 +97,6 @@ std::vector<Case> make_cases() {
     a.tiles = {40, 1, 97};
     a.upstream = true;
     a.multiprocessors = 1;
-    a.columns_stride = true;
     add(a);
 
     Case b = a;  // Gram targets, -inf logits, in place, one block
@@ -104,7 +106,6 @@ std::vector<Case> make_cases() {
     b.minus_infinity = true;
     b.in_place = true;
     b.upstream = false;
-    b.columns_stride = false;
     b.multiprocessors = 2;
     add(b);
 
@@ -113,7 +114,6 @@ std::vector<Case> make_cases() {
     c.tiles = {23};
     c.targets = Targets::labels_i64;
     c.symmetric = false;
-    c.columns_stride = false;
     add(c);
 
     Case d;  // a tile wide enough for a block per row: the block's moment sum
@@ -123,6 +123,26 @@ std::vector<Case> make_cases() {
     d.targets = Targets::gram;
     d.upstream = true;
     add(d);
+
+    Case e;  // several sub-tiles with ragged edges, read element by element; the grid goes round
+    e.dtype = dtype;
+    e.blocks = {133, 7};
+    e.tiles = {517, 3};
+    e.upstream = true;
+    e.multiprocessors = 1;
+    e.sub_tiles_stride = true;
+    add(e);
+
+    Case f = e;  // the same in 16-byte vectors (every tile's rows whole vectors), Gram, in place, -inf
+    f.blocks = {150};
+    f.tiles = {264, 8};
+    f.targets = Targets::gram;
+    f.in_place = true;
+    f.minus_infinity = true;
+    f.upstream = false;
+    f.multiprocessors = 2;
+    f.sub_tiles_stride = false;
+    add(f);
   }
   return cases;
 }
@@ -161,6 +181,9 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
   GuardedArray<T> matrix(n, false), grad_matrix(c.in_place ? 0 : n, false);
   GuardedArray<C> gram_tile(kGram ? n : 0, false);
   GuardedArray<RowStats<C>> running(rows, false), columns(cols, false);
+  const int64_t largest_partials = npairs::cuda::tile_symmetric_stats_partials(
+      *std::max_element(c.blocks.begin(), c.blocks.end()), *std::max_element(c.tiles.begin(), c.tiles.end()));
+  GuardedArray<RowStats<C>> partials(std::size_t(largest_partials), false);
   GuardedArray<C> column_losses(cols, false), moments(rows, false);
   GuardedArray<RowGradCoeffs<C>> coeffs(cols, false);
   GuardedArray<T> upstream(1, false);
@@ -223,6 +246,26 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
 
   const DeviceLimits limits{c.multiprocessors, 48 * 1024};
   const double tolerance = compute_tolerance<T>(), u = unit_roundoff<T>();
+  // The final statistics of each row or column (`what`) against the
+  // reference's, appended to `outputs`.
+  auto check_stats = [&](const std::string& what, GuardedArray<RowStats<C>>& got,
+                         const std::vector<RefStats>& ref, std::vector<unsigned char>& outputs) {
+    FailureLog errors(what + " statistics off the reference");
+    for (std::size_t k = 0; k < ref.size(); ++k) {
+      const RowStats<C> s = got.data()[k];
+      const RefStats& r = ref[k];
+      const double tol = tolerance * r.scale;
+      const double got_lse = double(s.max) + std::log(double(s.sum_exp));
+      if (!(near(double(s.max), r.max, tol) && near(got_lse, r.lse, tol) &&
+            near(double(s.pos), r.pos, tolerance * r.pos) &&
+            near(double(s.max) - double(s.pos_gap) / double(s.pos), r.mean, tol)))
+        errors.add(what + " " + std::to_string(k) + ": max " + std::to_string(double(s.max)) + " lse " +
+                   std::to_string(got_lse) + " pos " + std::to_string(double(s.pos)) + "; reference max " +
+                   std::to_string(r.max) + " lse " + std::to_string(r.lse) + " pos " + std::to_string(r.pos));
+    }
+    const std::vector<unsigned char> stats = got.copy_bytes();
+    outputs.insert(outputs.end(), stats.begin(), stats.end());
+  };
   std::vector<unsigned char> first_outputs;
   for (emu::Schedule schedule : kSchedules) {
     SCOPED_TRACE("schedule " + std::to_string(int(schedule)));
@@ -231,19 +274,20 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
     grad_matrix.fill_bytes(kPoisonByte);
     running.fill_bytes(kPoisonByte);
     columns.fill_bytes(kPoisonByte);  // NaN: a first block that does not reset shows
+    partials.fill_bytes(kPoisonByte);
     column_losses.fill_bytes(kPoisonByte);
     coeffs.fill_bytes(kPoisonByte);
     std::fill(moments.data(), moments.data() + rows, C(0));
     std::vector<unsigned char> outputs;
-    int columns_strided = 0;
+    int sub_tiles_strided = 0;
     auto launched = [&](const char* what) {
       for (const std::string& e : emu::errors) ADD_FAILURE() << what << ": emulator: " << e;
       emu::errors.clear();
     };
     auto check_guards = [&] {
       EXPECT_TRUE(matrix.guards_intact() && grad_matrix.guards_intact() && gram_tile.guards_intact() &&
-                  running.guards_intact() && columns.guards_intact() && column_losses.guards_intact() &&
-                  coeffs.guards_intact() && moments.guards_intact())
+                  running.guards_intact() && columns.guards_intact() && partials.guards_intact() &&
+                  column_losses.guards_intact() && coeffs.guards_intact() && moments.guards_intact())
           << "a write next to an array";
     };
     // Tile (b, t)'s targets (the tile's overlaps copied out).
@@ -273,53 +317,48 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
       for (std::size_t t = 0; t < c.tiles.size(); ++t) {
         SCOPED_TRACE("statistics of block " + std::to_string(b) + " tile " + std::to_string(t));
         const TargetsT targets = tile_targets(b, t);
-        auto row_args = tile_args(npairs::cuda::TileRowStatsArgs<T>{}, b, t);
-        row_args.first = t == 0;
-        row_args.running = running.data() + row_begins[b];
         emu::launches.clear();
-        npairs::cuda::launch_tile_row_stats<T>(row_args, targets, limits, nullptr);
-        launched("tile_row_stats");
-        if (!c.symmetric) continue;
-        auto args = tile_args(npairs::cuda::TileColumnStatsArgs<T>{}, b, t);
-        args.first = b == 0;
-        args.columns = columns.data() + col_begins[t];
-        emu::launches.clear();
-        try {
-          npairs::cuda::launch_tile_column_stats<T>(args, targets, limits, nullptr);
-        } catch (const std::exception& e) {
-          ADD_FAILURE() << "launch_tile_column_stats threw: " << e.what();
+        if (c.symmetric) {
+          auto args = tile_args(npairs::cuda::TileSymmetricStatsArgs<T>{}, b, t);
+          args.first_rows = t == 0;
+          args.first_columns = b == 0;
+          args.running = running.data() + row_begins[b];
+          args.column_running = columns.data() + col_begins[t];
+          args.partials = partials.data();
+          try {
+            npairs::cuda::launch_tile_symmetric_stats<T>(args, targets, limits, nullptr);
+          } catch (const std::exception& e) {
+            ADD_FAILURE() << "launch_tile_symmetric_stats threw: " << e.what();
+          }
+          launched("tile_symmetric_stats");
+          ASSERT_EQ(emu::launches.size(), 2u) << "the partials, then their merge";
+          EXPECT_EQ(emu::launches[0].kernel,
+                    reinterpret_cast<void (*)()>(&npairs::cuda::tile_symmetric_partials_kernel<T, TargetsT>));
+          EXPECT_EQ(emu::launches[1].kernel,
+                    reinterpret_cast<void (*)()>(&npairs::cuda::tile_symmetric_merge_kernel<T>));
+          using npairs::cuda::kSymmetricSubCols, npairs::cuda::kSymmetricSubRows;
+          const int64_t sub_tiles = ((c.blocks[b] + kSymmetricSubRows - 1) / kSymmetricSubRows) *
+                                    ((c.tiles[t] + kSymmetricSubCols - 1) / kSymmetricSubCols);
+          EXPECT_LE(int64_t(emu::launches[0].grid), sub_tiles);
+          if (int64_t(emu::launches[0].grid) < sub_tiles) ++sub_tiles_strided;
+        } else {
+          auto args = tile_args(npairs::cuda::TileRowStatsArgs<T>{}, b, t);
+          args.first = t == 0;
+          args.running = running.data() + row_begins[b];
+          npairs::cuda::launch_tile_row_stats<T>(args, targets, limits, nullptr);
+          launched("tile_row_stats");
         }
-        launched("tile_column_stats");
-        ASSERT_EQ(emu::launches.size(), 1u);
-        EXPECT_EQ(emu::launches[0].kernel,
-                  reinterpret_cast<void (*)()>(&npairs::cuda::tile_column_stats_kernel<T, TargetsT>));
-        const int64_t groups = (c.tiles[t] + 31) / 32;
-        EXPECT_LE(int64_t(emu::launches[0].grid), groups);
-        if (int64_t(emu::launches[0].grid) < groups) ++columns_strided;
         check_guards();
         EXPECT_TRUE(matrix.copy_bytes() == logits_bytes) << "logits changed";
       }
     }
-    if (c.columns_stride) {
-      EXPECT_GT(columns_strided, 0) << "no column statistics launch went round its grid";
+    if (c.sub_tiles_stride) {
+      EXPECT_GT(sub_tiles_strided, 0) << "no statistics launch went round its grid";
     }
+    check_stats("row", running, ref_rows, outputs);
 
     if (c.symmetric) {
-      FailureLog errors("column statistics off the reference");
-      for (std::size_t j = 0; j < cols; ++j) {
-        const RowStats<C> s = columns.data()[j];
-        const RefStats& r = ref_columns[j];
-        const double tol = tolerance * r.scale;
-        const double got_lse = double(s.max) + std::log(double(s.sum_exp));
-        if (!(near(double(s.max), r.max, tol) && near(got_lse, r.lse, tol) &&
-              near(double(s.pos), r.pos, tolerance * r.pos) &&
-              near(double(s.max) - double(s.pos_gap) / double(s.pos), r.mean, tol)))
-          errors.add("column " + std::to_string(j) + ": max " + std::to_string(double(s.max)) + " lse " +
-                     std::to_string(got_lse) + " pos " + std::to_string(double(s.pos)) + "; reference max " +
-                     std::to_string(r.max) + " lse " + std::to_string(r.lse) + " pos " + std::to_string(r.pos));
-      }
-      const std::vector<unsigned char> stats = columns.copy_bytes();
-      outputs.insert(outputs.end(), stats.begin(), stats.end());
+      check_stats("column", columns, ref_columns, outputs);
 
       // The column losses and coefficients; a thread per column, so each
       // thread is its own group for the emulator's statistics hook.
