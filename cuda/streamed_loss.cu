@@ -169,8 +169,14 @@ void check_targets(const Task& task, const StreamedArrays& a, const StreamedCont
     const T* rows = a.multilabels.as<const T>();
     const T* columns = a.column_multilabels.as<const T>();
     if (!deferred) launch_first_row_with_negative(rows, R, K, first_bad + kNegativeMultilabel, ctx.stream);
-    if (!task.shared_targets)  // deferred: read by the row check
-      launch_first_row_with_negative(columns, M, K, first_bad + kNegativeColumnMultilabel, ctx.stream);
+    // Deferred: read by the rows' check, which spoils every row; without rows
+    // there is none, so the column's sign is reported directly (a symmetric
+    // call without rows fails below, and queues no report).
+    const bool report_column_signs = R == 0 && !checks_columns(task);
+    if (!task.shared_targets)
+      launch_first_row_with_negative(columns, M, K,
+                                     (report_column_signs ? column_reports : first_bad) + kNegativeColumnMultilabel,
+                                     ctx.stream);
     if (R > 0 && !deferred) without_overlap(rows, R, columns, M, first_bad + kNoPositiveMultilabel);
     if (checks_columns(task) && R > 0)
       without_overlap(columns, M, rows, R, column_reports + kNoPositiveColumnMultilabel);
@@ -180,7 +186,7 @@ void check_targets(const Task& task, const StreamedArrays& a, const StreamedCont
         launch_first_row_without_positive(targets, R, M, first_bad + kNoPositiveLabel, ctx.stream);
       });
     }
-    if (checks_columns(task)) {  // the columns' labels against the rows'
+    if (checks_columns(task) && R > 0) {  // the columns' labels against the rows'
       auto check_columns = [&](auto label) {
         using L = decltype(label);
         launch_first_row_without_positive(LabelTargets<C, L>{a.column_labels.as<const L>(), a.labels.as<const L>()},

@@ -169,6 +169,54 @@ TEST(CudaSymmetricErrors, DeferredColumnCheckReportsAtSynchronize) {
     for (int64_t i = 0; i < in.R; ++i) EXPECT_TRUE(std::isnan(ds[std::size_t(i * in.M + 4)])) << "row " << i;
   }
 }
+
+// DEFER_CHECKS without rows, dL/dtau of a non-symmetric call: no row check
+// runs to read the columns' signs, so the negative column multi-label is
+// reported at synchronize, with the message the CPU backend gives at the call.
+TEST(CudaSymmetricErrors, DeferredNoRowsReportsNegativeColumnMultilabel) {
+  npt::Array dummy(NPAIRS_F64, 2), column_multilabels(NPAIRS_F64, 3 * 2), loss(NPAIRS_F64, 1),
+      dtau(NPAIRS_F64, 1);
+  dummy.fill(0);
+  const double columns[3 * 2] = {1, 0, 0, -1, 1, 1};
+  for (std::size_t k = 0; k < 6; ++k) column_multilabels.set(k, columns[k]);
+  auto problem_on = [&](const void* rows, const void* column_targets) {
+    npairs_problem p;
+    npairs_problem_init(&p);
+    p.rows = 0;
+    p.cols = 3;
+    p.dtype = NPAIRS_F64;
+    p.multilabels = rows;
+    p.column_multilabels = column_targets;
+    p.num_classes = 2;
+    p.similarity = rows;
+    return p;
+  };
+  npairs_options o;
+  npairs_options_init(&o);
+  o.flags |= NPAIRS_FLAG_DEFER_CHECKS;
+
+  npt::Context cpu(NPAIRS_BACKEND_CPU, 0);
+  ASSERT_NPAIRS_OK(cpu.status());
+  npairs_problem host = problem_on(dummy.data(), column_multilabels.data());
+  npairs_gradients g;
+  npairs_gradients_init(&g);
+  g.temperature = dtau.data();
+  ASSERT_EQ(npairs_loss(cpu.get(), &o, &host, nullptr, loss.data(), &g), NPAIRS_ERROR_INVALID_VALUE);
+  const std::string cpu_message = npairs_last_error();
+  EXPECT_TRUE(npt::mentions(cpu_message, {"problem.column_multilabels", "row 1"})) << cpu_message;
+
+  NPT_REQUIRE_CUDA();
+  npt::Context gpu(NPAIRS_BACKEND_CUDA, 0);
+  ASSERT_NPAIRS_OK(gpu.status());
+  npt::DeviceArray rows_on_device(dummy), columns_on_device(column_multilabels), loss_on_device(loss),
+      dtau_on_device(dtau);
+  npairs_problem device = problem_on(rows_on_device.data(), columns_on_device.data());
+  g.temperature = dtau_on_device.data();
+  ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &device, nullptr, loss_on_device.data(), &g));
+  EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
+  EXPECT_EQ(std::string(npairs_last_error()), cpu_message);
+  EXPECT_NPAIRS_OK(npairs_context_synchronize(gpu.get()));  // cleared
+}
 #endif
 
 TEST(CudaSymmetricErrors, HalfMultilabelsAreUnsupported) {
