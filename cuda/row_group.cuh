@@ -135,6 +135,16 @@ __device__ C warp_sum(C x) {
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
   return x;
 }
+// The largest x of a warp's lanes, returned to every lane.
+template <class C>
+__device__ C warp_max(C x) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+    const C other = __shfl_xor_sync(0xffffffffu, x, offset);
+    x = other > x ? other : x;
+  }
+  return x;
+}
 template <class C>
 __device__ C group_sum(const WarpGroup&, C x, C* /*warp_sums*/) {
   return warp_sum(x);

@@ -14,9 +14,9 @@ namespace {
 // A block of kSubWarps warps takes a sub-tile at a time: warp w its rows
 // [16 w, 16 w + 16), each lane kLaneColumns of its columns in 16-byte
 // vectors p * 32 + lane (so that each load of the warp is coalesced). Per
-// row, the lanes' statistics are merged by warp_merge; per column, each lane
-// adds its rows in order and the warps are merged by a fixed tree through
-// shared memory. Every order is fixed: the partials depend only on the
+// row, the warp's max first, then each lane's terms about it summed across
+// the warp; per column, each lane adds its rows in order and the warps are
+// merged by a fixed tree through shared memory. Every order is fixed: the partials depend only on the
 // tile's shape and values.
 constexpr int kSubWarps = 8;
 constexpr int kSubThreads = kSubWarps * kWarpSize;
@@ -68,20 +68,33 @@ __global__ __launch_bounds__(kSubThreads) void tile_symmetric_partials_kernel(Ti
       Pack<T> next[kLaneVectors];
       load_row(i + 1 < row_end ? i + 1 : i, next);
       const typename Targets::Row target = targets.row(i);
-      RowStats<C> row = row_stats_empty<C>();
+      C z[kLaneColumns], q[kLaneColumns];
+      bool valid[kLaneColumns];
+      C lane_max = C(-INFINITY);
 #pragma unroll
       for (int p = 0; p < kLaneVectors; ++p) {
         const int64_t v = first_vector + p * kWarpSize + lane;
 #pragma unroll
         for (int e = 0; e < V; ++e) {
-          if (v >= vectors || !access.valid(v, e)) continue;
-          const C z = to_compute(packs[p].v[e]) * args.logit_scale.hi * args.logit_scale.lo;
-          const C q = target.weight(v * V + e);
-          row_stats_add(row, z, q);
-          row_stats_add(columns[p * V + e], z, q);
+          const int k = p * V + e;
+          valid[k] = v < vectors && access.valid(v, e);
+          z[k] = to_compute(packs[p].v[e]) * args.logit_scale.hi * args.logit_scale.lo;
+          q[k] = valid[k] ? target.weight(v * V + e) : C(0);
+          if (valid[k]) {
+            lane_max = z[k] > lane_max ? z[k] : lane_max;
+            row_stats_add(columns[k], z[k], q[k]);
+          }
         }
       }
-      row = warp_merge(row);
+      // The row's terms about its max over the sub-tile, known before any
+      // exp, so that the warp only adds them (no rescaling merges).
+      RowStats<C> row{warp_max(lane_max), C(0), C(0), C(0)};
+#pragma unroll
+      for (int k = 0; k < kLaneColumns; ++k)
+        if (valid[k]) row_stats_accumulate(row, z[k], q[k]);
+      row.sum_exp = warp_sum(row.sum_exp);
+      row.pos = warp_sum(row.pos);
+      row.pos_gap = warp_sum(row.pos_gap);
       if (lane == 0) row_partials[col_sub * args.rows + i] = row;
 #pragma unroll
       for (int p = 0; p < kLaneVectors; ++p) packs[p] = next[p];
