@@ -119,6 +119,24 @@ inline void run_on_device_copies(npairs_context ctx, const Inputs& in, Outputs& 
 
 namespace npt {
 
+// A problem without rows whose column 1 of problem.column_multilabels (3
+// columns of 2 classes, kNoRowsColumnMultilabels) has a negative entry:
+// `rows` stands for the multi-labels and the similarity (not read), all
+// float64.
+inline constexpr double kNoRowsColumnMultilabels[3 * 2] = {1, 0, 0, -1, 1, 1};
+inline npairs_problem no_rows_negative_column_problem(const void* rows, const void* column_multilabels) {
+  npairs_problem p;
+  npairs_problem_init(&p);
+  p.rows = 0;
+  p.cols = 3;
+  p.dtype = NPAIRS_F64;
+  p.multilabels = rows;
+  p.column_multilabels = column_multilabels;
+  p.num_classes = 2;
+  p.similarity = rows;
+  return p;
+}
+
 // Runs the call with host pointers, or (device_memory) with device copies of
 // every array.
 inline void run_host_or_device(npairs_context ctx, bool device_memory, const Inputs& in, Outputs& out) {

@@ -349,16 +349,7 @@ TEST(Cuda, RowWithoutPositiveLeavesOutputsUntouched) {
 TEST(Cuda, NoRowsStillChecksColumnMultilabels) {
   NPT_REQUIRE_CUDA();
   const double dummy[2] = {0, 0};
-  const double column_multilabels[3 * 2] = {1, 0, 0, -1, 1, 1};
-  npairs_problem p;
-  npairs_problem_init(&p);
-  p.rows = 0;
-  p.cols = 3;
-  p.dtype = NPAIRS_F64;
-  p.multilabels = dummy;
-  p.column_multilabels = column_multilabels;
-  p.num_classes = 2;
-  p.similarity = dummy;
+  const npairs_problem p = npt::no_rows_negative_column_problem(dummy, npt::kNoRowsColumnMultilabels);
   npt::Array loss(NPAIRS_F64, 1);
   loss.poison();
   for (npairs_backend backend : {NPAIRS_BACKEND_CPU, NPAIRS_BACKEND_CUDA}) {

@@ -177,27 +177,14 @@ TEST(CudaSymmetricErrors, DeferredNoRowsReportsNegativeColumnMultilabel) {
   npt::Array dummy(NPAIRS_F64, 2), column_multilabels(NPAIRS_F64, 3 * 2), loss(NPAIRS_F64, 1),
       dtau(NPAIRS_F64, 1);
   dummy.fill(0);
-  const double columns[3 * 2] = {1, 0, 0, -1, 1, 1};
-  for (std::size_t k = 0; k < 6; ++k) column_multilabels.set(k, columns[k]);
-  auto problem_on = [&](const void* rows, const void* column_targets) {
-    npairs_problem p;
-    npairs_problem_init(&p);
-    p.rows = 0;
-    p.cols = 3;
-    p.dtype = NPAIRS_F64;
-    p.multilabels = rows;
-    p.column_multilabels = column_targets;
-    p.num_classes = 2;
-    p.similarity = rows;
-    return p;
-  };
+  for (std::size_t k = 0; k < 6; ++k) column_multilabels.set(k, npt::kNoRowsColumnMultilabels[k]);
   npairs_options o;
   npairs_options_init(&o);
   o.flags |= NPAIRS_FLAG_DEFER_CHECKS;
 
   npt::Context cpu(NPAIRS_BACKEND_CPU, 0);
   ASSERT_NPAIRS_OK(cpu.status());
-  npairs_problem host = problem_on(dummy.data(), column_multilabels.data());
+  const npairs_problem host = npt::no_rows_negative_column_problem(dummy.data(), column_multilabels.data());
   npairs_gradients g;
   npairs_gradients_init(&g);
   g.temperature = dtau.data();
@@ -210,7 +197,7 @@ TEST(CudaSymmetricErrors, DeferredNoRowsReportsNegativeColumnMultilabel) {
   ASSERT_NPAIRS_OK(gpu.status());
   npt::DeviceArray rows_on_device(dummy), columns_on_device(column_multilabels), loss_on_device(loss),
       dtau_on_device(dtau);
-  npairs_problem device = problem_on(rows_on_device.data(), columns_on_device.data());
+  const npairs_problem device = npt::no_rows_negative_column_problem(rows_on_device.data(), columns_on_device.data());
   g.temperature = dtau_on_device.data();
   ASSERT_NPAIRS_OK(npairs_loss(gpu.get(), &o, &device, nullptr, loss_on_device.data(), &g));
   EXPECT_EQ(npairs_context_synchronize(gpu.get()), NPAIRS_ERROR_INVALID_VALUE);
