@@ -21,7 +21,8 @@
 // rectangular, odd row blocks and column tiles, one-column tiles, tiles of
 // several sub-tiles (kSymmetricSubRows x kSymmetricSubCols) with ragged
 // edges, read in 16-byte vectors or element by element, a tile wide enough
-// for a block per row (the block's moment sum), -inf logits.
+// for a block per row (the block's moment sum), -inf logits (scattered, and
+// rows whose part of a sub-tile is all -inf).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -63,6 +64,7 @@ struct Case {
   bool symmetric = true;        // false: the row direction and its moment only (dL/dtau)
   bool in_place = false;        // dS written over the logits
   bool minus_infinity = false;  // some logits without a target weight are -inf
+  bool minus_infinity_rows = false;  // every fifth row -inf wherever it has no target weight
   bool upstream = false;        // a scalar grad_loss g
   int multiprocessors = 2;
   bool sub_tiles_stride = false;  // a statistics launch goes round its grid
@@ -80,6 +82,7 @@ std::string case_name(const Case& c) {
   n += std::string("_") + targets[int(c.targets)];
   if (c.in_place) n += "_inplace";
   if (c.minus_infinity) n += "_neginf";
+  if (c.minus_infinity_rows) n += "_neginfrows";
   if (c.upstream) n += "_g";
   return n + "_mp" + std::to_string(c.multiprocessors);
 }
@@ -124,13 +127,16 @@ std::vector<Case> make_cases() {
     d.upstream = true;
     add(d);
 
-    Case e;  // several sub-tiles with ragged edges, read element by element; the grid goes round
+    // Several sub-tiles with ragged edges, read element by element, the grid
+    // going round; rows whose part of a sub-tile is all -inf (no positive there).
+    Case e;
     e.dtype = dtype;
     e.blocks = {133, 7};
     e.tiles = {517, 3};
     e.upstream = true;
     e.multiprocessors = 1;
     e.sub_tiles_stride = true;
+    e.minus_infinity_rows = true;
     add(e);
 
     Case f = e;  // the same in 16-byte vectors (every tile's rows whole vectors), Gram, in place, -inf
@@ -139,6 +145,7 @@ std::vector<Case> make_cases() {
     f.targets = Targets::gram;
     f.in_place = true;
     f.minus_infinity = true;
+    f.minus_infinity_rows = false;
     f.upstream = false;
     f.multiprocessors = 2;
     f.sub_tiles_stride = false;
@@ -193,6 +200,7 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
     for (std::size_t j = 0; j < cols; ++j) {
       double x = normal(rng);
       if (c.minus_infinity && q(i, j) == 0 && uniform(rng) < 0.2) x = -INFINITY;
+      if (c.minus_infinity_rows && i % 5 == 0 && q(i, j) == 0) x = -INFINITY;
       matrix.data()[i * cols + j] = from_double<T>(x);
     }
   upstream.data()[0] = from_double<T>(-1.75);
