@@ -16,16 +16,14 @@ namespace {
 // vectors p * 32 + lane (so that each load of the warp is coalesced). Per
 // row, the warp's max first, then each lane's terms about it summed across
 // the warp; per column, each lane adds its rows in order and the warps are
-// merged by a fixed tree through shared memory. Every order is fixed: the partials depend only on the
-// tile's shape and values.
+// merged by a fixed tree through shared memory. Every order is fixed: the
+// partials depend only on the tile's shape and values.
 constexpr int kSubWarps = 8;
 constexpr int kSubThreads = kSubWarps * kWarpSize;
 constexpr int kWarpRows = int(kSymmetricSubRows) / kSubWarps;
 constexpr int kLaneColumns = int(kSymmetricSubCols) / kWarpSize;
 static_assert(kWarpRows * kSubWarps == kSymmetricSubRows && kLaneColumns * kWarpSize == kSymmetricSubCols);
 static_assert(kLaneColumns % kVector<double> == 0 && kLaneColumns % kVector<__half> == 0);
-
-__host__ __device__ constexpr int64_t subs(int64_t n, int64_t sub) { return (n + sub - 1) / sub; }
 
 template <class T, class Targets>
 __global__ __launch_bounds__(kSubThreads) void tile_symmetric_partials_kernel(TileSymmetricStatsArgs<T> args,
@@ -37,7 +35,8 @@ __global__ __launch_bounds__(kSubThreads) void tile_symmetric_partials_kernel(Ti
   // until warp 0 holds the sub-tile's.
   __shared__ RowStats<C> column_share[kSubWarps / 2][kSymmetricSubCols];
   const int lane = int(threadIdx.x % kWarpSize), warp = int(threadIdx.x / kWarpSize);
-  const int64_t row_subs = subs(args.rows, kSymmetricSubRows), col_subs = subs(args.cols, kSymmetricSubCols);
+  const int64_t row_subs = sub_tiles_of(args.rows, kSymmetricSubRows);
+  const int64_t col_subs = sub_tiles_of(args.cols, kSymmetricSubCols);
   const int64_t vectors = (args.cols + V - 1) / V;
   RowStats<C>* const row_partials = args.partials;                                // [col_subs][rows]
   RowStats<C>* const column_partials = args.partials + args.rows * col_subs;      // [row_subs][cols]
@@ -63,7 +62,7 @@ __global__ __launch_bounds__(kSubThreads) void tile_symmetric_partials_kernel(Ti
     Pack<T> packs[kLaneVectors];
     if (row_begin < row_end) load_row(row_begin, packs);
     for (int64_t i = row_begin; i < row_end; ++i) {
-      // The next row's loads in flight while this row is added and merged
+      // The next row's loads in flight while this row is added and summed
       // (the last row loads itself again).
       Pack<T> next[kLaneVectors];
       load_row(i + 1 < row_end ? i + 1 : i, next);
@@ -129,7 +128,8 @@ constexpr int kMergeThreads = 256;
 template <class T>
 __global__ __launch_bounds__(kMergeThreads) void tile_symmetric_merge_kernel(TileSymmetricStatsArgs<T> args) {
   using C = compute_t<T>;
-  const int64_t row_subs = subs(args.rows, kSymmetricSubRows), col_subs = subs(args.cols, kSymmetricSubCols);
+  const int64_t row_subs = sub_tiles_of(args.rows, kSymmetricSubRows);
+  const int64_t col_subs = sub_tiles_of(args.cols, kSymmetricSubCols);
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < args.rows + args.cols; t += stride) {
     const bool is_row = t < args.rows;
@@ -149,7 +149,7 @@ __global__ __launch_bounds__(kMergeThreads) void tile_symmetric_merge_kernel(Til
 template <class T, class Targets>
 void launch_tile_symmetric_stats(const TileSymmetricStatsArgs<T>& args, const Targets& targets,
                                  const DeviceLimits& limits, cudaStream_t stream) {
-  const int64_t sub_tiles = subs(args.rows, kSymmetricSubRows) * subs(args.cols, kSymmetricSubCols);
+  const int64_t sub_tiles = sub_tiles_of(args.rows, kSymmetricSubRows) * sub_tiles_of(args.cols, kSymmetricSubCols);
   if (sub_tiles > 0) {
     const auto kernel = tile_symmetric_partials_kernel<T, Targets>;
     const RowAccess<T> access{args.cols, rows_vectorized<T>(args.cols, args.ld, args.logits, nullptr)};
@@ -159,7 +159,7 @@ void launch_tile_symmetric_stats(const TileSymmetricStatsArgs<T>& args, const Ta
   const int64_t outputs = args.rows + args.cols;
   if (outputs > 0) {
     const auto kernel = tile_symmetric_merge_kernel<T>;
-    launch(kernel, grid_size(kernel, kMergeThreads, 0, subs(outputs, kMergeThreads), limits), kMergeThreads, 0,
+    launch(kernel, grid_size(kernel, kMergeThreads, 0, sub_tiles_of(outputs, kMergeThreads), limits), kMergeThreads, 0,
            stream, args);
   }
 }
