@@ -31,7 +31,7 @@ template <class T>
 void launch_column_losses(const ColumnLossesArgs<T>& args, const DeviceLimits& limits, cudaStream_t stream) {
   if (args.cols == 0) return;
   const auto kernel = column_losses_kernel<T>;
-  const int64_t blocks = (args.cols + kColumnLossThreads - 1) / kColumnLossThreads;
+  const int64_t blocks = ceil_div(args.cols, kColumnLossThreads);
   launch(kernel, grid_size(kernel, kColumnLossThreads, 0, blocks, limits), kColumnLossThreads, 0, stream, args);
 }
 

@@ -4,6 +4,7 @@
 
 #include "first_row_out_of_bound.cuh"
 #include "launch.cuh"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
@@ -29,7 +30,7 @@ void launch_first_row_out_of_bound(const T* matrix, int64_t rows, int64_t cols, 
                                    long long* first_bad, cudaStream_t stream) {
   const int64_t count = rows * cols;
   if (count == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
+  const auto blocks = static_cast<unsigned>(std::min(ceil_div(count, kBlock), kMaxBlocks));
   launch(first_row_out_of_bound_kernel<T>, blocks, kBlock, 0, stream, matrix, rows, cols, bound, first_bad);
 }
 

@@ -3,6 +3,7 @@
 #include "dtype.cuh"
 #include "first_row_with_negative.cuh"
 #include "launch.cuh"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
@@ -28,7 +29,7 @@ void launch_first_row_with_negative(const T* matrix, int64_t rows, int64_t cols,
                                     long long* first_bad, cudaStream_t stream) {
   const int64_t count = rows * cols;
   if (count == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
+  const auto blocks = static_cast<unsigned>(std::min(ceil_div(count, kBlock), kMaxBlocks));
   launch(first_row_with_negative_kernel<T>, blocks, kBlock, 0, stream, matrix, rows, cols, first_bad);
 }
 

@@ -5,6 +5,7 @@
 #include "hard_class_reduce.cuh"
 #include "hard_class_scores.cuh"
 #include "launch.cuh"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
@@ -41,7 +42,7 @@ __global__ __launch_bounds__(kBlock) void hard_class_scores_kernel(T* scores, co
 }  // namespace
 
 int hard_class_score_blocks(int64_t classes) {
-  return int(std::min<int64_t>((classes + kBlock - 1) / kBlock, kHardClassScoreBlocks));
+  return int(std::min<int64_t>(ceil_div(classes, kBlock), kHardClassScoreBlocks));
 }
 
 template <class T>

@@ -3,6 +3,7 @@
 #include "dtype.cuh"
 #include "l2_gradient.cuh"
 #include "launch.cuh"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
@@ -26,7 +27,7 @@ template <class T>
 void launch_l2_gradient(const T* x, int64_t count, double factor, const T* grad_loss, T* grad,
                         cudaStream_t stream) {
   if (count == 0) return;
-  const auto blocks = static_cast<unsigned>(std::min((count + kBlock - 1) / kBlock, kMaxBlocks));
+  const auto blocks = static_cast<unsigned>(std::min(ceil_div(count, kBlock), kMaxBlocks));
   launch(l2_gradient_kernel<T>, blocks, kBlock, 0, stream, x, count,
          static_cast<compute_t<T>>(factor), grad_loss, grad);
 }

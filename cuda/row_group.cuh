@@ -176,7 +176,7 @@ constexpr StreamedRows streamed_rows(int64_t rows, int64_t cols, std::size_t val
   if (cols > kStreamedWarpVectors * (kVectorBytes / int64_t(value_size)))
     return StreamedRows{true, kStreamedBlockThreads, rows};
   return StreamedRows{false, kWarpSize * kWarpRowsPerBlock,
-                      (rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock};
+                      ceil_div(rows, kWarpRowsPerBlock)};
 }
 
 // A kernel's Group, given its shared scratch for BlockGroup's merge.

@@ -1,4 +1,5 @@
 #include "row_kernel_plan.hpp"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
@@ -16,14 +17,14 @@ RowKernelPlan plan_row_kernel(int64_t cols, std::size_t value_size, const Device
   if (cols <= kMaxRegisterRowThreads * per_thread) {
     // The fewest whole warps that hold the row: no idle threads for rows of
     // a few thousand elements, and every thread busy up to the largest.
-    const int64_t threads = (cols + per_thread - 1) / per_thread;
+    const int64_t threads = ceil_div(cols, per_thread);
     plan.kernel = RowKernel::block;
-    plan.threads = int((threads + kWarpSize - 1) / kWarpSize * kWarpSize);
+    plan.threads = int(ceil_div(threads, kWarpSize) * kWarpSize);
     return plan;
   }
   plan.kernel = RowKernel::staged;
   plan.threads = kMaxRowThreads;
-  const int64_t vectors = (cols + plan.vector_width - 1) / plan.vector_width;
+  const int64_t vectors = ceil_div(cols, plan.vector_width);
   const auto row_bytes = static_cast<std::size_t>(vectors) * kVectorBytes;
   if (row_bytes + reserved_shared_bytes <= limits.shared_bytes_per_block)
     plan.shared_bytes = row_bytes;

@@ -55,7 +55,7 @@ template <class T, class Targets, class Group>
 __device__ void row_in_registers(const RowLossArgs<T>& args, const Targets& targets,
                                  const RowAccess<T>& access, int64_t i, const Group& group) {
   using C = compute_t<T>;
-  const int64_t vectors = (args.cols + kVector<T> - 1) / kVector<T>;
+  const int64_t vectors = ceil_div(args.cols, kVector<T>);
   const typename Targets::Row target = targets.row(i);
   const T* logits = args.logits + i * args.cols;
 
@@ -125,7 +125,7 @@ __global__ __launch_bounds__(kMaxRowThreads) void row_loss_staged_kernel(RowLoss
   Pack<T>* staged_row = reinterpret_cast<Pack<T>*>(staged_bytes);
   __shared__ RowStats<C> warp_stats[kMaxRowThreads / kWarpSize];
   const BlockGroup<C> group{warp_stats};
-  const int64_t vectors = (args.cols + kVector<T> - 1) / kVector<T>;
+  const int64_t vectors = ceil_div(args.cols, kVector<T>);
 
   for (int64_t i = blockIdx.x; i < args.rows; i += gridDim.x) {
     const typename Targets::Row target = targets.row(i);
@@ -162,7 +162,7 @@ void launch_row_loss(const RowLossArgs<T>& args, const Targets& targets,
   const RowKernelPlan plan = plan_row_kernel(args.cols, sizeof(T), limits, kReservedShared);
   const RowAccess<T> access{args.cols, args.cols % kVector<T> == 0 && aligned(args.logits) &&
                                            aligned(args.grad_logits)};
-  const int64_t blocks = (args.rows + plan.rows_per_block - 1) / plan.rows_per_block;
+  const int64_t blocks = ceil_div(args.rows, plan.rows_per_block);
   switch (plan.kernel) {
     case RowKernel::warp: {
       const auto kernel = row_loss_warp_kernel<T, Targets>;

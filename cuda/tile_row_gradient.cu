@@ -22,7 +22,7 @@ __global__ __launch_bounds__(kStreamedBlockThreads) void tile_row_gradient_kerne
   using C = compute_t<T>;
   __shared__ C warp_sums[kStreamedBlockThreads / kWarpSize];  // BlockGroup's moment sum
   const Group group{};  // no merge: BlockGroup needs no statistics storage here
-  const int64_t vectors = (args.cols + kVector<T> - 1) / kVector<T>;
+  const int64_t vectors = ceil_div(args.cols, kVector<T>);
   for (int64_t i = group.first_row(); i < args.rows; i += group.row_stride()) {
     const C weight = args.sample_weight ? to_compute(args.sample_weight[i]) : C(1);
     const C upstream =

@@ -32,7 +32,7 @@ void launch_tile_row_losses(const TileRowLossesArgs<T>& args, const DeviceLimits
                             cudaStream_t stream) {
   if (args.rows == 0) return;
   const auto kernel = tile_row_losses_kernel<T>;
-  const int64_t blocks = (args.rows + kLossThreads - 1) / kLossThreads;
+  const int64_t blocks = ceil_div(args.rows, kLossThreads);
   launch(kernel, grid_size(kernel, kLossThreads, 0, blocks, limits), kLossThreads, 0, stream, args);
 }
 

@@ -21,7 +21,7 @@ __global__ __launch_bounds__(kStreamedBlockThreads) void tile_row_stats_kernel(
   using C = compute_t<T>;
   __shared__ RowStats<C> warp_stats[kStreamedBlockThreads / kWarpSize];  // BlockGroup's
   const Group group = make_row_group<Group>(warp_stats);
-  const int64_t vectors = (args.cols + kVector<T> - 1) / kVector<T>;
+  const int64_t vectors = ceil_div(args.cols, kVector<T>);
   for (int64_t i = group.first_row(); i < args.rows; i += group.row_stride()) {
     const typename Targets::Row target = targets.row(i);
     const T* logits = args.logits + i * args.ld;

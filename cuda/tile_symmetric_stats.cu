@@ -35,9 +35,9 @@ __global__ __launch_bounds__(kSubThreads) void tile_symmetric_partials_kernel(Ti
   // until warp 0 holds the sub-tile's.
   __shared__ RowStats<C> column_share[kSubWarps / 2][kSymmetricSubCols];
   const int lane = int(threadIdx.x % kWarpSize), warp = int(threadIdx.x / kWarpSize);
-  const int64_t row_subs = sub_tiles_of(args.rows, kSymmetricSubRows);
-  const int64_t col_subs = sub_tiles_of(args.cols, kSymmetricSubCols);
-  const int64_t vectors = (args.cols + V - 1) / V;
+  const int64_t row_subs = ceil_div(args.rows, kSymmetricSubRows);
+  const int64_t col_subs = ceil_div(args.cols, kSymmetricSubCols);
+  const int64_t vectors = ceil_div(args.cols, V);
   RowStats<C>* const row_partials = args.partials;                                // [col_subs][rows]
   RowStats<C>* const column_partials = args.partials + args.rows * col_subs;      // [row_subs][cols]
   // Element k = p V + e of a lane is column lane_column(k) of its sub-tile.
@@ -128,8 +128,8 @@ constexpr int kMergeThreads = 256;
 template <class T>
 __global__ __launch_bounds__(kMergeThreads) void tile_symmetric_merge_kernel(TileSymmetricStatsArgs<T> args) {
   using C = compute_t<T>;
-  const int64_t row_subs = sub_tiles_of(args.rows, kSymmetricSubRows);
-  const int64_t col_subs = sub_tiles_of(args.cols, kSymmetricSubCols);
+  const int64_t row_subs = ceil_div(args.rows, kSymmetricSubRows);
+  const int64_t col_subs = ceil_div(args.cols, kSymmetricSubCols);
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < args.rows + args.cols; t += stride) {
     const bool is_row = t < args.rows;
@@ -149,7 +149,7 @@ __global__ __launch_bounds__(kMergeThreads) void tile_symmetric_merge_kernel(Til
 template <class T, class Targets>
 void launch_tile_symmetric_stats(const TileSymmetricStatsArgs<T>& args, const Targets& targets,
                                  const DeviceLimits& limits, cudaStream_t stream) {
-  const int64_t sub_tiles = sub_tiles_of(args.rows, kSymmetricSubRows) * sub_tiles_of(args.cols, kSymmetricSubCols);
+  const int64_t sub_tiles = ceil_div(args.rows, kSymmetricSubRows) * ceil_div(args.cols, kSymmetricSubCols);
   if (sub_tiles > 0) {
     const auto kernel = tile_symmetric_partials_kernel<T, Targets>;
     const RowAccess<T> access{args.cols, rows_vectorized<T>(args.cols, args.ld, args.logits, nullptr)};
@@ -159,7 +159,7 @@ void launch_tile_symmetric_stats(const TileSymmetricStatsArgs<T>& args, const Ta
   const int64_t outputs = args.rows + args.cols;
   if (outputs > 0) {
     const auto kernel = tile_symmetric_merge_kernel<T>;
-    launch(kernel, grid_size(kernel, kMergeThreads, 0, sub_tiles_of(outputs, kMergeThreads), limits), kMergeThreads, 0,
+    launch(kernel, grid_size(kernel, kMergeThreads, 0, ceil_div(outputs, kMergeThreads), limits), kMergeThreads, 0,
            stream, args);
   }
 }

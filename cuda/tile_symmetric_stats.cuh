@@ -21,13 +21,10 @@ namespace npairs::cuda {
 constexpr int64_t kSymmetricSubRows = 128;
 constexpr int64_t kSymmetricSubCols = 256;
 
-// The sub-tiles of `sub` that cover n rows or columns.
-__host__ __device__ constexpr int64_t sub_tiles_of(int64_t n, int64_t sub) { return (n + sub - 1) / sub; }
-
 // The partial statistics a tile of rows x cols needs in scratch: a row's per
 // column sub-tile, then a column's per row sub-tile.
 constexpr int64_t tile_symmetric_stats_partials(int64_t rows, int64_t cols) {
-  return rows * sub_tiles_of(cols, kSymmetricSubCols) + cols * sub_tiles_of(rows, kSymmetricSubRows);
+  return rows * ceil_div(cols, kSymmetricSubCols) + cols * ceil_div(rows, kSymmetricSubRows);
 }
 
 template <class T>

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <math.h>
+#include <stdint.h>
 
 #if defined(__CUDACC__)
 #define NPAIRS_HD __host__ __device__ __forceinline__
@@ -19,6 +20,9 @@
 #endif
 
 namespace npairs {
+
+// The blocks of `per` that cover n things (n >= 0, per > 0).
+NPAIRS_HD constexpr int64_t ceil_div(int64_t n, int64_t per) { return (n + per - 1) / per; }
 
 // exp and log of the row's own precision, on host and device alike.
 NPAIRS_HD float row_exp(float x) { return expf(x); }

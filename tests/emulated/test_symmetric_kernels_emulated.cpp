@@ -344,9 +344,9 @@ void run_case(const Case& c, TypeTag<T>, TypeTag<Label>, std::bool_constant<kGra
                     reinterpret_cast<void (*)()>(&npairs::cuda::tile_symmetric_partials_kernel<T, TargetsT>));
           EXPECT_EQ(emu::launches[1].kernel,
                     reinterpret_cast<void (*)()>(&npairs::cuda::tile_symmetric_merge_kernel<T>));
-          using npairs::cuda::kSymmetricSubCols, npairs::cuda::kSymmetricSubRows, npairs::cuda::sub_tiles_of;
+          using npairs::cuda::kSymmetricSubCols, npairs::cuda::kSymmetricSubRows, npairs::ceil_div;
           const int64_t sub_tiles =
-              sub_tiles_of(c.blocks[b], kSymmetricSubRows) * sub_tiles_of(c.tiles[t], kSymmetricSubCols);
+              ceil_div(c.blocks[b], kSymmetricSubRows) * ceil_div(c.tiles[t], kSymmetricSubCols);
           EXPECT_LE(int64_t(emu::launches[0].grid), sub_tiles);
           if (int64_t(emu::launches[0].grid) < sub_tiles) ++sub_tiles_strided;
         } else {
