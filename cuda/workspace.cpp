@@ -4,6 +4,7 @@
 
 #include "cuda_check.hpp"
 #include "error.hpp"
+#include "row_math.hpp"
 
 namespace npairs::cuda {
 
@@ -47,7 +48,7 @@ char* DeviceWorkspace::reserve(std::size_t bytes, cudaEvent_t last_use) {
 void CallLayout::place(Buffer& buffer, std::size_t bytes, const void* host_input,
                        void* host_output) {
   entries_.push_back(Entry{&buffer, size_, bytes, host_input, host_output});
-  size_ += (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  size_ += round_up(bytes, kAlignment);
 }
 
 bool CallLayout::in_place(Buffer& buffer, const void* pointer, const char* name) {

@@ -17,6 +17,7 @@
 #include "cpu_rows.hpp"
 #include "error.hpp"
 #include "hard_classes.hpp"
+#include "row_math.hpp"
 #include "tiled_loss.hpp"
 
 namespace npairs {
@@ -87,7 +88,7 @@ std::size_t lay_out(const Task& t, int64_t row_block, int64_t col_tile, int64_t 
   auto take = [&](auto*& pointer, int64_t count) {
     using U = std::remove_pointer_t<std::remove_reference_t<decltype(pointer)>>;
     pointer = base ? reinterpret_cast<U*>(base + offset) : nullptr;
-    offset += (std::size_t(count) * sizeof(U) + 63) / 64 * 64;
+    offset += round_up(std::size_t(count) * sizeof(U), 64);
   };
   const int64_t tile = row_block * col_tile;
   take(b.row_losses, t.rows);

@@ -13,6 +13,7 @@
 #include "blas.hpp"
 #include "error.hpp"
 #include "hard_class_rule.hpp"
+#include "row_math.hpp"
 #include "task.hpp"
 
 namespace npairs {
@@ -27,7 +28,7 @@ void require(bool condition, const std::string& message) {
 constexpr int64_t kBlock = 65536;
 constexpr int64_t kSmallestBlock = 64;
 
-std::size_t aligned(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+std::size_t aligned(std::size_t bytes) { return round_up(bytes, 64); }
 
 using blas::gemv;
 

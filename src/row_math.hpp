@@ -11,6 +11,7 @@
 #pragma once
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #if defined(__CUDACC__)
@@ -23,6 +24,9 @@ namespace npairs {
 
 // The blocks of `per` that cover n things (n >= 0, per > 0).
 NPAIRS_HD constexpr int64_t ceil_div(int64_t n, int64_t per) { return (n + per - 1) / per; }
+
+// n bytes rounded up to a multiple of `to` (to > 0): the workspace layouts' offsets.
+constexpr size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 // exp and log of the row's own precision, on host and device alike.
 NPAIRS_HD float row_exp(float x) { return expf(x); }
